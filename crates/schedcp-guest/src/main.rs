@@ -1,0 +1,2 @@
+mod workloads;
+fn main() {}

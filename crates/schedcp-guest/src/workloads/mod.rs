@@ -1,0 +1,1 @@
+//! Built-in lab workloads (filled by the workloads work item).
