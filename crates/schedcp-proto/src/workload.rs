@@ -66,31 +66,149 @@ pub struct ParamSpec {
 
 #[derive(Debug, Clone, Copy)]
 pub enum ParamKind {
-    Int { default: u64, min: u64, max: u64 },
-    Choice { default: &'static str, choices: &'static [&'static str] },
+    Int {
+        default: u64,
+        min: u64,
+        max: u64,
+    },
+    Choice {
+        default: &'static str,
+        choices: &'static [&'static str],
+    },
 }
 
 const BATCH_PARAMS: &[ParamSpec] = &[
-    ParamSpec { name: "short", kind: ParamKind::Int { default: 32, min: 0, max: 4096 }, doc: "number of short jobs" },
-    ParamSpec { name: "long", kind: ParamKind::Int { default: 2, min: 0, max: 256 }, doc: "number of long jobs" },
-    ParamSpec { name: "short_ms", kind: ParamKind::Int { default: 20, min: 1, max: 60_000 }, doc: "CPU work per short job, in milliseconds of calibrated spinning" },
-    ParamSpec { name: "long_ms", kind: ParamKind::Int { default: 400, min: 1, max: 600_000 }, doc: "CPU work per long job, in milliseconds of calibrated spinning" },
+    ParamSpec {
+        name: "short",
+        kind: ParamKind::Int {
+            default: 32,
+            min: 0,
+            max: 4096,
+        },
+        doc: "number of short jobs",
+    },
+    ParamSpec {
+        name: "long",
+        kind: ParamKind::Int {
+            default: 2,
+            min: 0,
+            max: 256,
+        },
+        doc: "number of long jobs",
+    },
+    ParamSpec {
+        name: "short_ms",
+        kind: ParamKind::Int {
+            default: 20,
+            min: 1,
+            max: 60_000,
+        },
+        doc: "CPU work per short job, in milliseconds of calibrated spinning",
+    },
+    ParamSpec {
+        name: "long_ms",
+        kind: ParamKind::Int {
+            default: 400,
+            min: 1,
+            max: 600_000,
+        },
+        doc: "CPU work per long job, in milliseconds of calibrated spinning",
+    },
 ];
 
 const WAKEUP_PARAMS: &[ParamSpec] = &[
-    ParamSpec { name: "messengers", kind: ParamKind::Int { default: 2, min: 1, max: 64 }, doc: "message threads" },
-    ParamSpec { name: "workers", kind: ParamKind::Int { default: 4, min: 1, max: 256 }, doc: "worker threads per message thread" },
-    ParamSpec { name: "duration_ms", kind: ParamKind::Int { default: 3000, min: 100, max: 600_000 }, doc: "how long to run" },
-    ParamSpec { name: "work_us", kind: ParamKind::Int { default: 100, min: 0, max: 1_000_000 }, doc: "CPU work a worker does per request" },
-    ParamSpec { name: "hogs", kind: ParamKind::Int { default: 1, min: 0, max: 64 }, doc: "background CPU hog threads competing with the workers" },
+    ParamSpec {
+        name: "messengers",
+        kind: ParamKind::Int {
+            default: 2,
+            min: 1,
+            max: 64,
+        },
+        doc: "message threads",
+    },
+    ParamSpec {
+        name: "workers",
+        kind: ParamKind::Int {
+            default: 4,
+            min: 1,
+            max: 256,
+        },
+        doc: "worker threads per message thread",
+    },
+    ParamSpec {
+        name: "duration_ms",
+        kind: ParamKind::Int {
+            default: 3000,
+            min: 100,
+            max: 600_000,
+        },
+        doc: "how long to run",
+    },
+    ParamSpec {
+        name: "work_us",
+        kind: ParamKind::Int {
+            default: 100,
+            min: 0,
+            max: 1_000_000,
+        },
+        doc: "CPU work a worker does per request",
+    },
+    ParamSpec {
+        name: "hogs",
+        kind: ParamKind::Int {
+            default: 1,
+            min: 0,
+            max: 64,
+        },
+        doc: "background CPU hog threads competing with the workers",
+    },
 ];
 
 const PINGPONG_PARAMS: &[ParamSpec] = &[
-    ParamSpec { name: "groups", kind: ParamKind::Int { default: 2, min: 1, max: 64 }, doc: "independent groups" },
-    ParamSpec { name: "pairs", kind: ParamKind::Int { default: 5, min: 1, max: 64 }, doc: "sender/receiver pairs per group (every sender talks to every receiver of its group)" },
-    ParamSpec { name: "loops", kind: ParamKind::Int { default: 200, min: 1, max: 1_000_000 }, doc: "messages each sender sends to each receiver" },
-    ParamSpec { name: "size", kind: ParamKind::Int { default: 100, min: 1, max: 4096 }, doc: "message size in bytes" },
-    ParamSpec { name: "transport", kind: ParamKind::Choice { default: "pipe", choices: &["pipe", "socket"] }, doc: "pipe or unix socketpair" },
+    ParamSpec {
+        name: "groups",
+        kind: ParamKind::Int {
+            default: 2,
+            min: 1,
+            max: 64,
+        },
+        doc: "independent groups",
+    },
+    ParamSpec {
+        name: "pairs",
+        kind: ParamKind::Int {
+            default: 5,
+            min: 1,
+            max: 64,
+        },
+        doc: "sender/receiver pairs per group (every sender talks to every receiver of its group)",
+    },
+    ParamSpec {
+        name: "loops",
+        kind: ParamKind::Int {
+            default: 1000,
+            min: 1,
+            max: 1_000_000,
+        },
+        doc: "messages each sender sends to each receiver",
+    },
+    ParamSpec {
+        name: "size",
+        kind: ParamKind::Int {
+            default: 100,
+            min: 1,
+            max: 4096,
+        },
+        doc: "message size in bytes",
+    },
+    ParamSpec {
+        name: "transport",
+        kind: ParamKind::Choice {
+            default: "pipe",
+            choices: &["pipe", "socket"],
+        },
+        doc: "pipe or unix socketpair",
+    },
 ];
 
 /// A parsed, validated workload spec with every parameter resolved.
@@ -106,13 +224,30 @@ pub enum SpecError {
     #[error("unknown workload '{0}'; choose one of: batch, wakeup, pingpong")]
     UnknownWorkload(String),
     #[error("workload '{workload}' has no parameter '{param}'; it accepts: {accepted}")]
-    UnknownParam { workload: String, param: String, accepted: String },
+    UnknownParam {
+        workload: String,
+        param: String,
+        accepted: String,
+    },
     #[error("parameter '{0}' is malformed; write key=value (e.g. batch:short=64,long=4)")]
     Malformed(String),
-    #[error("parameter '{param}' of '{workload}' must be an integer in {min}..={max}, got '{value}'")]
-    OutOfRange { workload: String, param: String, value: String, min: u64, max: u64 },
+    #[error(
+        "parameter '{param}' of '{workload}' must be an integer in {min}..={max}, got '{value}'"
+    )]
+    OutOfRange {
+        workload: String,
+        param: String,
+        value: String,
+        min: u64,
+        max: u64,
+    },
     #[error("parameter '{param}' of '{workload}' must be one of {choices}, got '{value}'")]
-    BadChoice { workload: String, param: String, value: String, choices: String },
+    BadChoice {
+        workload: String,
+        param: String,
+        value: String,
+        choices: String,
+    },
     #[error("parameter '{0}' is given twice")]
     Duplicate(String),
 }
@@ -130,8 +265,15 @@ impl FromStr for WorkloadSpec {
             .find(|k| k.name() == name)
             .ok_or_else(|| SpecError::UnknownWorkload(name.to_string()))?;
         let mut given = BTreeMap::new();
-        for item in rest.into_iter().flat_map(|r| r.split(',')).map(str::trim).filter(|i| !i.is_empty()) {
-            let (k, v) = item.split_once('=').ok_or_else(|| SpecError::Malformed(item.to_string()))?;
+        for item in rest
+            .into_iter()
+            .flat_map(|r| r.split(','))
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| SpecError::Malformed(item.to_string()))?;
             let (k, v) = (k.trim().replace('-', "_"), v.trim().to_string());
             if k.is_empty() || v.is_empty() {
                 return Err(SpecError::Malformed(item.to_string()));
@@ -176,7 +318,12 @@ impl FromStr for WorkloadSpec {
             return Err(SpecError::UnknownParam {
                 workload: kind.name().into(),
                 param,
-                accepted: kind.params().iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+                accepted: kind
+                    .params()
+                    .iter()
+                    .map(|p| p.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         Ok(WorkloadSpec { kind, params })
@@ -198,12 +345,18 @@ impl fmt::Display for WorkloadSpec {
 impl WorkloadSpec {
     /// An integer parameter; the spec was validated at parse time.
     pub fn int(&self, name: &str) -> u64 {
-        self.params.get(name).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("workload spec lacks integer parameter {name}"))
+        self.params
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("workload spec lacks integer parameter {name}"))
     }
 
     /// A choice parameter; the spec was validated at parse time.
     pub fn choice(&self, name: &str) -> &str {
-        self.params.get(name).map(String::as_str).unwrap_or_else(|| panic!("workload spec lacks parameter {name}"))
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("workload spec lacks parameter {name}"))
     }
 }
 
@@ -225,7 +378,12 @@ pub struct Metric {
 
 impl Metric {
     pub fn new(name: &str, value: f64, unit: &str, better: Better) -> Self {
-        Metric { name: name.into(), value, unit: unit.into(), better }
+        Metric {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            better,
+        }
     }
 }
 
@@ -264,7 +422,9 @@ mod tests {
 
     #[test]
     fn overrides_and_dashes() {
-        let s: WorkloadSpec = "pingpong:groups=3,transport=socket,size=64".parse().unwrap();
+        let s: WorkloadSpec = "pingpong:groups=3,transport=socket,size=64"
+            .parse()
+            .unwrap();
         assert_eq!(s.int("groups"), 3);
         assert_eq!(s.choice("transport"), "socket");
         let s: WorkloadSpec = "batch:short-ms=5".parse().unwrap();
@@ -273,12 +433,33 @@ mod tests {
 
     #[test]
     fn errors_are_precise() {
-        assert_eq!("nope".parse::<WorkloadSpec>().unwrap_err(), SpecError::UnknownWorkload("nope".into()));
-        assert!(matches!("batch:bogus=1".parse::<WorkloadSpec>(), Err(SpecError::UnknownParam { .. })));
-        assert!(matches!("batch:short=-1".parse::<WorkloadSpec>(), Err(SpecError::OutOfRange { .. })));
-        assert!(matches!("batch:short=99999".parse::<WorkloadSpec>(), Err(SpecError::OutOfRange { .. })));
-        assert!(matches!("batch:short".parse::<WorkloadSpec>(), Err(SpecError::Malformed(_))));
-        assert!(matches!("batch:short=1,short=2".parse::<WorkloadSpec>(), Err(SpecError::Duplicate(_))));
-        assert!(matches!("pingpong:transport=udp".parse::<WorkloadSpec>(), Err(SpecError::BadChoice { .. })));
+        assert_eq!(
+            "nope".parse::<WorkloadSpec>().unwrap_err(),
+            SpecError::UnknownWorkload("nope".into())
+        );
+        assert!(matches!(
+            "batch:bogus=1".parse::<WorkloadSpec>(),
+            Err(SpecError::UnknownParam { .. })
+        ));
+        assert!(matches!(
+            "batch:short=-1".parse::<WorkloadSpec>(),
+            Err(SpecError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            "batch:short=99999".parse::<WorkloadSpec>(),
+            Err(SpecError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            "batch:short".parse::<WorkloadSpec>(),
+            Err(SpecError::Malformed(_))
+        ));
+        assert!(matches!(
+            "batch:short=1,short=2".parse::<WorkloadSpec>(),
+            Err(SpecError::Duplicate(_))
+        ));
+        assert!(matches!(
+            "pingpong:transport=udp".parse::<WorkloadSpec>(),
+            Err(SpecError::BadChoice { .. })
+        ));
     }
 }

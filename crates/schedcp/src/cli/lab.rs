@@ -1,0 +1,381 @@
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use schedcp::config::{Accel, Config};
+use schedcp::error::{exit, Error};
+use schedcp::lab::compare::{compare, Comparison};
+use schedcp::lab::report::LabReport;
+use schedcp::lab::{kernel, Lab, LabRequest, PolicyRef, Progress};
+use schedcp::policies::meta::parse_assignment;
+use schedcp_proto::report::GuestMessage;
+use schedcp_proto::workload::{ParamKind, WorkloadKind, WorkloadSpec};
+use serde::Serialize;
+
+use super::output;
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Run one workload in a fresh micro-VM, on a scheduler or on the kernel default.
+    ///
+    /// Compiles the scheduler, boots the cached sched_ext kernel with the guest
+    /// agent as init, attaches the scheduler through struct_ops, runs the
+    /// workload, detaches, and prints what the guest reported: timings, state
+    /// transitions, metrics, the verifier log if the kernel refused the
+    /// scheduler, and its exit info if the kernel ejected it.
+    ///
+    /// Examples:
+    ///   schedcp lab run --policy vtime --workload batch
+    ///   schedcp lab run --policy ./my.bpf.c --workload wakeup:workers=8,duration_ms=2000
+    ///   schedcp lab run --policy latency --set slice_us=1000 --workload pingpong --json
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+    /// Compare a scheduler against a baseline (default: the kernel's scheduler) over several runs.
+    Compare(CompareArgs),
+    /// The main job on embedded defaults: every built-in scheduler against the kernel default on its target workload.
+    Demo(DemoArgs),
+    /// Fetch the newest Debian sid cloud kernel with sched_ext into the cache (idempotent).
+    FetchKernel {
+        /// Fetch again even if a kernel is cached.
+        #[arg(long)]
+        refresh: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the built-in workloads and their parameters.
+    Workloads {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct VmArgs {
+    /// Workload spec: NAME[:key=value,...]; see `schedcp lab workloads`.
+    #[arg(long, short, value_parser = parse_workload)]
+    workload: WorkloadSpec,
+    /// Virtual CPUs (default from config: 2).
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// Guest memory in MiB (default from config: 1024).
+    #[arg(long, value_name = "MIB")]
+    mem: Option<u32>,
+    /// Wall-clock limit per VM, in seconds (default from config: 180).
+    #[arg(long, value_name = "S")]
+    timeout: Option<u64>,
+    /// Accelerator: auto tries KVM and falls back to TCG.
+    #[arg(long, value_enum)]
+    accel: Option<Accel>,
+    /// Keep the run directory (initramfs, console log, raw report).
+    #[arg(long)]
+    keep: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// `default` (the kernel's scheduler), a built-in policy name, or a path to a .bpf.c file.
+    #[arg(long, short)]
+    policy: String,
+    /// Set a tunable of a built-in policy: NAME=VALUE (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+    set: Vec<(String, String)>,
+    #[command(flatten)]
+    vm: VmArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The candidate: a built-in policy name or a .bpf.c path.
+    #[arg(long, short)]
+    policy: String,
+    /// What to compare against.
+    #[arg(long, default_value = "default")]
+    baseline: String,
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+    set: Vec<(String, String)>,
+    /// Runs per side (alternating baseline and candidate).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    runs: u32,
+    #[command(flatten)]
+    vm: VmArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Runs per side for each comparison.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
+    s.parse()
+        .map_err(|e: schedcp_proto::workload::SpecError| e.to_string())
+}
+
+pub fn run(cfg: Config, cmd: LabCommand, quiet: bool) -> Result<i32, Error> {
+    match cmd {
+        LabCommand::Run(a) => run_one(cfg, a, quiet),
+        LabCommand::Compare(a) => run_compare(cfg, a, quiet),
+        LabCommand::Demo(a) => run_demo(cfg, a, quiet),
+        LabCommand::FetchKernel { refresh, json } => fetch_kernel(cfg, refresh, json, quiet),
+        LabCommand::Workloads { json } => workloads(json),
+    }
+}
+
+fn request(cfg: &Config, policy: &str, set: Vec<(String, String)>, vm: &VmArgs) -> LabRequest {
+    LabRequest {
+        policy: PolicyRef::parse(policy),
+        tunables: set,
+        workload: vm.workload.clone(),
+        vcpus: vm.vcpus.unwrap_or(cfg.lab.vcpus),
+        mem_mib: vm.mem.unwrap_or(cfg.lab.mem_mib),
+        timeout: Duration::from_secs(vm.timeout.unwrap_or(cfg.lab.timeout_s)),
+        accel: vm.accel.unwrap_or(cfg.lab.accel),
+    }
+}
+
+fn lab_with(mut cfg: Config, keep: bool) -> Lab {
+    cfg.lab.keep_runs |= keep;
+    Lab::new(cfg)
+}
+
+/// Run with a spinner that follows the guest's steps.
+fn run_with_progress(
+    lab: &Lab,
+    req: &LabRequest,
+    quiet: bool,
+    label: &str,
+) -> Result<LabReport, Error> {
+    let pb = output::spinner(quiet);
+    let mut on_progress = |p: Progress<'_>| {
+        let msg = match p {
+            Progress::Phase(s) => s.to_string(),
+            Progress::Guest(GuestMessage::Hello { uptime_s, .. }) => {
+                format!("guest agent up at {uptime_s:.2} s")
+            }
+            Progress::Guest(GuestMessage::Step {
+                step,
+                ok,
+                elapsed_ms,
+                ..
+            }) => {
+                format!(
+                    "{step:?} {} ({elapsed_ms:.0} ms)",
+                    if *ok { "done" } else { "FAILED" }
+                )
+            }
+            Progress::Guest(GuestMessage::Done(_)) => "guest finished; powering off".into(),
+        };
+        tracing::debug!("{label}: {msg}");
+        pb.set_message(format!("{label}: {msg}"));
+    };
+    let r = lab.run(req, &mut on_progress);
+    pb.finish_and_clear();
+    r
+}
+
+fn run_one(cfg: Config, a: RunArgs, quiet: bool) -> Result<i32, Error> {
+    let req = request(&cfg, &a.policy, a.set, &a.vm);
+    let lab = lab_with(cfg, a.vm.keep);
+    let report = run_with_progress(&lab, &req, quiet, &req.policy.label())?;
+    if a.vm.json {
+        output::json(&report)?;
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(report.outcome.exit_code())
+}
+
+fn compare_runs(
+    lab: &Lab,
+    baseline: &LabRequest,
+    candidate: &LabRequest,
+    runs: u32,
+    quiet: bool,
+) -> Result<Comparison, Error> {
+    let (mut b, mut c) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        // Alternate so slow drift on a noisy host hits both sides alike.
+        b.push(run_with_progress(
+            lab,
+            baseline,
+            quiet,
+            &format!("{} {}/{runs}", baseline.policy.label(), i + 1),
+        )?);
+        c.push(run_with_progress(
+            lab,
+            candidate,
+            quiet,
+            &format!("{} {}/{runs}", candidate.policy.label(), i + 1),
+        )?);
+    }
+    Ok(compare(
+        &baseline.policy.label(),
+        &b,
+        &candidate.policy.label(),
+        &c,
+    ))
+}
+
+fn run_compare(cfg: Config, a: CompareArgs, quiet: bool) -> Result<i32, Error> {
+    let cand = request(&cfg, &a.policy, a.set, &a.vm);
+    let base = request(&cfg, &a.baseline, Vec::new(), &a.vm);
+    let lab = lab_with(cfg, a.vm.keep);
+    let cmp = compare_runs(&lab, &base, &cand, a.runs, quiet)?;
+    if a.vm.json {
+        output::json(&cmp)?;
+    } else {
+        print!("{}", cmp.render());
+    }
+    let failed = !cmp.baseline.failures.is_empty() || !cmp.candidate.failures.is_empty();
+    Ok(if failed { exit::SCHEDULER } else { exit::OK })
+}
+
+/// Each built-in scheduler on the workload it was written for.
+pub const DEMO: &[(&str, &str)] = &[
+    ("batch", "batch"),
+    ("latency", "wakeup"),
+    ("vtime", "pingpong"),
+    ("fifo", "batch"),
+];
+
+#[derive(Serialize)]
+struct DemoReport {
+    comparisons: Vec<Comparison>,
+}
+
+fn run_demo(cfg: Config, a: DemoArgs, quiet: bool) -> Result<i32, Error> {
+    let lab = Lab::new(cfg.clone());
+    let mut comparisons = Vec::new();
+    for (policy, workload) in DEMO {
+        let vm = VmArgs {
+            workload: workload
+                .parse()
+                .map_err(|e: schedcp_proto::workload::SpecError| Error::Internal(e.into()))?,
+            vcpus: None,
+            mem: None,
+            timeout: None,
+            accel: None,
+            keep: false,
+            json: a.json,
+        };
+        let cand = request(&cfg, policy, Vec::new(), &vm);
+        let base = request(&cfg, "default", Vec::new(), &vm);
+        let cmp = compare_runs(&lab, &base, &cand, a.runs, quiet)?;
+        if !a.json {
+            print!("{}", cmp.render());
+        }
+        comparisons.push(cmp);
+    }
+    let failed = comparisons
+        .iter()
+        .any(|c| !c.baseline.failures.is_empty() || !c.candidate.failures.is_empty());
+    if a.json {
+        output::json(&DemoReport { comparisons })?;
+    }
+    Ok(if failed { exit::SCHEDULER } else { exit::OK })
+}
+
+fn fetch_kernel(cfg: Config, refresh: bool, json: bool, quiet: bool) -> Result<i32, Error> {
+    let lab = Lab::new(cfg);
+    let cache = lab.cache_dir().to_path_buf();
+    if !refresh {
+        if let Some(k) = kernel::cached(&cache) {
+            if json {
+                output::json(&k)?;
+            } else if !quiet {
+                println!(
+                    "cached: {} ({} {}) at {}",
+                    k.release,
+                    k.package,
+                    k.package_version,
+                    k.vmlinuz.display()
+                );
+            }
+            return Ok(exit::OK);
+        }
+    }
+    let mirror = kernel::debian_mirror(lab.config().lab.debian_mirror.as_deref())
+        .map_err(|e| Error::Setup(format!("{e:#}")))?;
+    let pb = output::spinner(quiet || json);
+    let k = kernel::fetch(&cache, &mirror, &|m| {
+        tracing::info!("{m}");
+        pb.set_message(m.to_string());
+    })
+    .map_err(|e| Error::Setup(format!("fetching the sched_ext guest kernel failed: {e:#}")))?;
+    pb.finish_and_clear();
+    if json {
+        output::json(&k)?;
+    } else if !quiet {
+        println!(
+            "fetched: {} ({} {}) at {}",
+            k.release,
+            k.package,
+            k.package_version,
+            k.vmlinuz.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Serialize)]
+struct WorkloadInfo {
+    name: &'static str,
+    description: &'static str,
+    params: Vec<ParamInfo>,
+}
+
+#[derive(Serialize)]
+struct ParamInfo {
+    name: &'static str,
+    default: String,
+    range: String,
+    doc: &'static str,
+}
+
+fn workloads(json: bool) -> Result<i32, Error> {
+    let list: Vec<WorkloadInfo> = WorkloadKind::ALL
+        .iter()
+        .map(|k| WorkloadInfo {
+            name: k.name(),
+            description: k.description(),
+            params: k
+                .params()
+                .iter()
+                .map(|p| match p.kind {
+                    ParamKind::Int { default, min, max } => ParamInfo {
+                        name: p.name,
+                        default: default.to_string(),
+                        range: format!("{min}..={max}"),
+                        doc: p.doc,
+                    },
+                    ParamKind::Choice { default, choices } => ParamInfo {
+                        name: p.name,
+                        default: default.into(),
+                        range: choices.join("|"),
+                        doc: p.doc,
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    if json {
+        output::json(&list)?;
+    } else {
+        for w in &list {
+            println!("{} — {}", w.name, w.description);
+            for p in &w.params {
+                println!(
+                    "    {:<12} default {:<6} {:<16} {}",
+                    p.name, p.default, p.range, p.doc
+                );
+            }
+        }
+        println!("\nSpec syntax: NAME[:key=value,...], e.g. batch:short=64,long=4");
+    }
+    Ok(exit::OK)
+}

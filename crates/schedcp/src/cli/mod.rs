@@ -1,0 +1,103 @@
+//! The `schedcp` command line: argument parsing and output. Every command
+//! calls a service's typed API; nothing here decides policy.
+
+mod doctor;
+mod lab;
+mod output;
+mod policy;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use schedcp::config::Config;
+use schedcp::error::{exit, Error};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (internal error, or the guest reported a failure)
+  2  bad input (unknown policy or workload, bad value, missing file)
+  3  setup missing (no guest kernel, QEMU or clang: the message says how to fix it)
+  4  the scheduler failed (does not compile, rejected by the verifier, or ejected by the kernel)
+  5  the lab VM hit its wall-clock watchdog";
+
+/// schedcp — observe a machine, find or write a better sched_ext CPU
+/// scheduler, prove it safe in a micro-VM, deploy it, roll it back.
+///
+/// Start with `schedcp doctor` to see what this host can do, then
+/// `schedcp lab demo` to run a built-in scheduler against the kernel's default
+/// scheduler inside a sched_ext micro-VM.
+#[derive(Debug, Parser)]
+#[command(name = "schedcp", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: $SCHEDCP_CONFIG, then /etc/schedcp/config.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More logging (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr; no progress display.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check what this host can do (sched_ext, BPF, tracefs, KVM, QEMU, clang, guest kernel) and how to fix what is missing.
+    Doctor(doctor::DoctorArgs),
+    /// The micro-VM lab: run sched_ext schedulers in a real sched_ext kernel under QEMU.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+    /// The scheduler policy library.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+}
+
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+pub fn run(cli: Cli) -> i32 {
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return report_error(&Error::Input(format!("{e:#}"))),
+    };
+    let result = match cli.command {
+        Command::Doctor(a) => doctor::run(cfg, a),
+        Command::Lab(c) => lab::run(cfg, c, cli.quiet),
+        Command::Policy(c) => policy::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report_error(&e),
+    }
+}
+
+fn report_error(e: &Error) -> i32 {
+    let kind = match e {
+        Error::Input(_) => "invalid input",
+        Error::Setup(_) => "setup",
+        Error::Compile(_) => "compile",
+        Error::Internal(_) => "error",
+    };
+    eprintln!("schedcp: {kind}: {e:#}");
+    if e.exit_code() == exit::OK {
+        exit::FAILURE
+    } else {
+        e.exit_code()
+    }
+}

@@ -1,0 +1,165 @@
+//! schedcp's TOML configuration: where the cache lives and how the lab runs.
+//!
+//! Looked up in order: `--config FILE`, `$SCHEDCP_CONFIG`,
+//! `/etc/schedcp/config.toml`; built-in defaults otherwise. Unknown keys are
+//! errors, so a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const SYSTEM_CONFIG: &str = "/etc/schedcp/config.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Kernels, headers, initramfs pieces and lab runs. Default:
+    /// `$SCHEDCP_CACHE`, else `$XDG_CACHE_HOME/schedcp`, else `~/.cache/schedcp`.
+    pub cache_dir: Option<PathBuf>,
+    pub lab: LabConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabConfig {
+    pub qemu: String,
+    pub clang: String,
+    /// `auto` tries KVM and falls back to TCG; `kvm` or `tcg` forces one.
+    pub accel: Accel,
+    pub vcpus: u32,
+    pub mem_mib: u32,
+    /// Wall-clock limit for one VM run, boot to power-off.
+    pub timeout_s: u64,
+    /// Where the guest agent binary is; default: next to the `schedcp` binary.
+    pub guest_agent: Option<PathBuf>,
+    /// Debian archive to fetch the sid kernel from; default: the one in the
+    /// host's apt sources.
+    pub debian_mirror: Option<String>,
+    /// Keep the run directory (console log, initramfs) of successful runs too.
+    pub keep_runs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cache_dir: None,
+            lab: LabConfig::default(),
+        }
+    }
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        LabConfig {
+            qemu: "qemu-system-x86_64".into(),
+            clang: "clang-19".into(),
+            accel: Accel::Auto,
+            vcpus: 2,
+            mem_mib: 1024,
+            timeout_s: 180,
+            guest_agent: None,
+            debian_mirror: None,
+            keep_runs: false,
+        }
+    }
+}
+
+impl Config {
+    /// Load the configuration `explicit` names, or the first one that exists.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => std::env::var_os("SCHEDCP_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| Some(PathBuf::from(SYSTEM_CONFIG)).filter(|p| p.exists())),
+        };
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let cfg: Config = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.lab.validate()
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(d) = &self.cache_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("SCHEDCP_CACHE") {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+            return PathBuf::from(d).join("schedcp");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
+        home.join(".cache/schedcp")
+    }
+}
+
+/// Bounds on VM sizes; outside them QEMU either refuses or the host suffers.
+pub const MAX_VCPUS: u32 = 64;
+pub const MIN_MEM_MIB: u32 = 256;
+pub const MAX_MEM_MIB: u32 = 64 * 1024;
+pub const MAX_TIMEOUT_S: u64 = 24 * 3600;
+
+impl LabConfig {
+    pub fn validate(&self) -> Result<()> {
+        check_vm_size(self.vcpus, self.mem_mib, self.timeout_s)
+    }
+}
+
+pub fn check_vm_size(vcpus: u32, mem_mib: u32, timeout_s: u64) -> Result<()> {
+    if !(1..=MAX_VCPUS).contains(&vcpus) {
+        bail!("vcpus must be between 1 and {MAX_VCPUS}, got {vcpus}");
+    }
+    if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&mem_mib) {
+        bail!("memory must be between {MIN_MEM_MIB} and {MAX_MEM_MIB} MiB, got {mem_mib} (the guest kernel and initramfs need at least {MIN_MEM_MIB} MiB)");
+    }
+    if !(1..=MAX_TIMEOUT_S).contains(&timeout_s) {
+        bail!("timeout must be between 1 and {MAX_TIMEOUT_S} seconds, got {timeout_s}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = toml::from_str::<Config>("[lab]\nvcpu = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `vcpu`"), "{e}");
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        assert!(check_vm_size(0, 512, 10).is_err());
+        assert!(check_vm_size(2, 16, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("at least"));
+        assert!(check_vm_size(2, 512, 0).is_err());
+        check_vm_size(2, 512, 10).unwrap();
+    }
+}

@@ -1,0 +1,536 @@
+//! The micro-VM lab: compile a scheduler, pack it with the guest agent into
+//! an initramfs, boot a sched_ext kernel under QEMU, and collect the guest's
+//! report. Every other service that needs a real sched_ext kernel (verify,
+//! tune, the deploy lab node) goes through here.
+
+pub mod compare;
+pub mod initramfs;
+pub mod kernel;
+pub mod qemu;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use schedcp_proto::job::{GuestJob, RodataValue, SchedulerJob};
+use schedcp_proto::report::GuestMessage;
+use schedcp_proto::workload::WorkloadSpec;
+use schedcp_proto::{JOB_PATH, OBJECT_PATH};
+use serde::{Deserialize, Serialize};
+
+use crate::bpf::compile::{CompileError, CompiledObject, Compiler};
+use crate::config::{Accel, Config};
+use crate::error::Error;
+use crate::policies::builtin;
+use kernel::KernelImage;
+use qemu::{Accelerator, VmSpec};
+use report::{judge, AccelReport, LabReport, StepRecord, Timings};
+
+/// Which scheduler a lab run uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyRef {
+    /// The kernel's default scheduler (no sched_ext scheduler attached).
+    Default,
+    Builtin(String),
+    File(PathBuf),
+}
+
+impl PolicyRef {
+    /// `default`, a built-in name, or anything with a `/` or ending in `.c` as a path.
+    pub fn parse(s: &str) -> PolicyRef {
+        if s == "default" {
+            PolicyRef::Default
+        } else if s.contains('/') || s.ends_with(".c") {
+            PolicyRef::File(PathBuf::from(s))
+        } else {
+            PolicyRef::Builtin(s.to_string())
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            PolicyRef::Default => "default".into(),
+            PolicyRef::Builtin(n) => n.clone(),
+            PolicyRef::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LabRequest {
+    pub policy: PolicyRef,
+    /// `name=value` tunable overrides (built-in policies only).
+    pub tunables: Vec<(String, String)>,
+    pub workload: WorkloadSpec,
+    pub vcpus: u32,
+    pub mem_mib: u32,
+    pub timeout: Duration,
+    pub accel: Accel,
+}
+
+/// Progress events for a caller that shows a bar or logs.
+pub enum Progress<'a> {
+    Phase(&'a str),
+    Guest(&'a GuestMessage),
+}
+
+pub struct Lab {
+    cfg: Config,
+    cache: PathBuf,
+}
+
+/// A scheduler ready to ship into the guest.
+struct Prepared {
+    job: SchedulerJob,
+    object: CompiledObject,
+}
+
+/// What a previous run learned about KVM on this host, so later runs do not
+/// pay for a failed KVM attempt again.
+#[derive(Debug, Serialize, Deserialize)]
+struct KvmStatus {
+    host_kernel: String,
+    usable: bool,
+    reason: Option<String>,
+}
+
+impl Lab {
+    pub fn new(cfg: Config) -> Lab {
+        let cache = cfg.cache_dir();
+        Lab { cfg, cache }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
+    }
+
+    pub fn kernel(&self) -> Result<KernelImage, Error> {
+        kernel::cached(&self.cache).ok_or_else(|| {
+            Error::Setup(format!(
+                "no sched_ext guest kernel in {}; fetch one with `schedcp lab fetch-kernel` (or run scripts/setup.sh)",
+                kernel::kernels_dir(&self.cache).display()
+            ))
+        })
+    }
+
+    pub fn guest_agent(&self) -> Result<PathBuf, Error> {
+        let path = match &self.cfg.lab.guest_agent {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| Error::Setup(format!("cannot locate the schedcp binary: {e}")))?
+                .with_file_name("schedcp-guest"),
+        };
+        if !path.is_file() {
+            return Err(Error::Setup(format!(
+                "guest agent {} not found; build it with `cargo build --release --workspace` or set lab.guest_agent",
+                path.display()
+            )));
+        }
+        Ok(path)
+    }
+
+    fn check_qemu(&self) -> Result<(), Error> {
+        which(&self.cfg.lab.qemu).map(|_| ()).ok_or_else(|| {
+            Error::Setup(format!(
+                "{} not found; install qemu-system-x86 (scripts/setup.sh)",
+                self.cfg.lab.qemu
+            ))
+        })
+    }
+
+    /// Compile a scheduler for the lab (no VM involved).
+    pub fn compile(
+        &self,
+        policy: &PolicyRef,
+        tunables: &[(String, String)],
+        workdir: &Path,
+    ) -> Result<Option<(SchedulerJob, CompiledObject)>, Error> {
+        let (name, source, rodata): (String, String, Vec<RodataValue>) = match policy {
+            PolicyRef::Default => {
+                if !tunables.is_empty() {
+                    return Err(Error::Input(
+                        "tunables (--set) need a sched_ext policy; 'default' has none".into(),
+                    ));
+                }
+                return Ok(None);
+            }
+            PolicyRef::Builtin(n) => {
+                let p = builtin::get(n).map_err(|e| Error::Input(format!("{e:#}")))?;
+                let rodata = p
+                    .meta
+                    .resolve_tunables(tunables)
+                    .map_err(|e| Error::Input(format!("{e:#}")))?;
+                (p.meta.name.clone(), p.source.to_string(), rodata)
+            }
+            PolicyRef::File(path) => {
+                if !tunables.is_empty() {
+                    return Err(Error::Input("tunables (--set) are validated against a built-in policy's metadata; a bare .bpf.c file has none".into()));
+                }
+                let meta = std::fs::metadata(path).map_err(|e| {
+                    Error::Input(format!(
+                        "cannot read scheduler source {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                if !meta.is_file() {
+                    return Err(Error::Input(format!(
+                        "{} is not a regular file",
+                        path.display()
+                    )));
+                }
+                if meta.len() as usize > crate::bpf::compile::MAX_SOURCE_BYTES {
+                    return Err(Error::Input(format!(
+                        "{} is {} bytes; the limit is {}",
+                        path.display(),
+                        meta.len(),
+                        crate::bpf::compile::MAX_SOURCE_BYTES
+                    )));
+                }
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Input(format!("cannot read {} as UTF-8 text: {e}", path.display()))
+                })?;
+                let stem = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("scheduler.bpf.c");
+                let stem = stem.trim_end_matches(".c").trim_end_matches(".bpf");
+                (stem.to_string(), text, Vec::new())
+            }
+        };
+        if which(&self.cfg.lab.clang).is_none() {
+            return Err(Error::Setup(format!(
+                "{} not found; install clang-19 (scripts/setup.sh)",
+                self.cfg.lab.clang
+            )));
+        }
+        let include_dir = crate::bpf::include::include_dir(&self.cache).map_err(Error::Internal)?;
+        let compiler = Compiler {
+            clang: self.cfg.lab.clang.clone(),
+            include_dir,
+            timeout: Duration::from_secs(120),
+        };
+        let file_name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let object = compiler
+            .compile(&format!("{file_name}.bpf.c"), &source, workdir)
+            .map_err(|e| match e {
+                CompileError::Tool(e) => Error::Setup(format!("{e:#}")),
+                other => Error::Compile(other.to_string()),
+            })?;
+        let job = SchedulerJob {
+            name,
+            object_sha256: object.sha256.clone(),
+            rodata,
+        };
+        Ok(Some((job, object)))
+    }
+
+    /// Run one lab job end to end.
+    pub fn run(
+        &self,
+        req: &LabRequest,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<LabReport, Error> {
+        let started = Instant::now();
+        crate::config::check_vm_size(req.vcpus, req.mem_mib, req.timeout.as_secs())
+            .map_err(|e| Error::Input(format!("{e:#}")))?;
+        self.check_qemu()?;
+        let kernel = self.kernel()?;
+        let agent = self.guest_agent()?;
+        let run_dir = self.new_run_dir().map_err(Error::Internal)?;
+
+        progress(Progress::Phase("compiling scheduler"));
+        let prepared = self
+            .compile(&req.policy, &req.tunables, &run_dir)?
+            .map(|(job, object)| Prepared { job, object });
+
+        progress(Progress::Phase("building initramfs"));
+        let t = Instant::now();
+        let job = GuestJob {
+            scheduler: prepared.as_ref().map(|p| p.job.clone()),
+            workload: req.workload.clone(),
+            state_timeout_ms: 10_000,
+        };
+        let initrd = run_dir.join("initramfs.cpio");
+        self.build_initramfs(
+            &agent,
+            &kernel,
+            &job,
+            prepared.as_ref().map(|p| p.object.path.as_path()),
+            &initrd,
+        )
+        .map_err(Error::Internal)?;
+        let initramfs_ms = t.elapsed().as_secs_f64() * 1e3;
+
+        let (accel, mut kvm_unavailable) = self.choose_accel(req.accel)?;
+        let mut messages = Vec::new();
+        let mut vm = self.boot(
+            &kernel,
+            &initrd,
+            &run_dir,
+            req,
+            accel,
+            &mut messages,
+            progress,
+        )?;
+        let mut used = accel;
+        if let Some(reason) = vm.kvm_failure.take() {
+            // Only reachable with accel=auto: remember and retry on TCG.
+            self.remember_kvm(false, Some(reason.clone()));
+            progress(Progress::Phase("KVM failed; retrying under TCG"));
+            kvm_unavailable = Some(reason);
+            messages.clear();
+            used = Accelerator::Tcg;
+            vm = self.boot(
+                &kernel,
+                &initrd,
+                &run_dir,
+                req,
+                used,
+                &mut messages,
+                progress,
+            )?;
+        } else if accel == Accelerator::Kvm && !vm.timed_out && req.accel == Accel::Auto {
+            self.remember_kvm(true, None);
+        }
+
+        let mut steps = Vec::new();
+        let mut boot_to_agent = None;
+        let mut guest = None;
+        let mut workload_ms = None;
+        for m in messages {
+            match m {
+                GuestMessage::Hello { uptime_s, .. } => boot_to_agent = Some(uptime_s),
+                GuestMessage::Step {
+                    step,
+                    ok,
+                    elapsed_ms,
+                    detail,
+                    ..
+                } => {
+                    if step == schedcp_proto::report::StepKind::Workload {
+                        workload_ms = Some(elapsed_ms);
+                    }
+                    steps.push(StepRecord {
+                        step,
+                        ok,
+                        elapsed_ms,
+                        detail,
+                    });
+                }
+                GuestMessage::Done(r) => guest = Some(*r),
+            }
+        }
+        let outcome = judge(
+            guest.as_ref(),
+            vm.timed_out.then_some(req.timeout.as_secs()),
+        );
+        let keep = self.cfg.lab.keep_runs || outcome != report::Outcome::Completed;
+        if !keep {
+            let _ = std::fs::remove_dir_all(&run_dir);
+        }
+        if vm.status.is_some_and(|s| !s.success()) && guest.is_none() {
+            tracing::warn!("QEMU exited with {:?}: {}", vm.status, vm.stderr.trim());
+        }
+        Ok(LabReport {
+            policy: req.policy.label(),
+            workload: req.workload.clone(),
+            kernel_release: kernel.release.clone(),
+            accel: AccelReport {
+                used: used.name().into(),
+                kvm_unavailable,
+            },
+            vcpus: req.vcpus,
+            mem_mib: req.mem_mib,
+            outcome,
+            timings: Timings {
+                compile_ms: prepared.as_ref().map(|p| p.object.compile_ms),
+                initramfs_ms,
+                boot_to_agent_s: boot_to_agent,
+                boot_to_attach_s: guest.as_ref().and_then(|g| g.boot_to_attach_s),
+                workload_ms,
+                vm_wall_s: vm.elapsed.as_secs_f64(),
+                total_s: started.elapsed().as_secs_f64(),
+            },
+            object: prepared.map(|p| p.object),
+            steps,
+            guest,
+            run_dir: keep.then_some(run_dir),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn boot(
+        &self,
+        kernel: &KernelImage,
+        initrd: &Path,
+        run_dir: &Path,
+        req: &LabRequest,
+        accel: Accelerator,
+        messages: &mut Vec<GuestMessage>,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<qemu::VmExit, Error> {
+        progress(Progress::Phase(match accel {
+            Accelerator::Kvm => "booting VM (kvm)",
+            Accelerator::Tcg => "booting VM (tcg)",
+        }));
+        let spec = VmSpec {
+            qemu: &self.cfg.lab.qemu,
+            kernel: &kernel.vmlinuz,
+            initrd,
+            vcpus: req.vcpus,
+            mem_mib: req.mem_mib,
+            accel,
+            report_path: run_dir.join("report.jsonl"),
+            console_path: run_dir.join("console.log"),
+            timeout: req.timeout,
+        };
+        qemu::boot(&spec, &mut |m| {
+            progress(Progress::Guest(&m));
+            messages.push(m);
+        })
+        .map_err(Error::Internal)
+    }
+
+    fn build_initramfs(
+        &self,
+        agent: &Path,
+        kernel: &KernelImage,
+        job: &GuestJob,
+        object: Option<&Path>,
+        out: &Path,
+    ) -> anyhow::Result<()> {
+        let mut fs = initramfs::Initramfs::new();
+        fs.add_host_file("/init", agent, 0o755)?;
+        for lib in initramfs::shared_libraries(agent)? {
+            let guest_path = lib.display().to_string();
+            fs.add_host_file(&guest_path, &lib, 0o755)?;
+        }
+        // libbpf resolves Kconfig externs from /boot/config-$(uname -r).
+        fs.add_host_file(
+            &format!("/boot/config-{}", kernel.release),
+            &kernel.config,
+            0o644,
+        )?;
+        fs.add_file(JOB_PATH, 0o644, &serde_json::to_vec_pretty(job)?);
+        if let Some(obj) = object {
+            fs.add_host_file(OBJECT_PATH, obj, 0o644)?;
+        }
+        fs.write_to(out)
+    }
+
+    fn choose_accel(&self, want: Accel) -> Result<(Accelerator, Option<String>), Error> {
+        match want {
+            Accel::Tcg => Ok((Accelerator::Tcg, Some("TCG requested".into()))),
+            Accel::Kvm => match qemu::kvm_device_usable() {
+                Ok(()) => Ok((Accelerator::Kvm, None)),
+                Err(e) => Err(Error::Setup(format!(
+                    "KVM requested but unusable: {e}; use --accel tcg or auto"
+                ))),
+            },
+            Accel::Auto => {
+                if let Err(e) = qemu::kvm_device_usable() {
+                    return Ok((Accelerator::Tcg, Some(e)));
+                }
+                match self.known_kvm_status() {
+                    Some(KvmStatus {
+                        usable: false,
+                        reason,
+                        ..
+                    }) => Ok((
+                        Accelerator::Tcg,
+                        Some(reason.unwrap_or_else(|| "KVM failed on an earlier run".into())),
+                    )),
+                    _ => Ok((Accelerator::Kvm, None)),
+                }
+            }
+        }
+    }
+
+    fn kvm_status_path(&self) -> PathBuf {
+        self.cache.join("kvm-status.json")
+    }
+
+    fn known_kvm_status(&self) -> Option<KvmStatus> {
+        let s: KvmStatus =
+            serde_json::from_slice(&std::fs::read(self.kvm_status_path()).ok()?).ok()?;
+        (s.host_kernel == host_kernel_release()).then_some(s)
+    }
+
+    fn remember_kvm(&self, usable: bool, reason: Option<String>) {
+        let s = KvmStatus {
+            host_kernel: host_kernel_release(),
+            usable,
+            reason,
+        };
+        if let Ok(b) = serde_json::to_vec_pretty(&s) {
+            let _ = std::fs::write(self.kvm_status_path(), b);
+        }
+    }
+
+    /// What earlier runs learned about KVM here, for `doctor`.
+    pub fn kvm_runtime_status(&self) -> Option<(bool, Option<String>)> {
+        self.known_kvm_status().map(|s| (s.usable, s.reason))
+    }
+
+    fn new_run_dir(&self) -> anyhow::Result<PathBuf> {
+        let runs = self.cache.join("runs");
+        std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
+        prune_runs(&runs, 20);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", stamp.as_secs()))
+            .tempdir_in(&runs)?;
+        Ok(dir.keep())
+    }
+}
+
+/// Keep only the newest `keep` run directories.
+fn prune_runs(runs: &Path, keep: usize) {
+    let Ok(rd) = std::fs::read_dir(runs) else {
+        return;
+    };
+    let mut dirs: Vec<_> = rd
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    let excess = dirs.len().saturating_sub(keep);
+    for d in dirs.into_iter().take(excess) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+pub fn host_kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Resolve a program name on $PATH (or accept an existing path).
+pub fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Path::new(program).is_file().then(|| PathBuf::from(program));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}

@@ -1,0 +1,248 @@
+//! Booting the micro-VM: QEMU's command line, the accelerator choice with a
+//! fallback from KVM to TCG, the wall-clock watchdog, and reading the guest's
+//! report port while it runs.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use schedcp_proto::report::GuestMessage;
+use schedcp_proto::REPORT_PORT_NAME;
+use serde::Serialize;
+
+/// The accelerator a VM actually ran with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    Kvm,
+    Tcg,
+}
+
+impl Accelerator {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Tcg => "tcg",
+        }
+    }
+}
+
+pub struct VmSpec<'a> {
+    pub qemu: &'a str,
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub vcpus: u32,
+    pub mem_mib: u32,
+    pub accel: Accelerator,
+    pub report_path: PathBuf,
+    pub console_path: PathBuf,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct VmExit {
+    pub status: Option<ExitStatus>,
+    pub timed_out: bool,
+    /// Set when KVM was asked for but could not run this guest.
+    pub kvm_failure: Option<String>,
+    pub elapsed: Duration,
+    pub stderr: String,
+}
+
+impl VmSpec<'_> {
+    fn command(&self) -> Command {
+        let mut c = Command::new(self.qemu);
+        let (accel, cpu) = match self.accel {
+            Accelerator::Kvm => ("kvm", "host"),
+            Accelerator::Tcg => ("tcg", "max"),
+        };
+        c.args(["-M", "pc", "-accel", accel, "-cpu", cpu])
+            .args([
+                "-smp",
+                &self.vcpus.to_string(),
+                "-m",
+                &self.mem_mib.to_string(),
+            ])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
+            .arg("-kernel")
+            .arg(self.kernel)
+            .arg("-initrd")
+            .arg(self.initrd)
+            // panic=-1 turns a guest panic into a reboot, which -no-reboot turns into an exit.
+            .args([
+                "-append",
+                "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", self.console_path.display()))
+            .args(["-device", "virtio-serial-pci"])
+            .arg("-chardev")
+            .arg(format!(
+                "file,id=report,path={}",
+                self.report_path.display()
+            ))
+            .args([
+                "-device",
+                &format!("virtserialport,chardev=report,name={REPORT_PORT_NAME}"),
+            ]);
+        c
+    }
+}
+
+/// Boot the VM and wait for it to power off, to fail, or to hit the
+/// watchdog. Every complete report line is handed to `on_message` as it
+/// arrives, so callers can show progress.
+pub fn boot(spec: &VmSpec<'_>, on_message: &mut dyn FnMut(GuestMessage)) -> Result<VmExit> {
+    std::fs::write(&spec.report_path, b"")?;
+    let start = Instant::now();
+    let mut child = spec
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (install qemu-system-x86: scripts/setup.sh)",
+                spec.qemu
+            )
+        })?;
+    let stderr = collect_stderr(&mut child);
+    let mut reader = ReportReader::new(&spec.report_path);
+    let deadline = start + spec.timeout;
+    let mut kvm_failure = None;
+    let status = loop {
+        reader.poll(on_message);
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if spec.accel == Accelerator::Kvm {
+            let err = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+            // QEMU does not exit on a KVM internal error: the vCPU just stops.
+            if let Some(line) = err.lines().find(|l| {
+                l.contains("KVM internal error") || l.contains("failed to initialize kvm")
+            }) {
+                kvm_failure = Some(line.trim().to_string());
+                kill(&mut child);
+                break None;
+            }
+        }
+        if Instant::now() >= deadline {
+            kill(&mut child);
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    reader.poll(on_message);
+    let stderr = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+    if kvm_failure.is_none()
+        && spec.accel == Accelerator::Kvm
+        && status.is_some_and(|s| !s.success())
+    {
+        kvm_failure = stderr
+            .lines()
+            .find(|l| l.to_lowercase().contains("kvm"))
+            .map(|l| l.trim().to_string());
+    }
+    Ok(VmExit {
+        timed_out: status.is_none() && kvm_failure.is_none(),
+        status,
+        kvm_failure,
+        elapsed: start.elapsed(),
+        stderr,
+    })
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {
+    let buf = Arc::new(Mutex::new(String::new()));
+    if let Some(mut err) = child.stderr.take() {
+        let buf = buf.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut b) = buf.lock() {
+                    if b.len() < 64 << 10 {
+                        b.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    }
+                }
+            }
+        });
+    }
+    buf
+}
+
+/// Follows the report file QEMU appends to, yielding whole JSON lines.
+struct ReportReader {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+}
+
+impl ReportReader {
+    fn new(path: &Path) -> Self {
+        ReportReader {
+            path: path.to_path_buf(),
+            offset: 0,
+            partial: String::new(),
+        }
+    }
+
+    fn poll(&mut self, on_message: &mut dyn FnMut(GuestMessage)) {
+        let Ok(mut f) = File::open(&self.path) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut reader = BufReader::new(f);
+        let mut line = String::new();
+        while let Ok(n) = reader.read_line(&mut line) {
+            if n == 0 {
+                break;
+            }
+            self.offset += n as u64;
+            self.partial.push_str(&line);
+            line.clear();
+            if self.partial.ends_with('\n') {
+                let text = std::mem::take(&mut self.partial);
+                match serde_json::from_str::<GuestMessage>(text.trim()) {
+                    Ok(msg) => on_message(msg),
+                    Err(e) => {
+                        tracing::warn!("unparseable report line from guest: {e}: {}", text.trim())
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether /dev/kvm can be opened for a VM at all (a cheap first check; a
+/// nested KVM can still fail at run time, which [`boot`] detects).
+pub fn kvm_device_usable() -> Result<(), String> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("/dev/kvm: {e}")),
+    }
+}
