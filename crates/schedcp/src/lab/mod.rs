@@ -339,9 +339,6 @@ impl Lab {
             vm.timed_out.then_some(req.timeout.as_secs()),
         );
         let keep = self.cfg.lab.keep_runs || outcome != report::Outcome::Completed;
-        if !keep {
-            let _ = std::fs::remove_dir_all(&run_dir);
-        }
         if vm.status.is_some_and(|s| !s.success()) && guest.is_none() {
             tracing::warn!("QEMU exited with {:?}: {}", vm.status, vm.stderr.trim());
         }
