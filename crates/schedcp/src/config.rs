@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub const SYSTEM_CONFIG: &str = "/etc/schedcp/config.toml";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Kernels, headers, initramfs pieces and lab runs. Default:
@@ -27,6 +27,11 @@ pub struct LabConfig {
     pub clang: String,
     /// `auto` tries KVM and falls back to TCG; `kvm` or `tcg` forces one.
     pub accel: Accel,
+    /// TCG threading. `single` (default) runs all vCPUs on one host thread:
+    /// with multi-threaded TCG, QEMU 7.2 occasionally lets a vCPU run stale
+    /// code while the guest live-patches static keys (sched_ext flips several
+    /// on attach and detach), and the guest dies with "Oops: int3".
+    pub tcg_threads: TcgThreads,
     pub vcpus: u32,
     pub mem_mib: u32,
     /// Wall-clock limit for one VM run, boot to power-off.
@@ -48,13 +53,11 @@ pub enum Accel {
     Tcg,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            cache_dir: None,
-            lab: LabConfig::default(),
-        }
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcgThreads {
+    Single,
+    Multi,
 }
 
 impl Default for LabConfig {
@@ -63,6 +66,7 @@ impl Default for LabConfig {
             qemu: "qemu-system-x86_64".into(),
             clang: "clang-19".into(),
             accel: Accel::Auto,
+            tcg_threads: TcgThreads::Single,
             vcpus: 2,
             mem_mib: 1024,
             timeout_s: 180,

@@ -19,8 +19,16 @@ fn assert_completed_run(policy: &str, workload: &str) {
     assert_eq!(code, 0);
     let w = &v["guest"]["workload"];
     let primary = w["primary"].as_str().unwrap();
-    let metric = w["metrics"].as_array().unwrap().iter().find(|m| m["name"] == primary).unwrap();
-    assert!(metric["value"].as_f64().unwrap() > 0.0, "{policy}/{workload}: {metric}");
+    let metric = w["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == primary)
+        .unwrap();
+    assert!(
+        metric["value"].as_f64().unwrap() > 0.0,
+        "{policy}/{workload}: {metric}"
+    );
     assert!(["kvm", "tcg"].contains(&v["accel"]["used"].as_str().unwrap()));
     if policy != "default" {
         let s = &v["guest"]["scheduler"];
@@ -28,9 +36,21 @@ fn assert_completed_run(policy: &str, workload: &str) {
         assert_eq!(s["attached"], true);
         assert_eq!(s["survived_workload"], true);
         assert_eq!(s["detached_cleanly"], true);
-        let states: Vec<&str> = s["state_transitions"].as_array().unwrap().iter().map(|x| x["state"].as_str().unwrap()).collect();
-        assert!(states.contains(&"enabled") && states.last() == Some(&"disabled"), "{states:?}");
-        assert_eq!(s["exit"]["kind_name"], "SCX_EXIT_UNREG", "clean detach is an unregister: {}", s["exit"]);
+        let states: Vec<&str> = s["state_transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["state"].as_str().unwrap())
+            .collect();
+        assert!(
+            states.contains(&"enabled") && states.last() == Some(&"disabled"),
+            "{states:?}"
+        );
+        assert_eq!(
+            s["exit"]["kind_name"], "SCX_EXIT_UNREG",
+            "clean detach is an unregister: {}",
+            s["exit"]
+        );
         assert!(v["timings"]["boot_to_attach_s"].as_f64().unwrap() > 0.0);
     } else {
         assert!(v["guest"]["scheduler"].is_null());
@@ -76,27 +96,53 @@ fn batch_runs_every_workload() {
 fn tunables_reach_the_scheduler() {
     // A 1 ms slice on a 2-job batch run: the run must still complete, and the
     // tunable must be accepted by range checks and written into .rodata.
-    let (code, v) = lab_json(&["--policy", "vtime", "--set", "slice_us=1000", "--workload", WORKLOADS[0]]);
+    let (code, v) = lab_json(&[
+        "--policy",
+        "vtime",
+        "--set",
+        "slice_us=1000",
+        "--workload",
+        WORKLOADS[0],
+    ]);
     assert_eq!((code, status(&v)), (0, "completed"), "{v:#}");
 }
 
 #[test]
 fn verifier_rejection_is_reported_with_the_log() {
-    let (code, v) = lab_json(&["--policy", &bad_scheduler("verifier_reject.bpf.c"), "--workload", "batch:short=2,long=0"]);
+    let (code, v) = lab_json(&[
+        "--policy",
+        &bad_scheduler("verifier_reject.bpf.c"),
+        "--workload",
+        "batch:short=2,long=0",
+    ]);
     assert_eq!(status(&v), "rejected", "{v:#}");
     assert_eq!(code, 4);
     let log = v["guest"]["scheduler"]["verifier_log"].as_str().unwrap();
-    assert!(log.contains("invalid mem access 'map_value_or_null'"), "{log}");
+    assert!(
+        log.contains("invalid mem access 'map_value_or_null'"),
+        "{log}"
+    );
     assert_eq!(v["guest"]["scheduler"]["attached"], false);
 }
 
 #[test]
 fn stalling_scheduler_is_ejected_by_the_kernel_watchdog() {
-    let (code, v) = lab_json(&["--policy", &bad_scheduler("stall.bpf.c"), "--workload", "wakeup:duration_ms=6000"]);
+    let (code, v) = lab_json(&[
+        "--policy",
+        &bad_scheduler("stall.bpf.c"),
+        "--workload",
+        "wakeup:duration_ms=6000",
+    ]);
     assert_eq!(status(&v), "scheduler_error", "{v:#}");
     assert_eq!(code, 4);
     assert_eq!(v["outcome"]["kind"], "SCX_EXIT_ERROR_STALL");
-    assert!(v["outcome"]["message"].as_str().unwrap().contains("failed to run for"), "{v:#}");
+    assert!(
+        v["outcome"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed to run for"),
+        "{v:#}"
+    );
     let kmsg = v["guest"]["kernel_messages"].to_string();
     assert!(kmsg.contains("runnable task stall"), "{kmsg}");
     // The workload still finished: once the kernel ejects the scheduler its tasks fall back to the default class.
@@ -105,20 +151,42 @@ fn stalling_scheduler_is_ejected_by_the_kernel_watchdog() {
 
 #[test]
 fn scx_bpf_error_exit_is_reported() {
-    let (code, v) = lab_json(&["--policy", &bad_scheduler("error_exit.bpf.c"), "--workload", "wakeup:duration_ms=3000"]);
+    let (code, v) = lab_json(&[
+        "--policy",
+        &bad_scheduler("error_exit.bpf.c"),
+        "--workload",
+        "wakeup:duration_ms=3000",
+    ]);
     assert_eq!((code, status(&v)), (4, "scheduler_error"), "{v:#}");
     assert_eq!(v["outcome"]["kind"], "SCX_EXIT_ERROR_BPF");
-    assert!(v["outcome"]["message"].as_str().unwrap().contains("deliberate error after 100 enqueues"), "{v:#}");
+    assert!(
+        v["outcome"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deliberate error after 100 enqueues"),
+        "{v:#}"
+    );
     assert_eq!(v["guest"]["scheduler"]["exit"]["source"], "uei");
 }
 
 #[test]
 fn vm_watchdog_kills_a_hung_guest() {
     let start = std::time::Instant::now();
-    let (code, v) = lab_json(&["--policy", "fifo", "--workload", "wakeup:duration_ms=600000", "--timeout", "15"]);
+    let (code, v) = lab_json(&[
+        "--policy",
+        "fifo",
+        "--workload",
+        "wakeup:duration_ms=600000",
+        "--timeout",
+        "15",
+    ]);
     assert_eq!((code, status(&v)), (5, "timed_out"), "{v:#}");
     assert_eq!(v["outcome"]["after_s"], 15);
-    assert!(start.elapsed().as_secs() < 60, "watchdog too slow: {:?}", start.elapsed());
+    assert!(
+        start.elapsed().as_secs() < 60,
+        "watchdog too slow: {:?}",
+        start.elapsed()
+    );
     // The run directory is kept with the console log for post-mortems.
     let dir = v["run_dir"].as_str().unwrap();
     assert!(std::path::Path::new(dir).join("console.log").exists());

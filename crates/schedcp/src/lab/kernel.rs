@@ -45,7 +45,7 @@ pub fn cached(cache: &Path) -> Option<KernelImage> {
         .filter_map(|e| e.ok())
         .filter_map(|e| load_cached(&e.path()).ok())
         .collect();
-    found.sort_by(|a, b| version_key(&a.release).cmp(&version_key(&b.release)));
+    found.sort_by_key(|k| version_key(&k.release));
     found.pop()
 }
 
@@ -191,10 +191,8 @@ pub fn mirror_from_sources(text: &str) -> Option<String> {
                 .filter(|w| !w.starts_with('[') && !w.ends_with(']'))
                 .collect();
             if let [u, suite, ..] = words[..] {
-                if u.ends_with("/debian") || u.ends_with("/debian/") {
-                    if is_release(suite) {
-                        return Some(u.trim_end_matches('/').to_string());
-                    }
+                if (u.ends_with("/debian") || u.ends_with("/debian/")) && is_release(suite) {
+                    return Some(u.trim_end_matches('/').to_string());
                 }
             }
         } else if let Some(u) = line.strip_prefix("URIs:") {
@@ -226,7 +224,7 @@ pub fn fetch(cache: &Path, mirror: &str, log: &dyn Fn(&str)) -> Result<KernelIma
     if candidates.is_empty() {
         bail!("Debian sid lists no unsigned cloud-amd64 kernel package");
     }
-    candidates.sort_by(|a, b| version_key(&b.1).cmp(&version_key(&a.1)));
+    candidates.sort_by_key(|c| std::cmp::Reverse(version_key(&c.1)));
     for (package, release) in candidates.iter().take(3) {
         log(&format!("trying {package}"));
         match fetch_one(&apt, cache, package, release, log) {

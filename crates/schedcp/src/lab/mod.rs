@@ -334,9 +334,11 @@ impl Lab {
                 GuestMessage::Done(r) => guest = Some(*r),
             }
         }
+        let crash = qemu::kernel_crash(&run_dir.join("console.log"));
         let outcome = judge(
             guest.as_ref(),
             vm.timed_out.then_some(req.timeout.as_secs()),
+            crash,
         );
         let keep = self.cfg.lab.keep_runs || outcome != report::Outcome::Completed;
         if vm.status.is_some_and(|s| !s.success()) && guest.is_none() {
@@ -386,6 +388,7 @@ impl Lab {
         }));
         let spec = VmSpec {
             qemu: &self.cfg.lab.qemu,
+            tcg_threads: self.cfg.lab.tcg_threads,
             kernel: &kernel.vmlinuz,
             initrd,
             vcpus: req.vcpus,

@@ -14,6 +14,8 @@ use schedcp_proto::report::GuestMessage;
 use schedcp_proto::REPORT_PORT_NAME;
 use serde::Serialize;
 
+use crate::config::TcgThreads;
+
 /// The accelerator a VM actually ran with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +35,7 @@ impl Accelerator {
 
 pub struct VmSpec<'a> {
     pub qemu: &'a str,
+    pub tcg_threads: TcgThreads,
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub vcpus: u32,
@@ -56,9 +59,10 @@ pub struct VmExit {
 impl VmSpec<'_> {
     fn command(&self) -> Command {
         let mut c = Command::new(self.qemu);
-        let (accel, cpu) = match self.accel {
-            Accelerator::Kvm => ("kvm", "host"),
-            Accelerator::Tcg => ("tcg", "max"),
+        let (accel, cpu) = match (self.accel, self.tcg_threads) {
+            (Accelerator::Kvm, _) => ("kvm", "host"),
+            (Accelerator::Tcg, TcgThreads::Single) => ("tcg,thread=single", "max"),
+            (Accelerator::Tcg, TcgThreads::Multi) => ("tcg,thread=multi", "max"),
         };
         c.args(["-M", "pc", "-accel", accel, "-cpu", cpu])
             .args([
@@ -244,5 +248,37 @@ pub fn kvm_device_usable() -> Result<(), String> {
     {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("/dev/kvm: {e}")),
+    }
+}
+
+/// The first line of a guest kernel crash in the console log, if any.
+pub fn kernel_crash(console_log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(console_log).ok()?;
+    let markers = ["Kernel panic", "Oops:", "BUG:", "general protection fault"];
+    let line = text
+        .lines()
+        .find(|l| markers.iter().any(|m| l.contains(m)))?;
+    // Drop the "[    9.81] " timestamp.
+    Some(
+        line.split_once("] ")
+            .map_or(line, |(_, rest)| rest)
+            .trim()
+            .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_first_crash_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, "[    1.0] ok\n[    9.818996] Oops: int3: 0000 [#1] SMP NOPTI\n[    9.82] Kernel panic - not syncing\n").unwrap();
+        assert_eq!(
+            super::kernel_crash(&log).as_deref(),
+            Some("Oops: int3: 0000 [#1] SMP NOPTI")
+        );
+        std::fs::write(&log, "[    1.0] all fine\n").unwrap();
+        assert_eq!(super::kernel_crash(&log), None);
     }
 }

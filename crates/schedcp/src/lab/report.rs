@@ -73,6 +73,8 @@ pub enum Outcome {
     },
     /// The guest reported another failure, or no report at all.
     Failed { reason: String },
+    /// The guest kernel crashed (panic, oops, BUG) before the guest finished.
+    KernelCrash { first_line: String },
     /// The VM hit the wall-clock watchdog and was killed.
     TimedOut { after_s: u64 },
 }
@@ -82,7 +84,7 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Completed => 0,
-            Outcome::Failed { .. } => 1,
+            Outcome::Failed { .. } | Outcome::KernelCrash { .. } => 1,
             Outcome::Rejected { .. } | Outcome::SchedulerError { .. } => 4,
             Outcome::TimedOut { .. } => 5,
         }
@@ -107,6 +109,9 @@ impl Outcome {
                 )
             }
             Outcome::Failed { reason } => format!("failed: {reason}"),
+            Outcome::KernelCrash { first_line } => {
+                format!("the guest kernel crashed: {first_line} (console log in the run directory)")
+            }
             Outcome::TimedOut { after_s } => {
                 format!("VM watchdog: no power-off within {after_s} s; the VM was killed")
             }
@@ -115,7 +120,14 @@ impl Outcome {
 }
 
 /// Judge a finished run from what the guest reported.
-pub fn judge(guest: Option<&GuestReport>, timed_out: Option<u64>) -> Outcome {
+pub fn judge(
+    guest: Option<&GuestReport>,
+    timed_out: Option<u64>,
+    kernel_crash: Option<String>,
+) -> Outcome {
+    if let (None, Some(first_line)) = (guest, kernel_crash) {
+        return Outcome::KernelCrash { first_line };
+    }
     if let Some(after_s) = timed_out {
         return Outcome::TimedOut { after_s };
     }
@@ -240,5 +252,80 @@ impl LabReport {
             s.push_str(&format!("run dir    {}\n", d.display()));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schedcp_proto::report::{ExitInfo, SchedulerOutcome};
+
+    fn guest_with(s: SchedulerOutcome) -> GuestReport {
+        GuestReport {
+            scheduler: Some(s),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        assert!(matches!(
+            judge(None, None, Some("Oops: int3".into())),
+            Outcome::KernelCrash { .. }
+        ));
+        assert_eq!(judge(None, Some(9), None), Outcome::TimedOut { after_s: 9 });
+        assert!(matches!(judge(None, None, None), Outcome::Failed { .. }));
+
+        let rejected = SchedulerOutcome {
+            verifier_log: Some("R0 invalid mem access".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            judge(Some(&guest_with(rejected)), None, None),
+            Outcome::Rejected { .. }
+        ));
+
+        let exit = ExitInfo {
+            kind: 1026,
+            kind_name: "SCX_EXIT_ERROR_STALL".into(),
+            exit_code: 0,
+            reason: "runnable task stall".into(),
+            message: "x failed to run".into(),
+            source: "uei".into(),
+        };
+        let ejected = SchedulerOutcome {
+            loaded: true,
+            attached: true,
+            exit: Some(exit),
+            ..Default::default()
+        };
+        assert!(matches!(
+            judge(Some(&guest_with(ejected)), None, None),
+            Outcome::SchedulerError { .. }
+        ));
+
+        let gone = SchedulerOutcome {
+            loaded: true,
+            attached: true,
+            survived_workload: false,
+            ..Default::default()
+        };
+        assert!(matches!(
+            judge(Some(&guest_with(gone)), None, None),
+            Outcome::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_per_class() {
+        assert_eq!(Outcome::Completed.exit_code(), 0);
+        assert_eq!(Outcome::TimedOut { after_s: 1 }.exit_code(), 5);
+        assert_eq!(
+            Outcome::Rejected {
+                reason: String::new()
+            }
+            .exit_code(),
+            4
+        );
     }
 }

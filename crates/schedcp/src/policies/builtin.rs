@@ -55,13 +55,35 @@ mod tests {
                 p.meta.name
             );
             for t in &p.meta.tunables {
-                assert!(
-                    p.source.contains(&format!("const volatile")) && p.source.contains(&t.name),
-                    "{}: tunable {} is not a const volatile global",
+                let c_default = c_tunable_default(p.source, &t.name).unwrap_or_else(|| {
+                    panic!(
+                        "{}: tunable {} is not a const volatile global with an initialiser",
+                        p.meta.name, t.name
+                    )
+                });
+                let toml_default = t
+                    .default
+                    .as_integer()
+                    .map(|i| i.to_string())
+                    .or_else(|| t.default.as_bool().map(|b| b.to_string()));
+                assert_eq!(
+                    Some(c_default),
+                    toml_default,
+                    "{}: default of {} differs between C and policy.toml",
                     p.meta.name,
                     t.name
                 );
             }
         }
+    }
+
+    /// The initialiser of `const volatile <type> <name> = <value>;`.
+    fn c_tunable_default(source: &str, name: &str) -> Option<String> {
+        source.lines().map(str::trim).find_map(|l| {
+            let rest = l.strip_prefix("const volatile ")?;
+            let (decl, value) = rest.split_once('=')?;
+            (decl.split_whitespace().last()? == name)
+                .then(|| value.split(';').next().unwrap_or("").trim().to_string())
+        })
     }
 }

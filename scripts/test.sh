@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up everything and run every check: formatting, clippy, unit tests and
+# the end-to-end tests that boot the sched_ext micro-VM.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+echo "==> cargo fmt --check" >&2
+cargo fmt --all --check
+echo "==> cargo clippy" >&2
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test" >&2
+# Two test threads: each lab test boots a 2-vCPU TCG VM; more would only thrash.
+cargo test --release --workspace --locked -- --test-threads=2
