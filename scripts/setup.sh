@@ -49,7 +49,7 @@ if [[ ! -d /sys/kernel/tracing/events ]]; then
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
 fi
 
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+target_dir="${CARGO_TARGET_DIR:-target}"
 log "guest kernel with sched_ext"
 "$target_dir/release/schedcp" lab fetch-kernel
 

@@ -97,6 +97,9 @@ fn attach_run_detach(
     let mut scheduler = loaded?;
     outcome.loaded = true;
     outcome.programs = scheduler.programs.clone();
+    let names: Vec<&str> = sched.rodata.iter().map(|r| r.name.as_str()).collect();
+    outcome.rodata_in_kernel = scheduler.rodata_values(&names);
+    (outcome.scx_enums_filled, outcome.scx_enums_missing) = scheduler.scx_enums.clone();
 
     let monitor = StateMonitor::start(Vec::new());
     let attached = step(ch, StepKind::Attach, || {

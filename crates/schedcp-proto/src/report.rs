@@ -72,6 +72,13 @@ pub struct SchedulerOutcome {
     pub verifier_log: Option<String>,
     /// Exit info recorded by the scheduler (`UEI_RECORD`) or derived from the kernel log.
     pub exit: Option<ExitInfo>,
+    /// `__SCX_*` constants the loader filled from the kernel's BTF.
+    pub scx_enums_filled: usize,
+    /// `SCX_*` names the headers use but the running kernel does not define
+    /// (they stay 0; a scheduler using one will misbehave on this kernel).
+    pub scx_enums_missing: Vec<String>,
+    /// Tunables as read back from the loaded `.rodata` map (zero-extended).
+    pub rodata_in_kernel: Vec<(String, u64)>,
     /// Programs in the object with their instruction counts, as loaded.
     pub programs: Vec<ProgramInfo>,
 }

@@ -94,17 +94,40 @@ fn batch_runs_every_workload() {
 
 #[test]
 fn tunables_reach_the_scheduler() {
-    // A 1 ms slice on a 2-job batch run: the run must still complete, and the
-    // tunable must be accepted by range checks and written into .rodata.
+    // The values the programs see are read back from the loaded .rodata map
+    // inside the guest: this proves the whole path, not just the CLI parsing.
     let (code, v) = lab_json(&[
         "--policy",
-        "vtime",
+        "batch",
         "--set",
         "slice_us=1000",
+        "--set",
+        "longest_first=true",
         "--workload",
         WORKLOADS[0],
     ]);
     assert_eq!((code, status(&v)), (0, "completed"), "{v:#}");
+    let seen = &v["guest"]["scheduler"]["rodata_in_kernel"];
+    assert_eq!(
+        seen,
+        &serde_json::json!([["slice_us", 1000], ["longest_first", 1]]),
+        "{v:#}"
+    );
+}
+
+#[test]
+fn scx_constants_are_filled_from_kernel_btf() {
+    // Inserts into SCX_DSQ_GLOBAL: only works if __SCX_DSQ_GLOBAL was filled.
+    let (code, v) = lab_json(&[
+        "--policy",
+        &bad_scheduler("global_dsq.bpf.c"),
+        "--workload",
+        WORKLOADS[0],
+    ]);
+    assert_eq!((code, status(&v)), (0, "completed"), "{v:#}");
+    let s = &v["guest"]["scheduler"];
+    assert!(s["scx_enums_filled"].as_u64().unwrap() > 20, "{s}");
+    assert_eq!(s["ops_name"], "schedcp_global_dsq");
 }
 
 #[test]

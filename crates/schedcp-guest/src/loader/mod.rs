@@ -28,6 +28,9 @@ pub enum LoadError {
 pub struct Scheduler {
     /// `.data` variables, located while the object was open.
     data_vars: Vec<GlobalVar>,
+    rodata_vars: Vec<GlobalVar>,
+    /// How many `__SCX_*` constants were filled, and which the kernel lacks.
+    pub scx_enums: (usize, Vec<String>),
     object: Object,
     link: Option<Link>,
     pub programs: Vec<ProgramInfo>,
@@ -49,6 +52,7 @@ pub fn load(path: &Path, tunables: &[RodataValue]) -> Result<Scheduler, LoadErro
         (section_vars(&btf, ".rodata"), section_vars(&btf, ".data"))
     };
 
+    let mut scx_enums = (0, Vec::new());
     if !rodata_vars.is_empty() {
         let mut rodata = open
             .maps_mut()
@@ -59,7 +63,7 @@ pub fn load(path: &Path, tunables: &[RodataValue]) -> Result<Scheduler, LoadErro
         let buf = rodata
             .initial_value_mut()
             .ok_or_else(|| LoadError::Prepare(anyhow!(".rodata map has no initial value")))?;
-        fill_scx_enums(buf, &rodata_vars, &enums);
+        scx_enums = fill_scx_enums(buf, &rodata_vars, &enums);
         set_tunables(buf, &rodata_vars, tunables).map_err(LoadError::Prepare)?;
     } else if !tunables.is_empty() {
         return Err(LoadError::Prepare(anyhow!(
@@ -83,6 +87,8 @@ pub fn load(path: &Path, tunables: &[RodataValue]) -> Result<Scheduler, LoadErro
     })?;
     Ok(Scheduler {
         data_vars,
+        rodata_vars,
+        scx_enums,
         object,
         link: None,
         programs,
@@ -92,12 +98,21 @@ pub fn load(path: &Path, tunables: &[RodataValue]) -> Result<Scheduler, LoadErro
 /// The scx headers read every `SCX_*` constant from a `__SCX_*` rodata
 /// variable; left at zero, an insert into SCX_DSQ_GLOBAL targets DSQ 0 and the
 /// kernel ejects the scheduler. Fill each one from the running kernel's BTF.
-fn fill_scx_enums(buf: &mut [u8], vars: &[GlobalVar], enums: &HashMap<String, u64>) {
+/// Returns (filled, names the running kernel does not define).
+fn fill_scx_enums(
+    buf: &mut [u8],
+    vars: &[GlobalVar],
+    enums: &HashMap<String, u64>,
+) -> (usize, Vec<String>) {
+    let mut filled = 0;
+    let mut missing = Vec::new();
     for var in vars.iter().filter(|v| v.name.starts_with("__SCX_")) {
-        if let Some(&value) = enums.get(&var.name[2..]) {
-            let _ = write_scalar(buf, var, value);
+        match enums.get(&var.name[2..]) {
+            Some(&value) if write_scalar(buf, var, value).is_ok() => filled += 1,
+            _ => missing.push(var.name[2..].to_string()),
         }
     }
+    (filled, missing)
 }
 
 fn set_tunables(buf: &mut [u8], vars: &[GlobalVar], tunables: &[RodataValue]) -> Result<()> {
@@ -164,6 +179,31 @@ impl Scheduler {
     /// Detach by dropping the link; the kernel then unregisters the scheduler.
     pub fn detach(&mut self) {
         self.link.take();
+    }
+
+    /// Read `names` back from the loaded (kernel-side) `.rodata` map, proving
+    /// what the programs actually see. Values are zero-extended.
+    pub fn rodata_values(&self, names: &[&str]) -> Vec<(String, u64)> {
+        let Some(map) = self
+            .object
+            .maps()
+            .find(|m| m.name().to_string_lossy().ends_with(".rodata"))
+        else {
+            return Vec::new();
+        };
+        let Ok(Some(data)) = map.lookup(&0u32.to_ne_bytes(), MapFlags::ANY) else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|n| {
+                let v = self.rodata_vars.iter().find(|v| v.name == *n)?;
+                let bytes = data.get(v.offset..v.offset + v.size)?;
+                let mut buf = [0u8; 8];
+                buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+                Some((n.to_string(), u64::from_le_bytes(buf)))
+            })
+            .collect()
     }
 
     /// The scheduler's own exit record (`UEI_DEFINE(uei)` + `UEI_RECORD`),

@@ -105,7 +105,7 @@ pub struct CompareArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Runs per side for each comparison.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: u32,
     #[arg(long)]
     json: bool,

@@ -151,11 +151,12 @@ impl Comparison {
         ));
         if let Some(imp) = self.improvement_pct {
             out.push_str(&format!(
-                "  → {} is {:.1}% {} than {} (single VM, noisy: informative only)\n",
+                "  → {} is {:.1}% {} than {} (medians of {} runs per side, one VM per run)\n",
                 self.candidate.policy,
                 imp.abs(),
                 if imp >= 0.0 { "better" } else { "worse" },
-                self.baseline.policy
+                self.baseline.policy,
+                self.baseline.values.len().min(self.candidate.values.len())
             ));
         }
         for f in self

@@ -218,6 +218,19 @@ impl LabReport {
                     },
                     sch.detached_cleanly
                 ));
+                if sch.loaded {
+                    s.push_str(&format!(
+                        "constants  {} SCX_* filled from kernel BTF",
+                        sch.scx_enums_filled
+                    ));
+                    if !sch.scx_enums_missing.is_empty() {
+                        s.push_str(&format!(
+                            "; not in this kernel (left 0): {}",
+                            sch.scx_enums_missing.join(", ")
+                        ));
+                    }
+                    s.push('\n');
+                }
                 if let Some(e) = &sch.exit {
                     s.push_str(&format!(
                         "exit       {} ({}) reason: {} {}\n",
