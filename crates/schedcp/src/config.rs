@@ -17,7 +17,39 @@ pub struct Config {
     /// Kernels, headers, initramfs pieces and lab runs. Default:
     /// `$SCHEDCP_CACHE`, else `$XDG_CACHE_HOME/schedcp`, else `~/.cache/schedcp`.
     pub cache_dir: Option<PathBuf>,
+    /// Durable state: the SQLite store (workload profiles, benchmark history,
+    /// policies). Default: `$SCHEDCP_STATE`, else `/var/lib/schedcp` as root,
+    /// else `$XDG_STATE_HOME/schedcp` or `~/.local/state/schedcp`.
+    pub state_dir: Option<PathBuf>,
     pub lab: LabConfig,
+    pub observe: ObserveConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObserveConfig {
+    /// Token budget of `observe summary` as JSON (cl100k tokens).
+    pub summary_budget_tokens: usize,
+    /// Sampling window of `observe summary` / `detail`, in milliseconds.
+    pub summary_window_ms: u64,
+    /// Longest a probe may stay attached.
+    pub probe_max_duration_s: u64,
+    /// Longest a profiler may run.
+    pub profile_max_duration_s: u64,
+    /// Cap on a profiler's captured output, in bytes.
+    pub profile_max_output_bytes: usize,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        ObserveConfig {
+            summary_budget_tokens: 400,
+            summary_window_ms: 1000,
+            probe_max_duration_s: 300,
+            profile_max_duration_s: 120,
+            profile_max_output_bytes: 1 << 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +132,25 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         self.lab.validate()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("SCHEDCP_STATE") {
+            return PathBuf::from(d);
+        }
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/var/lib/schedcp");
+        }
+        if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+            return PathBuf::from(d).join("schedcp");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        home.join(".local/state/schedcp")
     }
 
     pub fn cache_dir(&self) -> PathBuf {

@@ -16,5 +16,6 @@ pub mod lab;
 pub mod observe;
 pub mod policies;
 pub mod process;
+pub mod store;
 pub mod tune;
 pub mod verify;

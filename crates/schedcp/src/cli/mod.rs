@@ -3,6 +3,7 @@
 
 mod doctor;
 mod lab;
+mod observe;
 mod output;
 mod policy;
 
@@ -50,6 +51,9 @@ pub enum Command {
     /// The micro-VM lab: run sched_ext schedulers in a real sched_ext kernel under QEMU.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Observe the machine: summary, detail, eBPF probes, profilers, workload benchmarks.
+    #[command(subcommand)]
+    Observe(observe::ObserveCommand),
     /// The scheduler policy library.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -79,6 +83,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Doctor(a) => doctor::run(cfg, a),
         Command::Lab(c) => lab::run(cfg, c, cli.quiet),
+        Command::Observe(c) => observe::run(cfg, c, cli.quiet),
         Command::Policy(c) => policy::run(c),
     };
     match result {

@@ -1,4 +1,14 @@
-//! observe — the workload analysis engine (layered summaries, the eBPF probe
-//! library, sandboxed profilers, workload profiles and the benchmark feedback
-//! channel). Not built yet: see the observe issue. The lab workloads in the
-//! guest agent are its first measuring instruments.
+//! observe — the agent's senses, layered so that an LLM spends few tokens:
+//! [`summary`] (one compact screen), [`detail`] (per-CPU, per-task,
+//! histograms), [`probes`] (bounded eBPF probes aggregated in kernel maps),
+//! [`profile`] (perf/strace through a sandbox), and the feedback channel:
+//! workload [`profiles`] and [`benchmark`] runs judged by [`stats`].
+
+pub mod benchmark;
+pub mod detail;
+pub mod probes;
+pub mod profile;
+pub mod profiles;
+pub mod stats;
+pub mod summary;
+pub mod tokens;
