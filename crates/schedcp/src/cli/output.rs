@@ -12,6 +12,13 @@ pub fn json<T: Serialize>(value: &T) -> Result<(), Error> {
     Ok(())
 }
 
+/// Compact JSON: for output sized against a token budget.
+pub fn json_compact<T: Serialize>(value: &T) -> Result<(), Error> {
+    let text = serde_json::to_string(value).map_err(|e| Error::Internal(e.into()))?;
+    println!("{text}");
+    Ok(())
+}
+
 /// A spinner on stderr when it is a terminal; invisible otherwise (and the
 /// same messages go to the debug log).
 pub fn spinner(quiet: bool) -> ProgressBar {

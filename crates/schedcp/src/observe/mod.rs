@@ -6,9 +6,12 @@
 
 pub mod benchmark;
 pub mod detail;
+mod perf_counters;
 pub mod probes;
 pub mod profile;
 pub mod profiles;
+pub mod sample;
+pub mod scheduler;
 pub mod stats;
 pub mod summary;
 pub mod tokens;
