@@ -13,6 +13,10 @@ use schedcp_proto::report::GuestMessage;
 use schedcp_proto::REPORT_PORT_NAME;
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(schedcp_proto::PROTOCOL_FLAG) {
+        println!("{}", schedcp_proto::PROTOCOL_FINGERPRINT);
+        return;
+    }
     if sys::is_init() {
         if let Err(e) = sys::mount_pseudo_filesystems() {
             eprintln!("schedcp-guest: {e:#}");

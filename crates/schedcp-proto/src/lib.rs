@@ -10,6 +10,13 @@ pub mod job;
 pub mod report;
 pub mod workload;
 
+/// Fingerprint of this crate's sources. A host refuses a guest agent built
+/// from a different protocol (a stale binary) before booting anything.
+pub const PROTOCOL_FINGERPRINT: &str = env!("SCHEDCP_PROTOCOL_FINGERPRINT");
+
+/// Argument that makes the guest agent print [`PROTOCOL_FINGERPRINT`] and exit.
+pub const PROTOCOL_FLAG: &str = "--protocol-fingerprint";
+
 /// Name of the virtio-serial port the guest reports on.
 pub const REPORT_PORT_NAME: &str = "org.schedcp.report.0";
 /// Path of the job description inside the initramfs.

@@ -131,6 +131,7 @@ impl Lab {
                 path.display()
             )));
         }
+        check_agent_protocol(&path)?;
         Ok(path)
     }
 
@@ -498,6 +499,25 @@ impl Lab {
             .tempdir_in(&runs)?;
         Ok(dir.keep())
     }
+}
+
+/// A guest agent from another build would misread the job or the host its
+/// report; ask it for its protocol fingerprint first.
+fn check_agent_protocol(agent: &Path) -> Result<(), Error> {
+    let out = std::process::Command::new(agent)
+        .arg(schedcp_proto::PROTOCOL_FLAG)
+        .output()
+        .map_err(|e| Error::Setup(format!("cannot run guest agent {}: {e}", agent.display())))?;
+    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if theirs != schedcp_proto::PROTOCOL_FINGERPRINT {
+        return Err(Error::Setup(format!(
+            "guest agent {} speaks protocol {:?} but this schedcp speaks {}: it is from another build; rebuild both with `cargo build --release --workspace`",
+            agent.display(),
+            theirs,
+            schedcp_proto::PROTOCOL_FINGERPRINT
+        )));
+    }
+    Ok(())
 }
 
 /// Keep only the newest `keep` run directories.
