@@ -1,6 +1,7 @@
 //! Running a child process with a wall-clock limit and bounded output.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,7 +26,9 @@ impl Finished {
     }
 }
 
-/// Run `cmd` to completion or kill it after `timeout`. Each output stream is
+/// Run `cmd` to completion or kill it after `timeout`. The child leads its
+/// own process group and the whole group is killed at the deadline, so
+/// helpers it forked (clang's `-cc1`, a shell's children) die with it. Each output stream is
 /// capped at `max_output` bytes (the rest is drained and dropped, so a chatty
 /// child can neither block on a full pipe nor exhaust our memory).
 pub fn run_with_timeout(
@@ -34,6 +37,15 @@ pub fn run_with_timeout(
     max_output: usize,
 ) -> Result<Finished> {
     let start = Instant::now();
+    // SAFETY: setpgid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -51,19 +63,28 @@ pub fn run_with_timeout(
     })
 }
 
-/// Wait for `child` until `deadline`; kill it then. `None` means killed.
-pub fn wait_deadline(child: &mut Child, deadline: Instant) -> Result<Option<ExitStatus>> {
+/// Wait for `child` until `deadline`; kill its group then. `None` means killed.
+fn wait_deadline(child: &mut Child, deadline: Instant) -> Result<Option<ExitStatus>> {
     loop {
         if let Some(st) = child.try_wait()? {
             return Ok(Some(st));
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(child);
             return Ok(None);
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// SIGKILL the child's process group (it is its own group leader when
+/// started by [`run_with_timeout`]), then reap the child.
+fn kill_group(child: &mut Child) {
+    let pgid = child.id() as libc::pid_t;
+    // SAFETY: plain syscall on a pid we spawned; a negative pid addresses the group.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn drain<R: Read + Send + 'static>(src: Option<R>, max: usize) -> thread::JoinHandle<String> {
@@ -98,6 +119,17 @@ mod tests {
         .unwrap();
         assert!(f.timed_out());
         assert!(f.elapsed < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn kills_grandchildren_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("alive");
+        let script = format!("(sleep 1; touch {}) & wait", marker.display());
+        let f = run_with_timeout(Command::new("sh").args(["-c", &script]), Duration::from_millis(200), 1024).unwrap();
+        assert!(f.timed_out());
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!marker.exists(), "the backgrounded grandchild survived the kill");
     }
 
     #[test]
