@@ -3,7 +3,9 @@
 # Idempotent: a second run installs nothing and downloads nothing.
 #
 #   - Debian packages: clang-19 (BPF compiler), libelf/zlib/pkg-config (libbpf),
-#     qemu-system-x86 (the lab micro-VM), cpio/zstd (initramfs tooling).
+#     qemu-system-x86 (the lab micro-VM), cpio/zstd (initramfs tooling),
+#     rt-tests/libbpf-tools (probe overhead benchmark: hackbench, runqlat),
+#     linux-perf/strace (sandboxed profilers), stress-ng (workloads).
 #   - builds schedcp and its guest agent (cargo build --release).
 #   - the newest Debian sid cloud kernel with CONFIG_SCHED_CLASS_EXT=y, fetched
 #     with a private apt state (the system's apt sources are never changed)
@@ -21,6 +23,7 @@ fi
 PACKAGES=(
     clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config
     qemu-system-x86 cpio zstd
+    rt-tests libbpf-tools linux-perf strace stress-ng
     ca-certificates debian-archive-keyring
 )
 missing=()

@@ -53,7 +53,50 @@ fn main() -> Result<()> {
     }
     ar.finish()?;
 
+    build_probe_skeletons(&out, &scx, &libbpf)?;
     embed_builtin_policies(&out)
+}
+
+/// Compiles each host probe `bpf/probes/<name>.bpf.c` and generates its
+/// libbpf-rs skeleton as `$OUT_DIR/probes/<name>.skel.rs`, against the same
+/// x86 vmlinux.h and libbpf headers as above.
+///
+/// The object is named `scp_<name>`: libbpf prefixes the internal maps
+/// (`.rodata`, `.bss`) with the object's name, so every program and map a
+/// probe loads carries the `scp_` prefix (see bpf/probes/probe.h).
+fn build_probe_skeletons(out: &Path, scx: &Path, libbpf: &Path) -> Result<()> {
+    let src_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?)
+        .join("../../bpf/probes")
+        .canonicalize()
+        .context("bpf/probes is missing")?;
+    println!("cargo:rerun-if-changed={}", src_dir.display());
+    let dst_dir = out.join("probes");
+    std::fs::create_dir_all(&dst_dir)?;
+    let clang = env::var("BPF_CLANG").unwrap_or_else(|_| "clang-19".into());
+    let includes = [
+        format!("-I{}", scx.join("arch/x86").display()),
+        format!("-I{}", libbpf.display()),
+        format!("-I{}", src_dir.display()),
+    ];
+    for entry in std::fs::read_dir(&src_dir)? {
+        let path = entry?.path();
+        println!("cargo:rerun-if-changed={}", path.display());
+        let Some(name) = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .and_then(|f| f.strip_suffix(".bpf.c"))
+        else {
+            continue;
+        };
+        libbpf_cargo::SkeletonBuilder::new()
+            .source(&path)
+            .obj(dst_dir.join(format!("scp_{name}.bpf.o")))
+            .clang(&clang)
+            .clang_args(includes.iter().chain(&["-Wall".to_string()]))
+            .build_and_generate(dst_dir.join(format!("{name}.skel.rs")))
+            .with_context(|| format!("building probe {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Embeds every `schedulers/<name>/{policy.toml,main.bpf.c}` so the built-in

@@ -7,6 +7,7 @@
 //! [`api`]; the sched_ext micro-VM in [`lab`]; scheduler compilation in [`bpf`].
 
 pub mod api;
+pub mod bench;
 pub mod bpf;
 pub mod config;
 pub mod deploy;

@@ -126,10 +126,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("alive");
         let script = format!("(sleep 1; touch {}) & wait", marker.display());
-        let f = run_with_timeout(Command::new("sh").args(["-c", &script]), Duration::from_millis(200), 1024).unwrap();
+        let f = run_with_timeout(
+            Command::new("sh").args(["-c", &script]),
+            Duration::from_millis(200),
+            1024,
+        )
+        .unwrap();
         assert!(f.timed_out());
         std::thread::sleep(Duration::from_millis(1500));
-        assert!(!marker.exists(), "the backgrounded grandchild survived the kill");
+        assert!(
+            !marker.exists(),
+            "the backgrounded grandchild survived the kill"
+        );
     }
 
     #[test]

@@ -282,8 +282,25 @@ fn a_guest_agent_from_another_build_is_refused() {
     std::fs::write(&agent, "#!/bin/sh\necho 0000000000000000\n").unwrap();
     std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, format!("[lab]\nguest_agent = {:?}\n", agent.display().to_string())).unwrap();
-    let o = run(&["--config", cfg.to_str().unwrap(), "lab", "run", "--policy", "fifo", "--workload", "batch"]);
+    std::fs::write(
+        &cfg,
+        format!("[lab]\nguest_agent = {:?}\n", agent.display().to_string()),
+    )
+    .unwrap();
+    let o = run(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "lab",
+        "run",
+        "--policy",
+        "fifo",
+        "--workload",
+        "batch",
+    ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert!(text(&o).contains("it is from another build"), "{}", text(&o));
+    assert!(
+        text(&o).contains("it is from another build"),
+        "{}",
+        text(&o)
+    );
 }

@@ -1,6 +1,7 @@
 //! The `schedcp` command line: argument parsing and output. Every command
 //! calls a service's typed API; nothing here decides policy.
 
+mod bench;
 mod doctor;
 mod lab;
 mod observe;
@@ -57,6 +58,9 @@ pub enum Command {
     /// The scheduler policy library.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Benchmarks of schedcp itself (e.g. what its probes cost per event against libbpf-tools).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 pub fn init_logging(verbose: u8, quiet: bool) {
@@ -85,6 +89,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Lab(c) => lab::run(cfg, c, cli.quiet),
         Command::Observe(c) => observe::run(cfg, c, cli.quiet),
         Command::Policy(c) => policy::run(c),
+        Command::Bench(c) => bench::run(cfg, c, cli.quiet),
     };
     match result {
         Ok(code) => code,
