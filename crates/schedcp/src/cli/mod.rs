@@ -88,7 +88,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Doctor(a) => doctor::run(cfg, a),
         Command::Lab(c) => lab::run(cfg, c, cli.quiet),
         Command::Observe(c) => observe::run(cfg, c, cli.quiet),
-        Command::Policy(c) => policy::run(c),
+        Command::Policy(c) => policy::run(cfg, c, cli.quiet),
         Command::Bench(c) => bench::run(cfg, c, cli.quiet),
     };
     match result {

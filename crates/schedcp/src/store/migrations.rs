@@ -22,10 +22,16 @@ pub struct Migration {
 
 /// Every migration, oldest first. Migration `i` takes the schema from
 /// version `i` to `i + 1`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    name: "0001 observe: workload profiles and benchmark history",
-    sql: include_str!("migrations/0001_observe.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        name: "0001 observe: workload profiles and benchmark history",
+        sql: include_str!("migrations/0001_observe.sql"),
+    },
+    Migration {
+        name: "0002 policies: library, lifecycle, results, search indexes",
+        sql: include_str!("migrations/0002_policies.sql"),
+    },
+];
 
 /// What [`apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

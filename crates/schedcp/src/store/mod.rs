@@ -52,6 +52,7 @@ impl Store {
 
     /// Open (creating if needed) the database file at `path`; its directory must exist.
     pub fn open_at(path: &Path) -> Result<Store, Error> {
+        register_extensions();
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -80,6 +81,7 @@ impl Store {
 
     /// A private in-memory store (tests, dry runs).
     pub fn open_in_memory() -> Result<Store, Error> {
+        register_extensions();
         let conn = Connection::open_in_memory()
             .map_err(|e| Error::Internal(anyhow!("opening an in-memory database: {e}")))?;
         let mut store = Store { conn, path: None };
@@ -168,6 +170,29 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Make sqlite-vec's `vec0` tables and `vec_*` functions available on every
+/// connection opened from now on (the policy index needs them, and so does
+/// any migration that touches it). Compiled in; nothing is loaded from disk.
+fn register_extensions() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        type EntryPoint = unsafe extern "C" fn(
+            *mut rusqlite::ffi::sqlite3,
+            *mut *mut std::os::raw::c_char,
+            *const rusqlite::ffi::sqlite3_api_routines,
+        ) -> std::os::raw::c_int;
+        // SAFETY: sqlite-vec declares its entry point without arguments, but
+        // it is the standard extension entry point with the signature above;
+        // SQLite calls it once per new connection.
+        unsafe {
+            let entry: EntryPoint = std::mem::transmute::<unsafe extern "C" fn(), EntryPoint>(
+                sqlite_vec::sqlite3_vec_init,
+            );
+            rusqlite::ffi::sqlite3_auto_extension(Some(entry));
+        }
+    });
 }
 
 fn user_version(conn: &Connection) -> anyhow::Result<u32> {

@@ -1,0 +1,155 @@
+//! Storage backends of the policy repository, behind one trait.
+//!
+//! - [`sqlite`]: the embedded default — tables in schedcp's one SQLite
+//!   file, FTS5 (BM25) for text and a sqlite-vec `vec0` table for vectors.
+//! - [`postgres`]: fleet mode — PostgreSQL with pgvector for vectors and
+//!   `tsvector` full text.
+//!
+//! Backends store and retrieve; they decide nothing. Validation, embedding,
+//! rank fusion and curation live in [`super::Library`], once, for both.
+//! Every method that writes does so in one transaction.
+
+pub mod postgres;
+pub mod sqlite;
+
+use super::model::{
+    History, NewPolicy, NewResult, PolicyRef, PolicyResult, PolicySummary, PolicyVersion,
+    SearchDoc, State, Verdict,
+};
+use crate::error::Error;
+
+/// One version to insert, with what search needs about it.
+pub struct Insert<'a> {
+    pub policy: &'a NewPolicy,
+    pub content_hash: String,
+    pub state: State,
+    /// Why it enters in `state` (recorded as its first transition).
+    pub reason: String,
+    /// `None`: now.
+    pub created_at: Option<String>,
+    pub doc: SearchDoc,
+    pub embedding: Vec<f32>,
+}
+
+/// A ranked candidate from one retriever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub name: String,
+    /// Retriever-specific: BM25 (higher = better) or cosine similarity.
+    pub score: f64,
+}
+
+/// A workload that results were recorded on, with its embedding.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub id: i64,
+    pub text: String,
+    pub embedding: Vec<f32>,
+}
+
+/// One significant result on a workload, for search's evidence ranking.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    pub name: String,
+    pub workload_id: i64,
+    pub workload: String,
+    pub metric: String,
+    pub verdict: Verdict,
+    pub improvement_pct: Option<f64>,
+    pub p_value: Option<f64>,
+}
+
+/// The latest version's summary and text of a policy, for presenting hits.
+#[derive(Debug, Clone)]
+pub struct DocRow {
+    pub summary: PolicySummary,
+    pub doc: SearchDoc,
+}
+
+pub trait Repository: Send {
+    /// "sqlite" or "postgres", for reports.
+    fn backend(&self) -> &'static str;
+
+    /// Insert versions in one transaction; each creates its policy if new.
+    /// A version whose content hash equals an existing version of the same
+    /// policy is refused (nothing of the batch is written).
+    fn insert_versions(&mut self, items: &[Insert<'_>]) -> Result<Vec<PolicyVersion>, Error>;
+
+    /// A version (the latest when `r.version` is `None`).
+    fn get(&self, r: &PolicyRef) -> Result<Option<PolicyVersion>, Error>;
+
+    /// Every policy's latest version, by name.
+    fn list(&self, state: Option<State>) -> Result<Vec<PolicySummary>, Error>;
+
+    fn history(&self, name: &str) -> Result<Option<History>, Error>;
+
+    /// Move `name@version` from `from` to `to`, atomically: fails with
+    /// `Ok(false)` if it is no longer in `from` (someone else moved it).
+    fn transition(
+        &mut self,
+        name: &str,
+        version: u32,
+        from: State,
+        to: State,
+        reason: &str,
+    ) -> Result<bool, Error>;
+
+    /// Append a result; `workload_embedding` embeds `r.workload_description`.
+    fn insert_result(
+        &mut self,
+        name: &str,
+        version: u32,
+        r: &NewResult,
+        workload_embedding: &[f32],
+    ) -> Result<PolicyResult, Error>;
+
+    /// Full-text candidates for `terms` (already lower-cased words), best
+    /// first, at most `k`.
+    fn text_search(
+        &self,
+        terms: &[String],
+        state: Option<State>,
+        k: usize,
+    ) -> Result<Vec<Hit>, Error>;
+
+    /// Nearest policies to `query` by cosine similarity, best first.
+    fn vector_search(
+        &self,
+        query: &[f32],
+        state: Option<State>,
+        k: usize,
+    ) -> Result<Vec<Hit>, Error>;
+
+    /// Every workload results were recorded on.
+    fn workloads(&self) -> Result<Vec<Workload>, Error>;
+
+    /// Significant results (improved or regressed) on these workloads.
+    fn evidence(&self, workload_ids: &[i64], state: Option<State>) -> Result<Vec<Evidence>, Error>;
+
+    /// Summaries and search text of these policies' latest versions.
+    fn docs(&self, names: &[String]) -> Result<Vec<DocRow>, Error>;
+
+    /// The embedding model the stored vectors came from.
+    fn index_model(&self) -> Result<Option<String>, Error>;
+
+    /// Replace every stored vector (policies and workloads) by `embed`'s,
+    /// and record `model` as their source. One transaction.
+    fn reindex(
+        &mut self,
+        model: &str,
+        embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>, Error>,
+    ) -> Result<(), Error>;
+
+    /// How many policies are stored.
+    fn count(&self) -> Result<usize, Error>;
+}
+
+/// A stored timestamp for "now": RFC 3339 UTC with milliseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An internal storage error with what was being done.
+pub(crate) fn db_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Internal(anyhow::anyhow!("policy store: {what}: {e}"))
+}
