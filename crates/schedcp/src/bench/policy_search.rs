@@ -1,0 +1,539 @@
+//! Policy search: latency at 100, 1k and 10k policies on each backend
+//! (query embedding timed apart), and quality on a labelled query set
+//! against plain substring matching.
+//!
+//! The corpus is the shipped library plus synthetic policies whose
+//! descriptions combine real scheduling vocabulary (algorithm families,
+//! target workloads, placement features); every one is embedded for real.
+//! Each size is a fresh store holding the first N of the same corpus.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::policies::meta::PolicyMeta;
+use crate::policies::model::{Body, NewPolicy, Origin, SearchDoc, State};
+use crate::policies::repo::{Insert, Repository};
+use crate::policies::search::{self, SearchQuery};
+use crate::policies::{builtin, catalog, Library};
+
+/// The target: p99 under this at 10k policies on the embedded store,
+/// excluding the query embedding.
+pub const TARGET_P99_MS: f64 = 10.0;
+
+const QUERIES: &str = include_str!("policy_queries.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabelledQuery {
+    pub text: String,
+    pub expect: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct QueryFile {
+    query: Vec<LabelledQuery>,
+}
+
+pub fn labelled_queries() -> Vec<LabelledQuery> {
+    toml::from_str::<QueryFile>(QUERIES)
+        .expect("policy_queries.toml parses (checked by tests)")
+        .query
+}
+
+/// Makes an empty repository for one measurement.
+pub type RepoFactory<'a> = dyn FnMut(&str) -> Result<Box<dyn Repository>, Error> + 'a;
+
+pub struct Config {
+    pub sizes: Vec<usize>,
+    /// Searches per size (the query set, repeated).
+    pub searches: usize,
+    pub model_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub backend: String,
+    pub policies: usize,
+    pub searches: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Same, with a state filter (candidate).
+    pub filtered_p50_ms: f64,
+    pub filtered_p99_ms: f64,
+    /// Building the store (inserts and indexes), seconds.
+    pub load_s: f64,
+    /// On-disk size (SQLite only), bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Quality {
+    pub method: String,
+    pub queries: usize,
+    pub top1: usize,
+    pub top3: usize,
+    pub misses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub model: String,
+    /// Per query embedding, ms.
+    pub embed_p50_ms: f64,
+    pub embed_p99_ms: f64,
+    /// Embedding the corpus, texts per second (batches of 32).
+    pub corpus_embed_per_s: f64,
+    pub latency: Vec<Latency>,
+    pub quality: Vec<Quality>,
+    pub target_p99_ms: f64,
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The library schedcp ships: built-ins and the scx catalogue.
+pub fn shipped() -> anyhow::Result<Vec<NewPolicy>> {
+    let mut out: Vec<NewPolicy> = builtin::all()?
+        .into_iter()
+        .map(|b| NewPolicy {
+            meta: b.meta,
+            origin: Origin::Builtin,
+            body: Body::Bpf {
+                source: b.source.to_string(),
+            },
+        })
+        .collect();
+    out.extend(catalog::all()?);
+    Ok(out)
+}
+
+/// The shipped library followed by synthetic policies, `n` in all (never
+/// fewer than the shipped library).
+pub fn corpus(n: usize) -> anyhow::Result<Vec<NewPolicy>> {
+    let mut out = shipped()?;
+    const ALGOS: &[(&str, &str)] = &[
+        ("FIFO queue", "tasks wait in one queue in arrival order"),
+        (
+            "weighted vruntime",
+            "tasks are ordered by virtual runtime scaled by weight",
+        ),
+        (
+            "earliest deadline first",
+            "each task gets a virtual deadline from its slice and wait time",
+        ),
+        (
+            "shortest job first",
+            "tasks with the shortest observed bursts run first",
+        ),
+        ("round robin", "each task runs for a fixed slice in turn"),
+        ("lottery", "tickets proportional to weight decide who runs"),
+        (
+            "multi-level feedback queue",
+            "tasks move between priority levels by how they use their slice",
+        ),
+        (
+            "per-LLC queues",
+            "each last-level cache has its own queue, balanced periodically",
+        ),
+    ];
+    const TARGETS: &[(&str, &str)] = &[
+        ("interactive", "interactive desktops"),
+        ("batch", "batch throughput"),
+        ("server", "web servers"),
+        ("server", "databases"),
+        ("gaming", "games"),
+        ("multimedia", "audio and video"),
+        ("throughput", "HPC"),
+        ("containers", "container hosts"),
+        ("throughput", "build farms"),
+        ("batch", "machine learning training"),
+    ];
+    const FEATURES: &[&str] = &[
+        "a wakeup boost for tasks that sleep often",
+        "cache-aware placement on the previous CPU",
+        "NUMA balancing between nodes",
+        "a preference for fully idle cores",
+        "slices that shrink as load grows",
+        "cgroup weights",
+        "aging so that nothing starves",
+        "frequency hints for the CPU governor",
+    ];
+    let mut i = 0usize;
+    while out.len() < n {
+        let (algo, how) = ALGOS[i % ALGOS.len()];
+        let (tag, target) = TARGETS[(i / ALGOS.len()) % TARGETS.len()];
+        let feature = FEATURES[(i / (ALGOS.len() * TARGETS.len())) % FEATURES.len()];
+        let slice = 500 + (i * 37) % 20_000;
+        let meta = PolicyMeta {
+            name: format!("syn_{i}"),
+            ops_name: format!("syn_{i}"),
+            description: format!(
+                "A {algo} scheduler for {target}, with {feature}; default slice {slice} us."
+            ),
+            algorithm: format!("{how}. It adds {feature}. Variant {i}."),
+            target_workloads: vec![tag.to_string()],
+            limitations: vec![format!("Synthetic benchmark policy {i}.")],
+            tunables: Vec::new(),
+        };
+        out.push(NewPolicy {
+            meta,
+            origin: Origin::Agent,
+            body: Body::Bpf {
+                source: format!(
+                    "/* synthetic {i} */ SCX_OPS_DEFINE(syn_{i}_ops, .name = \"syn_{i}\");"
+                ),
+            },
+        });
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Substring matching: the peer a plain `grep` over names and
+/// descriptions would give. Score = query words found; ties by name.
+pub fn substring_rank(lib: &[NewPolicy], query: &str) -> Vec<String> {
+    let words = search::terms(query);
+    let mut scored: Vec<(usize, &str)> = lib
+        .iter()
+        .map(|p| {
+            let hay = format!("{} {}", p.meta.name, p.meta.description).to_lowercase();
+            (
+                words.iter().filter(|w| hay.contains(w.as_str())).count(),
+                p.meta.name.as_str(),
+            )
+        })
+        .filter(|(s, _)| *s > 0)
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    scored.into_iter().map(|(_, n)| n.to_string()).collect()
+}
+
+fn score_quality(method: &str, queries: &[LabelledQuery], ranked: &[Vec<String>]) -> Quality {
+    let mut q = Quality {
+        method: method.into(),
+        queries: queries.len(),
+        top1: 0,
+        top3: 0,
+        misses: Vec::new(),
+    };
+    for (lq, r) in queries.iter().zip(ranked) {
+        let hit = |n: &String| lq.expect.contains(n);
+        if r.first().is_some_and(hit) {
+            q.top1 += 1;
+        }
+        if r.iter().take(3).any(hit) {
+            q.top3 += 1;
+        } else {
+            q.misses.push(format!(
+                "{:?} → {:?}",
+                lq.text,
+                r.iter().take(3).collect::<Vec<_>>()
+            ));
+        }
+    }
+    q
+}
+
+pub fn run(
+    cfg: &Config,
+    backends: &mut [(&str, Box<RepoFactory<'_>>)],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, Error> {
+    let max = cfg.sizes.iter().copied().max().unwrap_or(0);
+    let corpus = corpus(max.max(1)).map_err(Error::Internal)?;
+    let queries = labelled_queries();
+
+    // One library only to embed with (its repository is never used for search).
+    let embed_lib = Library::with_repo(
+        (backends[0].1)("embedder")?,
+        cfg.model_dir.clone(),
+        crate::policies::curation::DEFAULT_MIN_IMPROVEMENTS,
+    );
+    // Load the model first: its load time is not a query's.
+    embed_lib.model_id()?;
+    // Query embedding time, one query at a time as a search would.
+    let mut qvecs = Vec::new();
+    let mut embed_ms = Vec::new();
+    for _ in 0..3 {
+        qvecs.clear();
+        for q in &queries {
+            let t = Instant::now();
+            qvecs.push(
+                embed_lib
+                    .embed_texts(std::slice::from_ref(&q.text))?
+                    .remove(0),
+            );
+            embed_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    embed_ms.sort_by(f64::total_cmp);
+
+    let docs: Vec<SearchDoc> = corpus
+        .iter()
+        .map(|p| SearchDoc::new(&p.meta, &p.body))
+        .collect();
+    let t = Instant::now();
+    let mut vectors = Vec::with_capacity(docs.len());
+    for chunk in docs.chunks(256) {
+        progress(&format!(
+            "embedding the corpus: {}/{}",
+            vectors.len(),
+            docs.len()
+        ));
+        let texts: Vec<String> = chunk.iter().map(SearchDoc::embedding_text).collect();
+        vectors.extend(embed_lib.embed_texts(&texts)?);
+    }
+    let corpus_embed_per_s = docs.len() as f64 / t.elapsed().as_secs_f64();
+    let model = embed_lib_model(&embed_lib)?;
+
+    let mut latency = Vec::new();
+    let mut quality = Vec::new();
+    for (backend, factory) in backends.iter_mut() {
+        for &n in &cfg.sizes {
+            progress(&format!("{backend}: loading {n} policies"));
+            let mut repo = factory(&format!("n{n}"))?;
+            let t = Instant::now();
+            let mut reindex_noop =
+                |_: &[String]| -> Result<Vec<Vec<f32>>, Error> { Ok(Vec::new()) };
+            repo.reindex(&model, &mut reindex_noop)?;
+            for start in (0..n).step_by(500) {
+                let end = (start + 500).min(n);
+                let items: Vec<Insert<'_>> = (start..end)
+                    .map(|i| Insert {
+                        policy: &corpus[i],
+                        content_hash: corpus[i].content_hash(),
+                        state: if i % 3 == 0 {
+                            State::Candidate
+                        } else {
+                            State::Verified
+                        },
+                        reason: "benchmark".into(),
+                        created_at: None,
+                        doc: docs[i].clone(),
+                        embedding: vectors[i].clone(),
+                    })
+                    .collect();
+                repo.insert_versions(&items)?;
+            }
+            let load_s = t.elapsed().as_secs_f64();
+            let lib = Library::with_repo(repo, cfg.model_dir.clone(), 2);
+            progress(&format!(
+                "{backend}: {} searches over {n} policies",
+                cfg.searches
+            ));
+            let time = |state: Option<State>| -> Result<Vec<f64>, Error> {
+                let mut ms = Vec::with_capacity(cfg.searches);
+                for i in 0..cfg.searches {
+                    let q = SearchQuery {
+                        text: queries[i % queries.len()].text.clone(),
+                        limit: 5,
+                        state,
+                    };
+                    let t = Instant::now();
+                    lib.search_with_vector(&q, &qvecs[i % queries.len()])?;
+                    ms.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                ms.sort_by(f64::total_cmp);
+                Ok(ms)
+            };
+            // One warm-up pass so that both backends start with warm caches.
+            time(None)?;
+            let all = time(None)?;
+            let filtered = time(Some(State::Candidate))?;
+            latency.push(Latency {
+                backend: backend.to_string(),
+                policies: n,
+                searches: cfg.searches,
+                p50_ms: percentile(&all, 0.5),
+                p99_ms: percentile(&all, 0.99),
+                max_ms: *all.last().unwrap_or(&0.0),
+                filtered_p50_ms: percentile(&filtered, 0.5),
+                filtered_p99_ms: percentile(&filtered, 0.99),
+                load_s,
+                store_bytes: lib.store_bytes(),
+            });
+        }
+        // Quality on the shipped library alone.
+        let shipped = corpus
+            .iter()
+            .take_while(|p| p.origin != Origin::Agent)
+            .count();
+        let mut repo = factory("quality")?;
+        let mut noop = |_: &[String]| -> Result<Vec<Vec<f32>>, Error> { Ok(Vec::new()) };
+        repo.reindex(&model, &mut noop)?;
+        let items: Vec<Insert<'_>> = (0..shipped)
+            .map(|i| Insert {
+                policy: &corpus[i],
+                content_hash: corpus[i].content_hash(),
+                state: State::Verified,
+                reason: "benchmark".into(),
+                created_at: None,
+                doc: docs[i].clone(),
+                embedding: vectors[i].clone(),
+            })
+            .collect();
+        repo.insert_versions(&items)?;
+        let lib = Library::with_repo(repo, cfg.model_dir.clone(), 2);
+        let mut ranked = Vec::new();
+        for (q, v) in queries.iter().zip(&qvecs) {
+            let r = lib.search_with_vector(
+                &SearchQuery {
+                    text: q.text.clone(),
+                    limit: 5,
+                    state: None,
+                },
+                v,
+            )?;
+            ranked.push(r.hits.into_iter().map(|h| h.name).collect::<Vec<_>>());
+        }
+        quality.push(score_quality(
+            &format!("hybrid ({backend})"),
+            &queries,
+            &ranked,
+        ));
+    }
+    let shipped: Vec<NewPolicy> = corpus
+        .iter()
+        .take_while(|p| p.origin != Origin::Agent)
+        .cloned()
+        .collect();
+    let ranked: Vec<Vec<String>> = queries
+        .iter()
+        .map(|q| substring_rank(&shipped, &q.text))
+        .collect();
+    quality.push(score_quality("substring", &queries, &ranked));
+
+    Ok(Report {
+        model,
+        embed_p50_ms: percentile(&embed_ms, 0.5),
+        embed_p99_ms: percentile(&embed_ms, 0.99),
+        corpus_embed_per_s,
+        latency,
+        quality,
+        target_p99_ms: TARGET_P99_MS,
+    })
+}
+
+fn embed_lib_model(lib: &Library) -> Result<String, Error> {
+    lib.model_id().map(str::to_string)
+}
+
+impl Report {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "policy search ({}); query embedding p50 {:.1} ms, p99 {:.1} ms; corpus embedding {:.0} texts/s",
+            self.model, self.embed_p50_ms, self.embed_p99_ms, self.corpus_embed_per_s
+        );
+        let _ = writeln!(
+            s,
+            "{:<9} {:>8} {:>9} {:>9} {:>9} {:>12} {:>12} {:>8} {:>10}",
+            "backend",
+            "policies",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "state p50",
+            "state p99",
+            "load s",
+            "store"
+        );
+        for l in &self.latency {
+            let _ = writeln!(
+                s,
+                "{:<9} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>12.2} {:>12.2} {:>8.1} {:>10}",
+                l.backend,
+                l.policies,
+                l.p50_ms,
+                l.p99_ms,
+                l.max_ms,
+                l.filtered_p50_ms,
+                l.filtered_p99_ms,
+                l.load_s,
+                l.store_bytes
+                    .map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+            );
+        }
+        if let Some(l) = self
+            .latency
+            .iter()
+            .filter(|l| l.backend == "sqlite")
+            .max_by_key(|l| l.policies)
+        {
+            let _ = writeln!(
+                s,
+                "target: p99 < {} ms at the largest size on sqlite ({}): {}",
+                self.target_p99_ms,
+                l.policies,
+                if l.p99_ms < self.target_p99_ms {
+                    "met"
+                } else {
+                    "NOT met"
+                }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "quality on {} labelled queries:",
+            self.quality.first().map_or(0, |q| q.queries)
+        );
+        for q in &self.quality {
+            let _ = writeln!(
+                s,
+                "  {:<18} top-1 {:>2}/{}  top-3 {:>2}/{}",
+                q.method, q.top1, q.queries, q.top3, q.queries
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_queries_name_real_policies() {
+        let names: Vec<String> = shipped()
+            .unwrap()
+            .iter()
+            .map(|p| p.meta.name.clone())
+            .collect();
+        let qs = labelled_queries();
+        assert!(qs.len() >= 20);
+        for q in qs {
+            for e in &q.expect {
+                assert!(names.contains(e), "{e} in {:?}", q.text);
+            }
+        }
+    }
+
+    #[test]
+    fn synthetic_policies_are_valid_and_distinct() {
+        let c = corpus(500).unwrap();
+        assert_eq!(c.len(), 500);
+        let mut hashes: Vec<String> = c.iter().map(NewPolicy::content_hash).collect();
+        let mut names: Vec<&str> = c.iter().map(|p| p.meta.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 500);
+        hashes.sort();
+        hashes.dedup();
+        assert_eq!(hashes.len(), 500);
+        for p in &c {
+            crate::policies::validate::new_policy(p).unwrap();
+        }
+    }
+}
