@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up everything and run every check: formatting, clippy, unit tests and
-# the end-to-end tests that boot the sched_ext micro-VM.
+# Set up everything and run every check: formatting, clippy, unit tests,
+# the policy store on SQLite and on a real PostgreSQL + pgvector, and the
+# end-to-end tests that boot the sched_ext micro-VM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -8,6 +9,10 @@ echo "==> cargo fmt --check" >&2
 cargo fmt --all --check
 echo "==> cargo clippy" >&2
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
+echo "==> test PostgreSQL + pgvector (non-root, loopback)" >&2
+scripts/pg-test-server.sh start
+SCHEDCP_TEST_PG_URL="$(scripts/pg-test-server.sh url)"
+export SCHEDCP_TEST_PG_URL
 echo "==> cargo test" >&2
 # Two test threads: each lab test boots a 2-vCPU TCG VM; more would only thrash.
 cargo test --release --workspace --locked -- --test-threads=2
