@@ -19,16 +19,20 @@ pub enum WorkloadKind {
     Wakeup,
     /// hackbench-style pipe/socket ping-pong groups; metric: total time.
     Pingpong,
+    /// Equal-weight CPU hogs plus lower-weight ones; metric: the smallest
+    /// share any equal-weight hog got (starvation and fairness check).
+    Fairness,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 3] = [Self::Batch, Self::Wakeup, Self::Pingpong];
+    pub const ALL: [WorkloadKind; 4] = [Self::Batch, Self::Wakeup, Self::Pingpong, Self::Fairness];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Batch => "batch",
             Self::Wakeup => "wakeup",
             Self::Pingpong => "pingpong",
+            Self::Fairness => "fairness",
         }
     }
 
@@ -37,6 +41,7 @@ impl WorkloadKind {
             Self::Batch => "many short CPU-bound jobs plus a few long ones, all released at once; reports makespan and per-job completion times",
             Self::Wakeup => "message threads wake worker threads (schbench style); reports p50/p99/p99.9 wakeup latency and requests/s",
             Self::Pingpong => "groups of senders and receivers exchanging messages over pipes or sockets (hackbench style); reports total time",
+            Self::Fairness => "equal-weight CPU hog threads plus lower-weight (niced) ones, all runnable for a fixed time; reports each one's CPU time and the smallest share of the fair share any equal-weight hog got (starvation check)",
         }
     }
 
@@ -46,6 +51,7 @@ impl WorkloadKind {
             Self::Batch => BATCH_PARAMS,
             Self::Wakeup => WAKEUP_PARAMS,
             Self::Pingpong => PINGPONG_PARAMS,
+            Self::Fairness => FAIRNESS_PARAMS,
         }
     }
 }
@@ -164,6 +170,36 @@ const WAKEUP_PARAMS: &[ParamSpec] = &[
     },
 ];
 
+const FAIRNESS_PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "hogs",
+        kind: ParamKind::Int {
+            default: 4,
+            min: 1,
+            max: 256,
+        },
+        doc: "equal-weight (nice 0) CPU hog threads",
+    },
+    ParamSpec {
+        name: "niced",
+        kind: ParamKind::Int {
+            default: 1,
+            min: 0,
+            max: 64,
+        },
+        doc: "lower-weight CPU hog threads at nice 5 (a class a scheduler might starve)",
+    },
+    ParamSpec {
+        name: "duration_ms",
+        kind: ParamKind::Int {
+            default: 2000,
+            min: 100,
+            max: 600_000,
+        },
+        doc: "how long every hog stays runnable",
+    },
+];
+
 const PINGPONG_PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "groups",
@@ -221,7 +257,7 @@ pub struct WorkloadSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    #[error("unknown workload '{0}'; choose one of: batch, wakeup, pingpong")]
+    #[error("unknown workload '{0}'; choose one of: batch, wakeup, pingpong, fairness")]
     UnknownWorkload(String),
     #[error("workload '{workload}' has no parameter '{param}'; it accepts: {accepted}")]
     UnknownParam {

@@ -4,11 +4,13 @@
 //! - `batch`: CPU-bound jobs released at once; judged by makespan.
 //! - `wakeup`: schbench-style message/worker wakeups; judged by p99 latency.
 //! - `pingpong`: hackbench-style pipe/socket traffic; judged by total time.
+//! - `fairness`: equal- and lower-weight CPU hogs; judged by the smallest share.
 //!
 //! All threads of a run are scoped to it and joined before it returns; a
 //! failing thread turns into an error, never a hang.
 
 mod batch;
+mod fairness;
 mod pingpong;
 mod spin;
 mod stats;
@@ -34,6 +36,7 @@ pub fn run(spec: &WorkloadSpec) -> Result<WorkloadResult> {
         WorkloadKind::Batch => batch::run(&batch::Params::from_spec(spec)),
         WorkloadKind::Wakeup => wakeup::run(&wakeup::Params::from_spec(spec)),
         WorkloadKind::Pingpong => pingpong::run(&pingpong::Params::from_spec(spec)),
+        WorkloadKind::Fairness => fairness::run(&fairness::Params::from_spec(spec)),
     }
     .with_context(|| format!("running workload {spec}"))?;
     debug_assert!(

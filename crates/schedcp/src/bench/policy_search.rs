@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::policies::meta::PolicyMeta;
@@ -47,6 +48,7 @@ pub fn labelled_queries() -> Vec<LabelledQuery> {
 pub type RepoFactory<'a> = dyn FnMut(&str) -> Result<Box<dyn Repository>, Error> + 'a;
 
 pub struct Config {
+    pub cache_dir: PathBuf,
     pub sizes: Vec<usize>,
     /// Searches per size (the query set, repeated).
     pub searches: usize,
@@ -64,6 +66,14 @@ pub struct Latency {
     /// Same, with a state filter (candidate).
     pub filtered_p50_ms: f64,
     pub filtered_p99_ms: f64,
+    /// Of the exact 50 nearest policies (brute force over the same
+    /// vectors), the share the backend's vector search returned: the cost
+    /// of its index (quantisation, HNSW) in recall.
+    pub vector_recall_at_50: f64,
+    /// The same for the exact 10 nearest among its first 10.
+    pub vector_recall_at_10: f64,
+    /// Median time per stage of the unfiltered searches, ms.
+    pub stage_p50_ms: crate::policies::search::StageMs,
     /// Building the store (inserts and indexes), seconds.
     pub load_s: f64,
     /// On-disk size (SQLite only), bytes.
@@ -86,8 +96,9 @@ pub struct Report {
     /// Per query embedding, ms.
     pub embed_p50_ms: f64,
     pub embed_p99_ms: f64,
-    /// Embedding the corpus, texts per second (batches of 32).
-    pub corpus_embed_per_s: f64,
+    /// Embedding the corpus, texts per second (batches of 32); `None`
+    /// when the vectors came from the benchmark's cache.
+    pub corpus_embed_per_s: Option<f64>,
     pub latency: Vec<Latency>,
     pub quality: Vec<Quality>,
     pub target_p99_ms: f64,
@@ -283,20 +294,32 @@ pub fn run(
         .iter()
         .map(|p| SearchDoc::new(&p.meta, &p.body))
         .collect();
-    let t = Instant::now();
-    let mut vectors = Vec::with_capacity(docs.len());
-    for chunk in docs.chunks(256) {
-        progress(&format!(
-            "embedding the corpus: {}/{}",
-            vectors.len(),
-            docs.len()
-        ));
-        let texts: Vec<String> = chunk.iter().map(SearchDoc::embedding_text).collect();
-        vectors.extend(embed_lib.embed_texts(&texts)?);
-    }
-    let corpus_embed_per_s = docs.len() as f64 / t.elapsed().as_secs_f64();
     let model = embed_lib_model(&embed_lib)?;
-
+    // Embedding 10k texts takes minutes on two cores; the vectors depend only
+    // on the model and the texts, so reruns reuse them.
+    let texts: Vec<String> = docs.iter().map(SearchDoc::embedding_text).collect();
+    let cache = cfg.cache_dir.join("bench").join(format!(
+        "policy-corpus-{}.f32",
+        hex::encode(&Sha256::digest(format!("{model}\n{}", texts.join("\n")))[..8])
+    ));
+    let t = Instant::now();
+    let (vectors, corpus_embed_per_s) = match read_vectors(&cache, texts.len()) {
+        Some(v) => (v, None),
+        None => {
+            let mut vectors = Vec::with_capacity(texts.len());
+            for chunk in texts.chunks(256) {
+                progress(&format!(
+                    "embedding the corpus: {}/{}",
+                    vectors.len(),
+                    texts.len()
+                ));
+                vectors.extend(embed_lib.embed_texts(chunk)?);
+            }
+            let rate = texts.len() as f64 / t.elapsed().as_secs_f64();
+            write_vectors(&cache, &vectors);
+            (vectors, Some(rate))
+        }
+    };
     let mut latency = Vec::new();
     let mut quality = Vec::new();
     for (backend, factory) in backends.iter_mut() {
@@ -327,13 +350,16 @@ pub fn run(
                 repo.insert_versions(&items)?;
             }
             let load_s = t.elapsed().as_secs_f64();
+            let (vector_recall_at_50, vector_recall_at_10) =
+                recall(repo.as_ref(), &corpus[..n], &vectors[..n], &qvecs)?;
             let lib = Library::with_repo(repo, cfg.model_dir.clone(), 2);
             progress(&format!(
                 "{backend}: {} searches over {n} policies",
                 cfg.searches
             ));
-            let time = |state: Option<State>| -> Result<Vec<f64>, Error> {
+            let time = |state: Option<State>| -> Result<(Vec<f64>, Vec<search::StageMs>), Error> {
                 let mut ms = Vec::with_capacity(cfg.searches);
+                let mut stages = Vec::with_capacity(cfg.searches);
                 for i in 0..cfg.searches {
                     let q = SearchQuery {
                         text: queries[i % queries.len()].text.clone(),
@@ -341,16 +367,28 @@ pub fn run(
                         state,
                     };
                     let t = Instant::now();
-                    lib.search_with_vector(&q, &qvecs[i % queries.len()])?;
+                    let r = lib.search_with_vector(&q, &qvecs[i % queries.len()])?;
                     ms.push(t.elapsed().as_secs_f64() * 1e3);
+                    stages.push(r.stage_ms);
                 }
                 ms.sort_by(f64::total_cmp);
-                Ok(ms)
+                Ok((ms, stages))
             };
             // One warm-up pass so that both backends start with warm caches.
             time(None)?;
-            let all = time(None)?;
-            let filtered = time(Some(State::Candidate))?;
+            let (all, stages) = time(None)?;
+            let (filtered, _) = time(Some(State::Candidate))?;
+            let med = |f: fn(&search::StageMs) -> f64| {
+                let mut v: Vec<f64> = stages.iter().map(f).collect();
+                v.sort_by(f64::total_cmp);
+                percentile(&v, 0.5)
+            };
+            let stage_p50_ms = search::StageMs {
+                vector: med(|s| s.vector),
+                text: med(|s| s.text),
+                evidence: med(|s| s.evidence),
+                fuse: med(|s| s.fuse),
+            };
             latency.push(Latency {
                 backend: backend.to_string(),
                 policies: n,
@@ -360,6 +398,9 @@ pub fn run(
                 max_ms: *all.last().unwrap_or(&0.0),
                 filtered_p50_ms: percentile(&filtered, 0.5),
                 filtered_p99_ms: percentile(&filtered, 0.99),
+                vector_recall_at_50,
+                vector_recall_at_10,
+                stage_p50_ms,
                 load_s,
                 store_bytes: lib.store_bytes(),
             });
@@ -425,6 +466,74 @@ pub fn run(
     })
 }
 
+/// Recall of `repo.vector_search` against an exact scan, at 50 and at 10.
+fn recall(
+    repo: &dyn Repository,
+    corpus: &[NewPolicy],
+    vectors: &[Vec<f32>],
+    queries: &[Vec<f32>],
+) -> Result<(f64, f64), Error> {
+    let (mut hit50, mut hit10, mut n50, mut n10) = (0usize, 0usize, 0usize, 0usize);
+    for q in queries {
+        let mut exact: Vec<(f64, &str)> = vectors
+            .iter()
+            .zip(corpus)
+            .map(|(v, p)| (search::cosine(q, v), p.meta.name.as_str()))
+            .collect();
+        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let got: Vec<String> = repo
+            .vector_search(q, None, 50)?
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
+        for (i, (_, name)) in exact.iter().take(50).enumerate() {
+            n50 += 1;
+            if got.iter().any(|g| g == name) {
+                hit50 += 1;
+            }
+            if i < 10 {
+                n10 += 1;
+                if got.iter().take(10).any(|g| g == name) {
+                    hit10 += 1;
+                }
+            }
+        }
+    }
+    Ok((
+        hit50 as f64 / n50.max(1) as f64,
+        hit10 as f64 / n10.max(1) as f64,
+    ))
+}
+
+fn read_vectors(path: &std::path::Path, n: usize) -> Option<Vec<Vec<f32>>> {
+    let bytes = std::fs::read(path).ok()?;
+    let dim = crate::policies::embed::DIM;
+    (bytes.len() == n * dim * 4).then(|| {
+        bytes
+            .chunks_exact(dim * 4)
+            .map(crate::policies::repo::sqlite::blob_vec)
+            .collect()
+    })
+}
+
+fn write_vectors(path: &std::path::Path, vectors: &[Vec<f32>]) {
+    let bytes: Vec<u8> = vectors
+        .iter()
+        .flat_map(|v| crate::policies::repo::sqlite::vec_blob(v))
+        .collect();
+    let written = path
+        .parent()
+        .map(std::fs::create_dir_all)
+        .transpose()
+        .and_then(|_| std::fs::write(path, bytes));
+    if let Err(e) = written {
+        tracing::warn!(
+            "could not cache the benchmark corpus vectors at {}: {e}",
+            path.display()
+        );
+    }
+}
+
 fn embed_lib_model(lib: &Library) -> Result<String, Error> {
     lib.model_id().map(str::to_string)
 }
@@ -434,8 +543,12 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "policy search ({}); query embedding p50 {:.1} ms, p99 {:.1} ms; corpus embedding {:.0} texts/s",
-            self.model, self.embed_p50_ms, self.embed_p99_ms, self.corpus_embed_per_s
+            "policy search ({}); query embedding p50 {:.1} ms, p99 {:.1} ms; corpus embedding {}",
+            self.model,
+            self.embed_p50_ms,
+            self.embed_p99_ms,
+            self.corpus_embed_per_s
+                .map_or("cached".to_string(), |r| format!("{r:.0} texts/s"))
         );
         let _ = writeln!(
             s,
@@ -464,6 +577,15 @@ impl Report {
                 l.load_s,
                 l.store_bytes
                     .map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+            );
+        }
+        for l in &self.latency {
+            let st = &l.stage_p50_ms;
+            let _ = writeln!(
+                s,
+                "  {} {:>6}: median stages vector {:.2} ms, text {:.2} ms, evidence {:.2} ms, fuse {:.2} ms; vector recall@10 {:.2}, @50 {:.2}",
+                l.backend, l.policies, st.vector, st.text, st.evidence, st.fuse,
+                l.vector_recall_at_10, l.vector_recall_at_50
             );
         }
         if let Some(l) = self

@@ -132,6 +132,7 @@ fn policy_search_cmd(cfg: &Config, a: PolicySearchArgs, quiet: bool) -> Result<i
         backends.push(("postgres", Box::new(&mut pg_factory)));
     }
     let bench_cfg = policy_search::Config {
+        cache_dir: cfg.cache_dir(),
         sizes: a.sizes.iter().map(|s| *s as usize).collect(),
         searches: a.searches as usize,
         model_dir: cfg

@@ -102,12 +102,27 @@ const PINGPONG_METRICS: &[MetricInfo] = &[
     ),
 ];
 
+const FAIRNESS_METRICS: &[MetricInfo] = &[
+    higher(
+        "min_share_pct",
+        "%",
+        "smallest CPU share any equal-weight hog got, of the equal split",
+    ),
+    higher("total_cpu_ms", "ms", "CPU time all hogs got together"),
+    higher(
+        "niced_min_share_pct",
+        "%",
+        "smallest share a nice-5 hog got, of the nice-0 mean",
+    ),
+];
+
 /// The metrics a lab workload reports, its primary metric first.
 pub fn metrics_of(kind: WorkloadKind) -> &'static [MetricInfo] {
     match kind {
         WorkloadKind::Batch => BATCH_METRICS,
         WorkloadKind::Wakeup => WAKEUP_METRICS,
         WorkloadKind::Pingpong => PINGPONG_METRICS,
+        WorkloadKind::Fairness => FAIRNESS_METRICS,
     }
 }
 

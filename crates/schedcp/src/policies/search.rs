@@ -96,6 +96,14 @@ pub struct SearchHit {
     pub description: String,
 }
 
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageMs {
+    pub vector: f64,
+    pub text: f64,
+    pub evidence: f64,
+    pub fuse: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchResults {
     pub query: String,
@@ -104,6 +112,8 @@ pub struct SearchResults {
     pub embed_ms: f64,
     /// Retrieval and fusion, in ms (excludes embedding).
     pub search_ms: f64,
+    /// Where search_ms went: vector, text, evidence, and fusion with fetching the hits.
+    pub stage_ms: StageMs,
     pub hits: Vec<SearchHit>,
 }
 
@@ -211,6 +221,13 @@ pub fn run(
     embed_ms: f64,
 ) -> Result<SearchResults, Error> {
     let t0 = Instant::now();
+    let mut stage = StageMs::default();
+    let lap = |t: &mut Instant| {
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        *t = Instant::now();
+        ms
+    };
+    let mut t = Instant::now();
     let mut cands: HashMap<String, Candidate> = HashMap::new();
 
     for (i, h) in repo
@@ -223,6 +240,7 @@ pub fn run(
         c.parts
             .push(format!("semantic #{} ({:.2})", i + 1, h.score));
     }
+    stage.vector = lap(&mut t);
     let words = terms(&q.text);
     for (i, h) in repo
         .text_search(&words, q.state, CANDIDATES)?
@@ -234,6 +252,7 @@ pub fn run(
         c.parts.push(format!("text #{}", i + 1));
     }
 
+    stage.text = lap(&mut t);
     // Evidence: results on workloads similar to the query.
     let sims: HashMap<i64, f64> = repo
         .workloads()?
@@ -281,6 +300,7 @@ pub fn run(
         });
     }
 
+    stage.evidence = lap(&mut t);
     let mut order: Vec<(String, Candidate)> = cands.into_iter().collect();
     order.sort_by(|a, b| b.1.score.total_cmp(&a.1.score).then_with(|| a.0.cmp(&b.0)));
     order.truncate(q.limit);
@@ -336,6 +356,10 @@ pub fn run(
         backend: repo.backend(),
         embed_ms,
         search_ms: t0.elapsed().as_secs_f64() * 1e3,
+        stage_ms: StageMs {
+            fuse: lap(&mut t),
+            ..stage
+        },
         hits,
     })
 }

@@ -14,6 +14,10 @@ use crate::policies::model::{
 };
 use crate::store::Store;
 
+/// Text terms are pruned by document frequency only above this many
+/// matching policies: below it BM25 is cheap and every term counts.
+const PRUNE_MIN_DF: i64 = 500;
+
 pub struct SqliteRepo {
     store: Store,
 }
@@ -29,11 +33,11 @@ impl SqliteRepo {
 }
 
 /// Vectors are stored as little-endian f32 blobs, sqlite-vec's format.
-pub(crate) fn vec_blob(v: &[f32]) -> Vec<u8> {
+pub fn vec_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-pub(crate) fn blob_vec(b: &[u8]) -> Vec<f32> {
+pub fn blob_vec(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
@@ -436,19 +440,48 @@ impl Repository for SqliteRepo {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
+        let c = self.store.conn();
         // Each term quoted: FTS5 syntax in a query is never interpreted.
-        let query = terms
+        let quote = |t: &String| format!("\"{}\"", t.replace('"', ""));
+        // BM25 reads every matching row's length, so a term found in most of
+        // the library costs a lookup per policy while barely moving the
+        // ranking (its IDF is near zero). In a large library, terms in more
+        // than a quarter of it are dropped, keeping at least the rarest one.
+        let total: i64 = c
+            .query_row("SELECT count(*) FROM policies", [], |r| r.get(0))
+            .map_err(|e| db_err("text search", e))?;
+        let mut df: Vec<(i64, &String)> = Vec::with_capacity(terms.len());
+        {
+            let mut st = c
+                .prepare_cached("SELECT count(*) FROM policy_fts WHERE policy_fts MATCH ?1")
+                .map_err(|e| db_err("text search", e))?;
+            for t in terms {
+                let n: i64 = st
+                    .query_row([quote(t)], |r| r.get(0))
+                    .map_err(|e| db_err("text search", e))?;
+                if n > 0 {
+                    df.push((n, t));
+                }
+            }
+        }
+        df.sort();
+        let cutoff = (total / 4).max(PRUNE_MIN_DF);
+        let kept: Vec<String> = df
             .iter()
-            .map(|t| format!("\"{}\"", t.replace('"', "")))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+            .enumerate()
+            .filter(|(i, (n, _))| *i == 0 || *n <= cutoff)
+            .map(|(_, (_, t))| quote(t))
+            .collect();
+        if kept.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query = kept.join(" OR ");
         let sql = "SELECT p.name, bm25(policy_fts) AS rank FROM policy_fts
              JOIN policies p ON p.id = policy_fts.rowid
              WHERE policy_fts MATCH ?1
                AND (?2 IS NULL OR (SELECT state FROM policy_versions
                     WHERE policy_id = p.id ORDER BY version DESC LIMIT 1) = ?2)
              ORDER BY rank LIMIT ?3";
-        let c = self.store.conn();
         let mut st = c
             .prepare_cached(sql)
             .map_err(|e| db_err("text search", e))?;
@@ -473,38 +506,35 @@ impl Repository for SqliteRepo {
     ) -> Result<Vec<Hit>, Error> {
         let c = self.store.conn();
         let blob = vec_blob(query);
+        // Unit vectors: cosine similarity = 1 - (Euclidean distance)² / 2.
         let map = |r: &Row<'_>| {
+            let d = r.get::<_, f64>(1)?;
             Ok(Hit {
                 name: r.get(0)?,
-                score: 1.0 - r.get::<_, f64>(1)?,
+                score: 1.0 - d * d / 2.0,
             })
         };
-        let rows = match state {
-            // The state filter runs inside the KNN scan (a vec0 metadata
-            // column), so k hits come back even when most rows are filtered.
-            Some(s) => c
-                .prepare_cached(
-                    "SELECT p.name, x.distance FROM
-                       (SELECT policy_id, distance FROM policy_vec
-                        WHERE embedding MATCH ?1 AND k = ?2 AND state = ?3) x
-                     JOIN policies p ON p.id = x.policy_id ORDER BY x.distance",
-                )
-                .and_then(|mut st| {
-                    st.query_map(params![blob, k as i64, s.as_str()], map)?
-                        .collect::<Result<Vec<_>, _>>()
-                }),
-            None => c
-                .prepare_cached(
-                    "SELECT p.name, x.distance FROM
-                       (SELECT policy_id, distance FROM policy_vec
-                        WHERE embedding MATCH ?1 AND k = ?2) x
-                     JOIN policies p ON p.id = x.policy_id ORDER BY x.distance",
-                )
-                .and_then(|mut st| {
-                    st.query_map(params![blob, k as i64], map)?
-                        .collect::<Result<Vec<_>, _>>()
-                }),
-        };
+        // The state filter runs inside the KNN scan (a vec0 metadata column),
+        // so k hits come back even when most rows are filtered out.
+        let sql = format!(
+            "SELECT p.name, x.distance FROM
+               (SELECT policy_id, distance FROM policy_vec
+                WHERE embedding MATCH ?1 AND k = ?2 {}) x
+             JOIN policies p ON p.id = x.policy_id ORDER BY x.distance",
+            if state.is_some() {
+                "AND state = ?3"
+            } else {
+                ""
+            }
+        );
+        let rows = c.prepare_cached(&sql).and_then(|mut st| match state {
+            Some(s) => st
+                .query_map(params![blob, k as i64, s.as_str()], map)?
+                .collect::<Result<Vec<_>, _>>(),
+            None => st
+                .query_map(params![blob, k as i64], map)?
+                .collect::<Result<Vec<_>, _>>(),
+        });
         rows.map_err(|e| db_err("vector search", e))
     }
 

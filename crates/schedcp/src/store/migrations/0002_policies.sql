@@ -71,12 +71,15 @@ CREATE VIRTUAL TABLE policy_fts USING fts5 (
     tokenize = 'porter unicode61'
 );
 
--- One embedding per policy (latest version); `state` mirrors the latest
--- version's state so that KNN can filter on it inside the index.
+-- One embedding per policy (latest version), exact KNN in sqlite-vec.
+-- Embeddings are L2-normalised, so Euclidean distance ranks exactly as
+-- cosine does (cos = 1 - d²/2) and takes one accumulator per dimension
+-- instead of three. `state` mirrors the latest version's state so that the
+-- KNN scan filters inside the index.
 CREATE VIRTUAL TABLE policy_vec USING vec0 (
     policy_id INTEGER PRIMARY KEY,
     state TEXT,
-    embedding float[384] distance_metric=cosine
+    embedding float[384] distance_metric=l2
 );
 
 -- Which embedding model the vectors came from (key 'model').
