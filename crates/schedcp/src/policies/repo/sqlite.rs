@@ -442,7 +442,7 @@ impl Repository for SqliteRepo {
         }
         let c = self.store.conn();
         // Each term quoted: FTS5 syntax in a query is never interpreted.
-        let quote = |t: &String| format!("\"{}\"", t.replace('"', ""));
+        let quote = |t: &String| format!("\"{}\"", t.replace(['"', '\0'], ""));
         // BM25 reads every matching row's length, so a term found in most of
         // the library costs a lookup per policy while barely moving the
         // ranking (its IDF is near zero). In a large library, terms in more
