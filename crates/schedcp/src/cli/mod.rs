@@ -7,6 +7,7 @@ mod lab;
 mod observe;
 mod output;
 mod policy;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -58,6 +59,8 @@ pub enum Command {
     /// The scheduler policy library.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Verify a scheduler: sandboxed compile, static analysis, kernel verifier and trials in the micro-VM, signed token.
+    Verify(verify::VerifyArgs),
     /// Benchmarks of schedcp itself (e.g. what its probes cost per event against libbpf-tools).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Observe(c) => observe::run(cfg, c, cli.quiet),
         Command::Policy(c) => policy::run(cfg, c, cli.quiet),
         Command::Bench(c) => bench::run(cfg, c, cli.quiet),
+        Command::Verify(a) => verify::run(cfg, a, cli.quiet),
     };
     match result {
         Ok(code) => code,

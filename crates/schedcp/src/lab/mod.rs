@@ -26,6 +26,7 @@ use crate::policies::builtin;
 use kernel::KernelImage;
 use qemu::{Accelerator, VmSpec};
 use report::{judge, AccelReport, LabReport, StepRecord, Timings};
+use sha2::Digest as _;
 
 /// Which scheduler a lab run uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,13 @@ pub enum PolicyRef {
     Default,
     Builtin(String),
     File(PathBuf),
+    /// An object compiled earlier (the verifier's): run exactly these bytes,
+    /// so what is verified is what a token is issued for.
+    Object {
+        name: String,
+        path: PathBuf,
+        sha256: String,
+    },
 }
 
 impl PolicyRef {
@@ -53,6 +61,7 @@ impl PolicyRef {
             PolicyRef::Default => "default".into(),
             PolicyRef::Builtin(n) => n.clone(),
             PolicyRef::File(p) => p.display().to_string(),
+            PolicyRef::Object { name, .. } => name.clone(),
         }
     }
 }
@@ -168,6 +177,33 @@ impl Lab {
                     .map_err(|e| Error::Input(format!("{e:#}")))?;
                 (p.meta.name.clone(), p.source.to_string(), rodata)
             }
+            PolicyRef::Object { name, path, sha256 } => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    Error::Input(format!("cannot read BPF object {}: {e}", path.display()))
+                })?;
+                let actual = hex::encode(sha2::Sha256::digest(&bytes));
+                if &actual != sha256 {
+                    return Err(Error::Input(format!(
+                        "BPF object {} changed since it was verified (sha256 {actual}, expected {sha256})",
+                        path.display()
+                    )));
+                }
+                let copy = workdir.join("scheduler.bpf.o");
+                std::fs::write(&copy, &bytes)
+                    .map_err(|e| Error::Internal(anyhow::anyhow!("copying the object: {e}")))?;
+                let object = CompiledObject {
+                    path: copy,
+                    sha256: actual,
+                    size_bytes: bytes.len() as u64,
+                    compile_ms: 0.0,
+                };
+                let job = SchedulerJob {
+                    name: name.clone(),
+                    object_sha256: object.sha256.clone(),
+                    rodata: Vec::new(),
+                };
+                return Ok(Some((job, object)));
+            }
             PolicyRef::File(path) => {
                 if !tunables.is_empty() {
                     return Err(Error::Input("tunables (--set) are validated against a built-in policy's metadata; a bare .bpf.c file has none".into()));
@@ -210,11 +246,7 @@ impl Lab {
             )));
         }
         let include_dir = crate::bpf::include::include_dir(&self.cache).map_err(Error::Internal)?;
-        let compiler = Compiler {
-            clang: self.cfg.lab.clang.clone(),
-            include_dir,
-            timeout: Duration::from_secs(120),
-        };
+        let compiler = Compiler::new(self.cfg.lab.clang.clone(), include_dir);
         let file_name: String = name
             .chars()
             .map(|c| {

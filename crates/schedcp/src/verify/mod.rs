@@ -1,4 +1,11 @@
-//! verify — the execution verifier (sandboxed compile, static analysis of the
-//! object, the real kernel verifier and trials in the lab micro-VM, signed
-//! deployment tokens). Not built yet: see the verifier issue. It will drive
-//! `crate::lab` for the kernel-verifier and dynamic stages.
+//! verify — the execution verifier: sandboxed compile ([`includes`],
+//! [`sandbox`], run by [`crate::bpf::compile`]), static analysis of the
+//! object ([`analyze`]), the real kernel verifier and trials in the lab
+//! micro-VM, judged by the observe service's statistics ([`pipeline`]), and
+//! signed deployment tokens ([`token`]). The [`report`] records every stage.
+pub mod analyze;
+pub mod includes;
+pub mod pipeline;
+pub mod report;
+pub mod sandbox;
+pub mod token;

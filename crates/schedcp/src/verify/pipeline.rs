@@ -1,0 +1,545 @@
+//! The verification pipeline: every stage in order, each gating the next.
+//!
+//! 1. `compile`: clang in the sandbox (see [`crate::bpf::compile`]).
+//! 2. `static`: analysis of the object ([`super::analyze`]).
+//! 3. `kernel`: the real kernel verifier, attach and detach, inside the
+//!    sched_ext micro-VM, running the `fairness` correctness workload.
+//! 4. `correctness`: every task of a `batch` workload completes, no
+//!    sched_ext error exit or watchdog stall, and no starvation: each
+//!    equal-weight hog gets at least [`MIN_SHARE_PCT`] of an equal split and
+//!    each nice-5 hog at least [`MIN_NICED_SHARE_PCT`] of a nice-0 hog's CPU.
+//! 5. `performance`: the requested workloads under the candidate and under
+//!    the kernel's default scheduler, alternating, judged by the observe
+//!    service's statistics (Mann-Whitney U, Hodges-Lehmann interval). A
+//!    significant regression is a warning: safety gates deployment,
+//!    performance is evidence.
+//! 6. `token`: a signed deployment token bound to the object, the report,
+//!    the kernel it was verified on and the ops name.
+//!
+//! Each lab run is its own throw-away VM (boot ≈ 2.5 s under TCG), so one
+//! misbehaving run cannot leak state into the next.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use schedcp_proto::workload::WorkloadSpec;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::analyze;
+use super::report::{Stage, StageVerdict, VerifyReport};
+use super::token::{Binding, Keys};
+use crate::bpf::compile::{CompileError, Compiler};
+use crate::config::Config;
+use crate::error::Error;
+use crate::lab::report::{LabReport, Outcome};
+use crate::lab::{Lab, LabRequest, PolicyRef};
+use crate::observe::stats;
+
+/// Smallest share of an equal split any equal-weight hog may get.
+pub const MIN_SHARE_PCT: f64 = 50.0;
+/// Smallest share of a nice-0 hog's CPU a nice-5 hog may get (fair: ~33%).
+pub const MIN_NICED_SHARE_PCT: f64 = 5.0;
+pub const MAX_RUNS: usize = 20;
+
+/// What to verify.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// For reports and tokens: a policy name or the file stem.
+    pub policy: String,
+    /// Repository version, 0 for an ad-hoc file.
+    pub version: u32,
+    /// How the subject was named on the command line.
+    pub label: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub workloads: Vec<WorkloadSpec>,
+    /// Runs per side in the performance comparison.
+    pub runs: usize,
+    pub vcpus: u32,
+    pub mem_mib: u32,
+    pub vm_timeout: Duration,
+    pub token_ttl: Duration,
+}
+
+impl Options {
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.workloads.is_empty() || self.workloads.len() > 8 {
+            return Err(Error::Input("give 1 to 8 --workloads".into()));
+        }
+        if !(2..=MAX_RUNS).contains(&self.runs) {
+            return Err(Error::Input(format!(
+                "--runs must be 2..={MAX_RUNS} (the significance test needs at least 2 per side)"
+            )));
+        }
+        crate::config::check_vm_size(self.vcpus, self.mem_mib, self.vm_timeout.as_secs())
+            .map_err(|e| Error::Input(format!("{e:#}")))
+    }
+}
+
+struct Ctx<'a> {
+    cfg: &'a Config,
+    lab: Lab,
+    opts: &'a Options,
+    stages: Vec<Stage>,
+    progress: &'a mut (dyn FnMut(&str) + Send),
+}
+
+impl Ctx<'_> {
+    fn push(
+        &mut self,
+        name: &str,
+        t: Instant,
+        verdict: StageVerdict,
+        reasons: Vec<String>,
+        detail: serde_json::Value,
+    ) -> bool {
+        self.stages.push(Stage {
+            name: name.into(),
+            verdict,
+            ms: t.elapsed().as_secs_f64() * 1e3,
+            reasons,
+            detail,
+        });
+        verdict != StageVerdict::Fail
+    }
+
+    fn lab_run(&mut self, object: &PolicyRef, workload: &WorkloadSpec) -> Result<LabReport, Error> {
+        let req = LabRequest {
+            policy: object.clone(),
+            tunables: Vec::new(),
+            workload: workload.clone(),
+            vcpus: self.opts.vcpus,
+            mem_mib: self.opts.mem_mib,
+            timeout: self.opts.vm_timeout,
+            accel: self.cfg.lab.accel,
+        };
+        let label = format!("{} on {workload}", object.label());
+        (self.progress)(&format!("lab: {label}"));
+        self.lab.run(&req, &mut |_| {})
+    }
+}
+
+fn lab_summary(r: &LabReport) -> serde_json::Value {
+    let g = r.guest.as_ref();
+    json!({
+        "workload": r.workload.to_string(),
+        "outcome": r.outcome,
+        "metrics": g.and_then(|g| g.workload.as_ref()).map(|w| &w.metrics),
+        "exit": g.and_then(|g| g.scheduler.as_ref()).and_then(|s| s.exit.as_ref()),
+        "verifier_log": g.and_then(|g| g.scheduler.as_ref()).and_then(|s| s.verifier_log.as_ref()),
+        "ops_name": g.and_then(|g| g.scheduler.as_ref()).and_then(|s| s.ops_name.as_ref()),
+        "timings": r.timings,
+        "kernel_messages": g.map(|g| &g.kernel_messages),
+    })
+}
+
+fn metric(r: &LabReport, name: &str) -> Option<f64> {
+    r.guest
+        .as_ref()?
+        .workload
+        .as_ref()?
+        .metric(name)
+        .map(|m| m.value)
+}
+
+/// A run that ended with the scheduler in trouble, in words; `None` if fine.
+fn trouble(r: &LabReport) -> Option<String> {
+    if r.outcome != Outcome::Completed {
+        return Some(r.outcome.summary());
+    }
+    let s = r.guest.as_ref()?.scheduler.as_ref()?;
+    if !s.survived_workload {
+        return Some("the scheduler was no longer attached when the workload finished".into());
+    }
+    if !s.detached_cleanly {
+        return Some("the scheduler did not detach cleanly".into());
+    }
+    None
+}
+
+/// Verify `subject`; `workdir` receives the object (kept for deployment).
+pub fn verify(
+    cfg: &Config,
+    subject: &Subject,
+    opts: &Options,
+    workdir: &Path,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<VerifyReport, Error> {
+    opts.validate()?;
+    let started = Instant::now();
+    let mut ctx = Ctx {
+        cfg,
+        lab: Lab::new(cfg.clone()),
+        opts,
+        stages: Vec::new(),
+        progress,
+    };
+    let mut report = VerifyReport {
+        subject: subject.label.clone(),
+        policy: subject.policy.clone(),
+        version: subject.version,
+        source_sha256: hex::encode(Sha256::digest(subject.source.as_bytes())),
+        object_sha256: None,
+        ops_name: None,
+        kernel_release: None,
+        accel: None,
+        stages: Vec::new(),
+        passed: false,
+        total_s: 0.0,
+        token: None,
+    };
+    let names = [
+        "compile",
+        "static",
+        "kernel",
+        "correctness",
+        "performance",
+        "token",
+    ];
+    let ok = run_stages(&mut ctx, subject, workdir, &mut report)?;
+    let done = ctx.stages.len();
+    for n in &names[done..] {
+        ctx.stages.push(Stage {
+            name: (*n).into(),
+            verdict: StageVerdict::Skipped,
+            ms: 0.0,
+            reasons: vec!["an earlier stage failed".into()],
+            detail: serde_json::Value::Null,
+        });
+    }
+    report.stages = std::mem::take(&mut ctx.stages);
+    report.passed = ok;
+    report.total_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn run_stages(
+    ctx: &mut Ctx<'_>,
+    subject: &Subject,
+    workdir: &Path,
+    report: &mut VerifyReport,
+) -> Result<bool, Error> {
+    // 1. Sandboxed compile.
+    (ctx.progress)("compiling in the sandbox");
+    let t = Instant::now();
+    let include_dir =
+        crate::bpf::include::include_dir(&ctx.cfg.cache_dir()).map_err(Error::Internal)?;
+    let compiler = Compiler::new(ctx.cfg.lab.clang.clone(), include_dir);
+    let file = format!("{}.bpf.c", subject.policy);
+    let object = match compiler.compile(&file, &subject.source, workdir) {
+        Ok(o) => o,
+        Err(CompileError::Tool(e)) => return Err(Error::Setup(format!("{e:#}"))),
+        Err(e) => {
+            let detail = match &e {
+                CompileError::Diagnostics { diagnostics, .. } => {
+                    json!({ "diagnostics": diagnostics })
+                }
+                _ => serde_json::Value::Null,
+            };
+            ctx.push(
+                "compile",
+                t,
+                StageVerdict::Fail,
+                vec![e.to_string()],
+                detail,
+            );
+            return Ok(false);
+        }
+    };
+    report.object_sha256 = Some(object.sha256.clone());
+    ctx.push(
+        "compile",
+        t,
+        StageVerdict::Pass,
+        vec![format!(
+            "{} bytes, sha256 {}",
+            object.size_bytes,
+            &object.sha256[..16]
+        )],
+        json!({ "object": object }),
+    );
+
+    // 2. Static analysis.
+    (ctx.progress)("static analysis");
+    let t = Instant::now();
+    let analysis = analyze::analyze(&object.path, &analyze::Limits::default())?;
+    let reasons: Vec<String> = analysis
+        .findings
+        .iter()
+        .map(|f| format!("{:?} {}: {}", f.severity, f.code, f.message).to_lowercase_first())
+        .collect();
+    let verdict = if !analysis.passed() {
+        StageVerdict::Fail
+    } else if analysis.findings.is_empty() {
+        StageVerdict::Pass
+    } else {
+        StageVerdict::Warn
+    };
+    report.ops_name = analysis.ops.as_ref().map(|o| o.name.clone());
+    let detail = serde_json::to_value(&analysis).unwrap_or_default();
+    if !ctx.push("static", t, verdict, reasons, detail) {
+        return Ok(false);
+    }
+
+    let candidate = PolicyRef::Object {
+        name: subject.policy.clone(),
+        path: object.path.clone(),
+        sha256: object.sha256.clone(),
+    };
+
+    // 3. Kernel verifier, attach and the fairness trial in one VM.
+    let t = Instant::now();
+    let fairness: WorkloadSpec = "fairness:hogs=4,niced=2,duration_ms=2000"
+        .parse()
+        .expect("valid spec");
+    let run = ctx.lab_run(&candidate, &fairness)?;
+    report.kernel_release = Some(run.kernel_release.clone());
+    report.accel = Some(run.accel.used.clone());
+    let detail = lab_summary(&run);
+    match &run.outcome {
+        Outcome::Rejected { reason } => {
+            let log = run
+                .guest
+                .as_ref()
+                .and_then(|g| g.scheduler.as_ref())
+                .and_then(|s| s.verifier_log.clone())
+                .unwrap_or_default();
+            let tail: Vec<String> = log
+                .lines()
+                .rev()
+                .take(12)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .map(str::to_string)
+                .collect();
+            let mut reasons = vec![format!("the kernel verifier rejected it: {reason}")];
+            reasons.extend(tail);
+            ctx.push("kernel", t, StageVerdict::Fail, reasons, detail);
+            return Ok(false);
+        }
+        Outcome::Failed { .. } | Outcome::KernelCrash { .. } | Outcome::TimedOut { .. }
+            if run
+                .guest
+                .as_ref()
+                .and_then(|g| g.scheduler.as_ref())
+                .is_none_or(|s| !s.attached) =>
+        {
+            ctx.push(
+                "kernel",
+                t,
+                StageVerdict::Fail,
+                vec![run.outcome.summary()],
+                detail,
+            );
+            return Ok(false);
+        }
+        _ => {}
+    }
+    let ops = run
+        .guest
+        .as_ref()
+        .and_then(|g| g.scheduler.as_ref())
+        .and_then(|s| s.ops_name.clone());
+    ctx.push(
+        "kernel",
+        t,
+        StageVerdict::Pass,
+        vec![format!(
+            "loaded and attached on {} ({}); root/ops = {}",
+            run.kernel_release,
+            run.accel.used,
+            ops.as_deref().unwrap_or("?")
+        )],
+        json!({ "boot_to_attach_s": run.timings.boot_to_attach_s }),
+    );
+
+    // 4. Correctness: the fairness run above, then a batch that must finish.
+    let t = Instant::now();
+    let mut reasons = Vec::new();
+    let mut failed = false;
+    if let Some(why) = trouble(&run) {
+        failed = true;
+        reasons.push(format!("fairness run: {why}"));
+    } else {
+        let share = metric(&run, "min_share_pct").unwrap_or(0.0);
+        let niced = metric(&run, "niced_min_share_pct").unwrap_or(0.0);
+        if share < MIN_SHARE_PCT {
+            failed = true;
+            reasons.push(format!("starvation: an equal-weight hog got {share:.1}% of an equal split (minimum {MIN_SHARE_PCT}%)"));
+        }
+        if niced < MIN_NICED_SHARE_PCT {
+            failed = true;
+            reasons.push(format!("starvation: a nice-5 hog got {niced:.1}% of a nice-0 hog's CPU (minimum {MIN_NICED_SHARE_PCT}%)"));
+        }
+        if !failed {
+            reasons.push(format!(
+                "fairness: min share {share:.1}%, nice-5 share {niced:.1}%"
+            ));
+        }
+    }
+    let mut runs = vec![detail];
+    if !failed {
+        let batch: WorkloadSpec = "batch:short=24,long=2,short_ms=10,long_ms=200"
+            .parse()
+            .expect("valid spec");
+        let b = ctx.lab_run(&candidate, &batch)?;
+        if let Some(why) = trouble(&b) {
+            failed = true;
+            reasons.push(format!("batch run: {why}"));
+        } else if b
+            .guest
+            .as_ref()
+            .and_then(|g| g.workload_error.clone())
+            .is_some()
+        {
+            failed = true;
+            reasons.push("batch run: not every job completed".into());
+        } else {
+            reasons.push(format!(
+                "batch: all 26 jobs completed, makespan {:.0} ms",
+                metric(&b, "makespan").unwrap_or(f64::NAN)
+            ));
+        }
+        runs.push(lab_summary(&b));
+    }
+    let verdict = if failed {
+        StageVerdict::Fail
+    } else {
+        StageVerdict::Pass
+    };
+    if !ctx.push("correctness", t, verdict, reasons, json!({ "runs": runs })) {
+        return Ok(false);
+    }
+
+    // 5. Performance against the kernel's default scheduler.
+    let t = Instant::now();
+    let mut reasons = Vec::new();
+    let mut comparisons = Vec::new();
+    let mut warn = false;
+    let workloads = ctx.opts.workloads.clone();
+    for w in &workloads {
+        let (mut base, mut cand) = (Vec::new(), Vec::new());
+        let mut better = None;
+        let mut name = String::new();
+        for i in 0..ctx.opts.runs {
+            // Alternate which side goes first so drift hits both alike.
+            let order = if i % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for is_cand in order {
+                let r = ctx.lab_run(
+                    if is_cand {
+                        &candidate
+                    } else {
+                        &PolicyRef::Default
+                    },
+                    w,
+                )?;
+                if is_cand {
+                    if let Some(why) = trouble(&r) {
+                        ctx.push(
+                            "performance",
+                            t,
+                            StageVerdict::Fail,
+                            vec![format!("{w}: {why}")],
+                            lab_summary(&r),
+                        );
+                        return Ok(false);
+                    }
+                }
+                if let Some(m) = r
+                    .guest
+                    .as_ref()
+                    .and_then(|g| g.workload.as_ref())
+                    .and_then(|w| w.primary_metric())
+                {
+                    better = Some(m.better);
+                    name = format!("{} ({})", m.name, m.unit);
+                    if is_cand {
+                        cand.push(m.value)
+                    } else {
+                        base.push(m.value)
+                    }
+                }
+            }
+        }
+        let Some(better) = better else {
+            reasons.push(format!("{w}: no run produced its metric"));
+            warn = true;
+            continue;
+        };
+        let c = stats::compare(&base, &cand, better);
+        if c.verdict == stats::Verdict::Regressed {
+            warn = true;
+        }
+        reasons.push(format!("{w}: {name} {} — {}", c.verdict.as_str(), c.reason));
+        comparisons.push(json!({ "workload": w.to_string(), "baseline": base, "candidate": cand, "comparison": c }));
+    }
+    let verdict = if warn {
+        StageVerdict::Warn
+    } else {
+        StageVerdict::Pass
+    };
+    ctx.push(
+        "performance",
+        t,
+        verdict,
+        reasons,
+        json!({ "comparisons": comparisons }),
+    );
+
+    // 6. Token: binds the object, this report (minus the token) and the kernel.
+    let t = Instant::now();
+    report.stages = ctx.stages.clone();
+    let keys = Keys::load_or_create(&ctx.cfg.state_dir())?;
+    let binding = Binding {
+        policy: subject.policy.clone(),
+        version: subject.version,
+        object_sha256: object.sha256.clone(),
+        report_sha256: report.digest(),
+        kernel_release: report.kernel_release.clone().unwrap_or_default(),
+        ops_name: ops.or(report.ops_name.clone()).unwrap_or_default(),
+        sched_ext: true,
+    };
+    let token = keys.issue(&binding, ctx.opts.token_ttl)?;
+    report.token = Some(token);
+    ctx.push(
+        "token",
+        t,
+        StageVerdict::Pass,
+        vec![format!(
+            "signed with key {}, valid {} h",
+            keys.kid(),
+            ctx.opts.token_ttl.as_secs() / 3600
+        )],
+        json!({ "report_sha256": binding.report_sha256 }),
+    );
+    Ok(true)
+}
+
+trait LowerFirst {
+    fn to_lowercase_first(self) -> String;
+}
+
+impl LowerFirst for String {
+    fn to_lowercase_first(self) -> String {
+        let mut c = self.chars();
+        match c.next() {
+            Some(f) => f.to_lowercase().chain(c).collect(),
+            None => self,
+        }
+    }
+}
+
+/// Where verified objects are kept: `<state>/verified/<object sha256>.bpf.o`,
+/// so a token can later be checked against the bytes it was issued for.
+pub fn object_store(cfg: &Config) -> PathBuf {
+    cfg.state_dir().join("verified")
+}
