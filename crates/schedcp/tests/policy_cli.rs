@@ -153,55 +153,57 @@ fn bad_input_is_refused_precisely() {
     let state = tmp.path().join("state");
     let dir = |n: &str| tmp.path().join(n);
 
-    write_policy(
-        &dir("a"),
-        &META.replace("name = \"my_fifo\"", "name = \"../etc/x\""),
-        SRC,
-    );
-    refused(
-        &state,
-        &["add", dir("a").to_str().unwrap()],
-        "plain identifier",
-    );
-    write_policy(
-        &dir("b"),
-        &META.replace("name = \"my_fifo\"", "name = \"my.fifo\""),
-        SRC,
-    );
-    refused(
-        &state,
-        &["add", dir("b").to_str().unwrap()],
-        "plain identifier",
-    );
-    write_policy(
-        &dir("c"),
-        &META.replace("description = \"A FIFO written by an agent.\"\n", ""),
-        SRC,
-    );
-    refused(
-        &state,
-        &["add", dir("c").to_str().unwrap()],
-        "missing field `description`",
-    );
-    write_policy(&dir("d"), &META.replace("[\"batch\"]", "42"), SRC);
-    refused(&state, &["add", dir("d").to_str().unwrap()], "invalid type");
-    write_policy(&dir("e"), META, &"x".repeat(300 * 1024));
-    refused(
-        &state,
-        &["add", dir("e").to_str().unwrap()],
-        "at most 262144 are accepted",
-    );
-    write_policy(&dir("f"), META, "int main(void) { return 0; }");
-    refused(
-        &state,
-        &["add", dir("f").to_str().unwrap()],
-        "defines no scheduler",
-    );
-    refused(
-        &state,
-        &["add", dir("missing").to_str().unwrap()],
-        "cannot read",
-    );
+    // (directory, policy.toml and main.bpf.c or None for no directory, expected error).
+    type Case<'a> = (&'a str, Option<(String, &'a str)>, &'a str);
+    let big = "x".repeat(300 * 1024);
+    let cases: &[Case] = &[
+        (
+            "a",
+            Some((
+                META.replace("name = \"my_fifo\"", "name = \"../etc/x\""),
+                SRC,
+            )),
+            "plain identifier",
+        ),
+        (
+            "b",
+            Some((
+                META.replace("name = \"my_fifo\"", "name = \"my.fifo\""),
+                SRC,
+            )),
+            "plain identifier",
+        ),
+        (
+            "c",
+            Some((
+                META.replace("description = \"A FIFO written by an agent.\"\n", ""),
+                SRC,
+            )),
+            "missing field `description`",
+        ),
+        (
+            "d",
+            Some((META.replace("[\"batch\"]", "42"), SRC)),
+            "invalid type",
+        ),
+        (
+            "e",
+            Some((META.to_string(), &big)),
+            "at most 262144 are accepted",
+        ),
+        (
+            "f",
+            Some((META.to_string(), "int main(void) { return 0; }")),
+            "defines no scheduler",
+        ),
+        ("missing", None, "cannot read"),
+    ];
+    for (name, files, want) in cases {
+        if let Some((meta, src)) = files {
+            write_policy(&dir(name), meta, src);
+        }
+        refused(&state, &["add", dir(name).to_str().unwrap()], want);
+    }
     write_policy(&dir("ok"), META, SRC);
     assert!(policy(&state, &["add", dir("ok").to_str().unwrap()])
         .status

@@ -294,7 +294,7 @@ pub fn run(
         .iter()
         .map(|p| SearchDoc::new(&p.meta, &p.body))
         .collect();
-    let model = embed_lib_model(&embed_lib)?;
+    let model = embed_lib.model_id()?.to_string();
     // Embedding 10k texts takes minutes on two cores; the vectors depend only
     // on the model and the texts, so reruns reuse them.
     let texts: Vec<String> = docs.iter().map(SearchDoc::embedding_text).collect();
@@ -532,10 +532,6 @@ fn write_vectors(path: &std::path::Path, vectors: &[Vec<f32>]) {
             path.display()
         );
     }
-}
-
-fn embed_lib_model(lib: &Library) -> Result<String, Error> {
-    lib.model_id().map(str::to_string)
 }
 
 impl Report {

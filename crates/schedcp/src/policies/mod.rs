@@ -153,14 +153,7 @@ impl Library {
     }
 
     fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
-        let e = self.embedder()?;
-        let mut out = Vec::with_capacity(texts.len());
-        // Batches of 32 keep padding waste and peak memory small.
-        for chunk in texts.chunks(32) {
-            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            out.extend(e.embed(&refs)?);
-        }
-        Ok(out)
+        embed_all(self.embedder()?, texts)
     }
 
     /// Re-embed everything if the stored vectors are from another model.
@@ -175,15 +168,7 @@ impl Library {
         // The embedder is loaded by now; borrow it apart from the repository.
         let Library { repo, embedder, .. } = self;
         let embedder = embedder.get().expect("loaded above");
-        let mut f = |texts: &[String]| -> Result<Vec<Vec<f32>>, Error> {
-            let mut out = Vec::with_capacity(texts.len());
-            for chunk in texts.chunks(32) {
-                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                out.extend(embedder.embed(&refs)?);
-            }
-            Ok(out)
-        };
-        repo.reindex(&model, &mut f)
+        repo.reindex(&model, &mut |texts: &[String]| embed_all(embedder, texts))
     }
 
     /// Import built-ins and the catalogue: what is new or changed.
@@ -495,6 +480,12 @@ impl Library {
         }
         Ok(report)
     }
+}
+
+/// Embed `texts`; the embedder batches them by length itself.
+fn embed_all(e: &Embedder, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    e.embed(&refs)
 }
 
 /// Bounds and consistency of a result to record; fills what can be derived.

@@ -270,7 +270,13 @@ fn run_stages(
     let reasons: Vec<String> = analysis
         .findings
         .iter()
-        .map(|f| format!("{:?} {}: {}", f.severity, f.code, f.message).to_lowercase_first())
+        .map(|f| {
+            let severity = match f.severity {
+                analyze::Severity::Error => "error",
+                analyze::Severity::Warning => "warning",
+            };
+            format!("{severity} {}: {}", f.code, f.message)
+        })
         .collect();
     let verdict = if !analysis.passed() {
         StageVerdict::Fail
@@ -522,20 +528,6 @@ fn run_stages(
         json!({ "report_sha256": binding.report_sha256 }),
     );
     Ok(true)
-}
-
-trait LowerFirst {
-    fn to_lowercase_first(self) -> String;
-}
-
-impl LowerFirst for String {
-    fn to_lowercase_first(self) -> String {
-        let mut c = self.chars();
-        match c.next() {
-            Some(f) => f.to_lowercase().chain(c).collect(),
-            None => self,
-        }
-    }
 }
 
 /// Where verified objects are kept: `<state>/verified/<object sha256>.bpf.o`,
