@@ -1,4 +1,5 @@
-//! One lab job: attach, run the workload, detach, collect the evidence.
+//! One lab job: attach, run the workload, detach, collect the evidence;
+//! then the job's further planned runs in the same boot.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -6,8 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use schedcp_proto::job::{GuestJob, SchedulerJob};
 use schedcp_proto::report::{
-    exit_kind_name, ExitInfo, GuestMessage, GuestReport, SchedulerOutcome, StepKind,
+    exit_kind_name, ExitInfo, GuestMessage, GuestReport, RunRecord, SchedulerOutcome, StepKind,
 };
+use schedcp_proto::workload::{WorkloadResult, WorkloadSpec};
 use schedcp_proto::{JOB_PATH, OBJECT_PATH};
 
 use crate::channel::ReportChannel;
@@ -25,11 +27,6 @@ pub fn run_job(ch: &mut ReportChannel) -> GuestReport {
         Err(e) => report.error = Some(format!("{e:#}")),
     }
     report.kernel_messages = sys::sched_ext_kernel_messages();
-    if let Some(s) = report.scheduler.as_mut() {
-        if s.exit.is_none() {
-            s.exit = exit_from_kernel_log(&report.kernel_messages);
-        }
-    }
     report
 }
 
@@ -59,7 +56,8 @@ fn step<T>(
 fn execute(ch: &mut ReportChannel, job: &GuestJob, report: &mut GuestReport) {
     let Some(sched) = &job.scheduler else {
         report.boot_to_attach_s = Some(sys::uptime_s());
-        run_workload(ch, job, report);
+        (report.workload, report.workload_error) = split(run_workload(ch, &job.workload));
+        run_plan(ch, job, None, Duration::ZERO);
         return;
     };
     let state_timeout = Duration::from_millis(job.state_timeout_ms);
@@ -67,21 +65,110 @@ fn execute(ch: &mut ReportChannel, job: &GuestJob, report: &mut GuestReport) {
         name: sched.name.clone(),
         ..Default::default()
     };
-    let result = attach_run_detach(ch, job, sched, state_timeout, &mut outcome, report);
+    let mut workload = None;
+    let result = attach_run_detach(
+        ch,
+        &job.workload,
+        sched,
+        state_timeout,
+        &mut outcome,
+        &mut workload,
+    );
+    if outcome.attached {
+        report.boot_to_attach_s = outcome.attached_at_s;
+    }
+    if let Some(w) = workload {
+        (report.workload, report.workload_error) = split(w);
+    }
+    let healthy = result.is_ok()
+        && outcome.survived_workload
+        && !outcome.exit.as_ref().is_some_and(|x| x.is_error());
     if let Err(e) = result {
         report.error = Some(e);
     }
     report.scheduler = Some(outcome);
+    if healthy {
+        run_plan(ch, job, Some(sched), state_timeout);
+    }
 }
 
-fn attach_run_detach(
+/// The job's further runs, in order; stops at the first scheduler in trouble.
+fn run_plan(
     ch: &mut ReportChannel,
     job: &GuestJob,
+    sched: Option<&SchedulerJob>,
+    state_timeout: Duration,
+) {
+    for (index, planned) in job.then.iter().enumerate() {
+        let started = Instant::now();
+        let mut record = RunRecord {
+            scheduler: planned.scheduler,
+            elapsed_ms: 0.0,
+            workload: None,
+            workload_error: None,
+            outcome: None,
+            error: None,
+        };
+        if let (true, None) = (planned.scheduler, sched) {
+            record.error = Some("the job has no scheduler for this run".into());
+        } else if let (true, Some(sched)) = (planned.scheduler, sched) {
+            let mut outcome = SchedulerOutcome {
+                name: sched.name.clone(),
+                ..Default::default()
+            };
+            let mut workload = None;
+            if let Err(e) = attach_run_detach(
+                ch,
+                &planned.workload,
+                sched,
+                state_timeout,
+                &mut outcome,
+                &mut workload,
+            ) {
+                record.error = Some(e);
+            }
+            if let Some(w) = workload {
+                (record.workload, record.workload_error) = split(w);
+            }
+            record.outcome = Some(outcome);
+        } else {
+            (record.workload, record.workload_error) = split(run_workload(ch, &planned.workload));
+        }
+        record.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+        let stop = record.trouble().is_some();
+        let _ = ch.send(&GuestMessage::Run {
+            index,
+            record: Box::new(record),
+        });
+        if stop {
+            break;
+        }
+    }
+}
+
+fn split(r: Result<WorkloadResult, String>) -> (Option<WorkloadResult>, Option<String>) {
+    match r {
+        Ok(w) => (Some(w), None),
+        Err(e) => (None, Some(e)),
+    }
+}
+
+/// Load a fresh instance of the object, attach, run `workload`, detach.
+/// `workload` is set once the workload ran (whatever its result).
+fn attach_run_detach(
+    ch: &mut ReportChannel,
+    spec: &WorkloadSpec,
     sched: &SchedulerJob,
     state_timeout: Duration,
     outcome: &mut SchedulerOutcome,
-    report: &mut GuestReport,
+    workload: &mut Option<Result<WorkloadResult, String>>,
 ) -> Result<(), String> {
+    // Kernel messages of earlier runs in this boot are not this run's evidence.
+    let kmsg_seen = sys::sched_ext_kernel_messages().len();
+    let exit_from_kmsg = || {
+        let lines = sys::sched_ext_kernel_messages();
+        exit_from_kernel_log(lines.get(kmsg_seen..).unwrap_or_default())
+    };
     let loaded = step(ch, StepKind::Load, || {
         match loader::load(Path::new(OBJECT_PATH), &sched.rodata) {
             Ok(s) => Ok(s),
@@ -122,14 +209,14 @@ fn attach_run_detach(
             outcome.verifier_log = Some(loader::verifier_log::trim(&log, 80));
         }
         outcome.state_transitions = monitor.finish();
-        outcome.exit = scheduler.exit_info();
+        outcome.exit = scheduler.exit_info().or_else(exit_from_kmsg);
         return Err(e);
     }
     outcome.attached = true;
+    outcome.attached_at_s = Some(sys::uptime_s());
     outcome.ops_name = sched_ext::root_ops();
-    report.boot_to_attach_s = Some(sys::uptime_s());
 
-    run_workload(ch, job, report);
+    *workload = Some(run_workload(ch, spec));
     outcome.survived_workload = sched_ext::state().as_deref() == Some("enabled")
         && sched_ext::root_ops() == outcome.ops_name;
 
@@ -146,18 +233,14 @@ fn attach_run_detach(
     });
     outcome.detached_cleanly = detached.is_ok();
     outcome.state_transitions = monitor.finish();
-    outcome.exit = scheduler.exit_info();
+    outcome.exit = scheduler.exit_info().or_else(exit_from_kmsg);
     detached
 }
 
-fn run_workload(ch: &mut ReportChannel, job: &GuestJob, report: &mut GuestReport) {
-    let result = step(ch, StepKind::Workload, || {
-        workloads::run(&job.workload).map_err(|e| format!("{e:#}"))
-    });
-    match result {
-        Ok(r) => report.workload = Some(r),
-        Err(e) => report.workload_error = Some(e),
-    }
+fn run_workload(ch: &mut ReportChannel, spec: &WorkloadSpec) -> Result<WorkloadResult, String> {
+    step(ch, StepKind::Workload, || {
+        workloads::run(spec).map_err(|e| format!("{e:#}"))
+    })
 }
 
 /// Without a `uei` record, the kernel's own message is the evidence:

@@ -4,12 +4,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::workload::WorkloadSpec;
 
-/// One lab run: optionally attach a scheduler, run one workload, detach.
+/// One lab boot: optionally attach a scheduler, run one workload, detach;
+/// then any further runs of the plan in the same boot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GuestJob {
     /// `None` runs the workload on the kernel's default scheduler.
     pub scheduler: Option<SchedulerJob>,
     pub workload: WorkloadSpec,
+    /// Runs after the main one, in order, in the same VM. A run with the
+    /// scheduler loads a fresh instance of the object, attaches, runs and
+    /// detaches, so no BPF state carries over between runs. The plan stops
+    /// at the first run whose scheduler gets into trouble.
+    #[serde(default)]
+    pub then: Vec<PlannedRun>,
     /// How long the guest waits for `/sys/kernel/sched_ext/state` to change
     /// after attach/detach before it reports a failure.
     pub state_timeout_ms: u64,
@@ -38,4 +45,12 @@ pub struct RodataValue {
 pub enum RodataScalar {
     Bool(bool),
     Int(i64),
+}
+
+/// One further workload run in the same boot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlannedRun {
+    pub workload: WorkloadSpec,
+    /// Under the job's scheduler (`true`) or the kernel's default (`false`).
+    pub scheduler: bool,
 }

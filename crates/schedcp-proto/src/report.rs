@@ -24,6 +24,12 @@ pub enum GuestMessage {
         uptime_s: f64,
         detail: Option<String>,
     },
+    /// A planned run (`GuestJob::then[index]`) finished. Sent as each one
+    /// ends, so a VM killed by the watchdog later still leaves the evidence.
+    Run {
+        index: usize,
+        record: Box<RunRecord>,
+    },
     /// The final report; always the last message when the guest got that far.
     Done(Box<GuestReport>),
 }
@@ -55,6 +61,40 @@ pub struct GuestReport {
     pub error: Option<String>,
 }
 
+/// What happened in one planned run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub scheduler: bool,
+    /// The whole run: load, attach, workload and detach.
+    pub elapsed_ms: f64,
+    pub workload: Option<WorkloadResult>,
+    pub workload_error: Option<String>,
+    /// The scheduler instance of this run (planned runs with `scheduler`).
+    pub outcome: Option<SchedulerOutcome>,
+    /// Load/attach/detach failure of this run.
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    /// Why this run's scheduler is not fit to continue, if it is not.
+    pub fn trouble(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(e.clone());
+        }
+        let s = self.outcome.as_ref()?;
+        if let Some(x) = s.exit.as_ref().filter(|x| x.is_error()) {
+            return Some(format!("{}: {} {}", x.kind_name, x.reason, x.message));
+        }
+        if !s.survived_workload {
+            return Some("the scheduler was no longer attached when the workload finished".into());
+        }
+        if !s.detached_cleanly {
+            return Some("the scheduler did not detach cleanly".into());
+        }
+        None
+    }
+}
+
 /// The life of the scheduler inside the guest.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SchedulerOutcome {
@@ -63,6 +103,9 @@ pub struct SchedulerOutcome {
     pub ops_name: Option<String>,
     pub loaded: bool,
     pub attached: bool,
+    /// Guest uptime when the attach took effect.
+    #[serde(default)]
+    pub attached_at_s: Option<f64>,
     /// `/sys/kernel/sched_ext/state` observed over the run, deduplicated.
     pub state_transitions: Vec<StateSample>,
     /// True if the scheduler was still attached when the workload finished.

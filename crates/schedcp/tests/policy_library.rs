@@ -15,7 +15,8 @@ use schedcp::config::Config;
 use schedcp::policies::embed;
 use schedcp::policies::meta::PolicyMeta;
 use schedcp::policies::model::{
-    Body, Direction, NewPolicy, NewResult, Origin, PolicyRef, ResultSource, State, Verdict,
+    Body, Direction, NewPolicy, NewResult, NewVerifyReport, Origin, PolicyRef, ResultSource, State,
+    Verdict,
 };
 use schedcp::policies::repo::sqlite::SqliteRepo;
 use schedcp::policies::repo::Repository;
@@ -397,6 +398,59 @@ fn export_import_round_trips(backend: &str) {
     assert!(third.get(&r("mine")).is_err(), "nothing imported");
 }
 
+fn verify_reports_are_kept_with_the_version(backend: &str) {
+    let (mut lib, _d) = library(backend, "vrep");
+    lib.add(agent_policy("mine", "A first try.", &["batch"]))
+        .unwrap();
+    let report = |passed: bool, n: u32| NewVerifyReport {
+        passed,
+        report_sha256: format!("{n:064x}"),
+        object_sha256: Some("ab".repeat(32)),
+        kernel_release: Some("7.2.13+deb14-cloud-amd64".into()),
+        report: serde_json::json!({ "passed": passed, "stages": [{ "name": "compile", "n": n }] }),
+    };
+    // A failing report is kept, and the candidate stays a candidate.
+    let (k1, moved) = lib
+        .record_verify_report(&r("mine@1"), &report(false, 1))
+        .unwrap();
+    assert!(moved.is_none());
+    assert_eq!(lib.get(&r("mine@1")).unwrap().state, State::Candidate);
+    // A passing one moves it to verified, and the transition names the report.
+    let (k2, moved) = lib
+        .record_verify_report(&r("mine"), &report(true, 2))
+        .unwrap();
+    assert!(k2.id > k1.id);
+    assert_eq!(moved.unwrap().state, State::Verified);
+    let h = lib.history("mine").unwrap();
+    let last = h.transitions.last().unwrap();
+    assert!(
+        last.reason.contains(&format!("report #{}", k2.id)),
+        "{backend}: {}",
+        last.reason
+    );
+    // Newest first, whole, byte-for-byte the JSON that went in.
+    let kept = lib.verify_reports(&r("mine@1"), 10).unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!((kept[0].id, kept[0].passed), (k2.id, true));
+    assert_eq!(kept[0].report, report(true, 2).report);
+    assert_eq!(kept[1].report_sha256, format!("{:064x}", 1));
+    assert_eq!(lib.verify_reports(&r("mine"), 1).unwrap().len(), 1);
+    // A second pass of a verified version is kept but moves nothing.
+    let (_, moved) = lib
+        .record_verify_report(&r("mine@1"), &report(true, 3))
+        .unwrap();
+    assert!(moved.is_none());
+    // Another version has its own (no) reports.
+    lib.add(agent_policy("mine", "A second try.", &["batch"]))
+        .unwrap();
+    assert!(lib.verify_reports(&r("mine@2"), 10).unwrap().is_empty());
+    let e = lib
+        .record_verify_report(&r("mine@9"), &report(true, 4))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no version 9"), "{backend}: {e}");
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -415,4 +469,5 @@ on_both_backends!(
     results_on_similar_workloads_lift_a_policy,
     curation_promotes_on_evidence_and_demotes,
     export_import_round_trips,
+    verify_reports_are_kept_with_the_version,
 );

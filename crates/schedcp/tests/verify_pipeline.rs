@@ -164,16 +164,62 @@ fn a_scheduler_calling_scx_bpf_error_is_caught() {
     );
 }
 
+/// A good scheduler, entered as an agent's candidate: it passes, its report
+/// is kept with the version (which becomes `verified`), and the token checks.
 #[test]
 fn a_good_scheduler_passes_and_its_token_checks() {
     let state = tempfile::tempdir().unwrap();
-    let (code, r) = verify(state.path(), &corpus("schedulers/vtime/main.bpf.c"));
+    let dir = state.path().join("agent_vtime");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        corpus("schedulers/vtime/main.bpf.c"),
+        dir.join("main.bpf.c"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policy.toml"),
+        "name = \"agent_vtime\"\nops_name = \"schedcp_vtime\"\n\
+         description = \"Weighted virtual time, as an agent's candidate.\"\n\
+         algorithm = \"Per-task vtime in one shared DSQ.\"\n\
+         target_workloads = [\"mixed\"]\nlimitations = []\n",
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        common::schedcp()
+            .env("SCHEDCP_STATE", state.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let added = cli(&["-q", "policy", "add", dir.to_str().unwrap()]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let (code, r) = verify(state.path(), "agent_vtime");
     assert_eq!(code, Some(0), "{r:#}");
     assert_eq!(r["passed"], true);
-    assert_eq!(r["policy"], "vtime");
+    assert_eq!(r["policy"], "agent_vtime");
     for s in r["stages"].as_array().unwrap() {
         assert!(s["verdict"] == "pass" || s["verdict"] == "warn", "{s:#}");
     }
+    // The comparison ran in one VM: two runs per side.
+    let perf = &stage(&r, "performance")["detail"];
+    assert_eq!(perf["same_vm"], true, "{perf:#}");
+    let cmp = &perf["comparisons"][0];
+    assert_eq!(cmp["baseline"].as_array().unwrap().len(), 2, "{cmp:#}");
+    assert_eq!(cmp["candidate"].as_array().unwrap().len(), 2, "{cmp:#}");
+    // The report is kept with the version, which is now verified.
+    let kept = cli(&["verify", "report", "agent_vtime", "--json"]);
+    assert!(kept.status.success());
+    let kept: Value = serde_json::from_slice(&kept.stdout).unwrap();
+    assert_eq!(kept[0]["passed"], true, "{kept:#}");
+    assert_eq!(kept[0]["report"]["token"], r["token"]);
+    let shown = cli(&["policy", "show", "agent_vtime", "--json"]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["state"], "verified", "{shown:#}");
+    assert_eq!(shown["last_verify"]["passed"], true);
     let token = r["token"].as_str().unwrap();
     let sha = r["object_sha256"].as_str().unwrap();
     let object = state.path().join("verified").join(format!("{sha}.bpf.o"));
@@ -201,7 +247,10 @@ fn a_good_scheduler_passes_and_its_token_checks() {
     );
     let v: Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(v["claims"]["ops_name"], "schedcp_vtime");
-    assert_eq!(v["claims"]["report_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        v["claims"]["report_sha256"], kept[0]["report_sha256"],
+        "the token binds the kept report"
+    );
 
     // Another object: refused, saying whose token it is.
     let other = state.path().join("other.o");

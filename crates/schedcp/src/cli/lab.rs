@@ -131,6 +131,7 @@ fn request(cfg: &Config, policy: &str, set: Vec<(String, String)>, vm: &VmArgs) 
         policy: PolicyRef::parse(policy),
         tunables: set,
         workload: vm.workload.clone(),
+        then: Vec::new(),
         vcpus: vm.vcpus.unwrap_or(cfg.lab.vcpus),
         mem_mib: vm.mem.unwrap_or(cfg.lab.mem_mib),
         timeout: Duration::from_secs(vm.timeout.unwrap_or(cfg.lab.timeout_s)),
@@ -167,6 +168,9 @@ fn run_with_progress(
                     "{step:?} {} ({elapsed_ms:.0} ms)",
                     if *ok { "done" } else { "FAILED" }
                 )
+            }
+            Progress::Guest(GuestMessage::Run { index, .. }) => {
+                format!("planned run {} finished", index + 1)
             }
             Progress::Guest(GuestMessage::Done(_)) => "guest finished; powering off".into(),
         };

@@ -369,6 +369,11 @@ pub fn run(cfg: Config, cmd: PolicyCommand, quiet: bool) -> Result<i32, Error> {
 
 fn show(lib: &Library, r: &PolicyRef, source: bool, json: bool) -> Result<(), Error> {
     let v = lib.get(r)?;
+    let pinned = PolicyRef {
+        name: v.name.clone(),
+        version: Some(v.version),
+    };
+    let last_verify = lib.verify_reports(&pinned, 1)?.into_iter().next();
     if json {
         let mut val = serde_json::to_value(&v).map_err(|e| Error::Internal(e.into()))?;
         if !source {
@@ -376,6 +381,10 @@ fn show(lib: &Library, r: &PolicyRef, source: bool, json: bool) -> Result<(), Er
                 b.remove("source");
             }
         }
+        val["last_verify"] = serde_json::json!(last_verify.map(|k| serde_json::json!({
+            "id": k.id, "passed": k.passed, "recorded_at": k.recorded_at,
+            "report_sha256": k.report_sha256, "kernel_release": k.kernel_release,
+        })));
         return output::json(&val);
     }
     let m = &v.meta;
@@ -419,8 +428,26 @@ fn show(lib: &Library, r: &PolicyRef, source: bool, json: bool) -> Result<(), Er
                 println!("flag {} ({}{d}): {}", f.flag, f.kind, f.doc);
             }
         }
-        Body::Bpf { source: s } if source => println!("\n{s}"),
         Body::Bpf { .. } => {}
+    }
+    match last_verify {
+        Some(k) => println!(
+            "last verify: {} at {} on {} (report #{}, `schedcp verify report {}`)",
+            if k.passed { "passed" } else { "FAILED" },
+            k.recorded_at,
+            k.kernel_release.as_deref().unwrap_or("?"),
+            k.id,
+            v.id()
+        ),
+        None if matches!(v.body, Body::Bpf { .. }) => {
+            println!("last verify: never (`schedcp verify {}`)", v.id())
+        }
+        None => {}
+    }
+    if let Body::Bpf { source: s } = &v.body {
+        if source {
+            println!("\n{s}");
+        }
     }
     Ok(())
 }

@@ -6,10 +6,11 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
-use schedcp::policies::model::{Body, PolicyRef, State};
+use schedcp::policies::model::PolicyRef;
 use schedcp::policies::Library;
-use schedcp::verify::pipeline::{self, Options, Subject};
+use schedcp::verify::pipeline::Options;
 use schedcp::verify::report::VerifyReport;
+use schedcp::verify::service;
 use schedcp::verify::token::{self, Expect, Keys};
 use schedcp_proto::workload::WorkloadSpec;
 use sha2::{Digest, Sha256};
@@ -23,18 +24,21 @@ Stages, in order (each gates the next):
   static       the object: programs, instruction counts, helpers and kfuncs against an allowlist,
                map sizes, one sched_ext_ops with a valid name and timeout_ms, hot-path cost estimate
   kernel       the real kernel verifier, attach and detach in the sched_ext micro-VM
+               (kernel, correctness and performance share one VM; each candidate run loads afresh)
   correctness  no error exit or watchdog stall, every batch job completes, no starvation
                (equal-weight hogs ≥ 50% of an equal split, nice-5 hogs ≥ 5% of a nice-0 hog)
-  performance  the workloads under the candidate and the kernel default, alternating, judged by
-               Mann-Whitney U (a significant regression is a warning)
+  performance  the workloads under the candidate and the kernel default, alternating in the same
+               VM, judged by Mann-Whitney U (a significant regression is a warning)
   token        a PASETO v4.public token bound to the object, the report, the kernel and ops name
+Reports of policy[@version] targets are kept with the version (`schedcp verify report`);
+a pass moves a candidate to verified.
 Exit codes: 0 passed, 4 a stage failed, 2 bad input, 3 setup missing.";
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, after_help = STAGES)]
 pub struct VerifyArgs {
     #[command(subcommand)]
-    pub token: Option<TokenCommand>,
+    pub command: Option<VerifyCommand>,
     /// Schedulers to verify: `file.bpf.c` paths or `policy[@version]` from the library.
     pub targets: Vec<String>,
     /// Workloads of the performance comparison (comma-separated specs, see `schedcp lab workloads`).
@@ -54,10 +58,20 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub enum VerifyCommand {
     /// Deployment tokens: show what one claims, or check it against an object.
     #[command(subcommand)]
     Token(TokenAction),
+    /// The verification reports kept with a repository version, newest first.
+    Report {
+        /// `policy[@version]` (the latest version without `@`).
+        target: String,
+        /// How many reports to show.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,8 +94,14 @@ pub enum TokenAction {
 }
 
 pub fn run(cfg: Config, a: VerifyArgs, quiet: bool) -> Result<i32, Error> {
-    if let Some(TokenCommand::Token(t)) = a.token {
-        return token_cmd(&cfg, t);
+    match a.command {
+        Some(VerifyCommand::Token(t)) => return token_cmd(&cfg, t),
+        Some(VerifyCommand::Report {
+            target,
+            limit,
+            json,
+        }) => return report_cmd(&cfg, &target, limit as usize, json),
+        None => {}
     }
     if a.targets.is_empty() {
         return Err(Error::Input(
@@ -115,55 +135,20 @@ pub fn run(cfg: Config, a: VerifyArgs, quiet: bool) -> Result<i32, Error> {
     let subjects = a
         .targets
         .iter()
-        .map(|t| subject(&cfg, t))
+        .map(|t| service::subject(&cfg, t))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = pipeline::object_store(&cfg);
-    std::fs::create_dir_all(&store)
-        .map_err(|e| Error::Setup(format!("cannot create {}: {e}", store.display())))?;
-
     let pb = output::spinner(quiet || a.json);
-    let pb_ref = &pb;
-    let mut pending = subjects.iter().collect::<Vec<_>>();
-    pending.reverse();
-    let queue = std::sync::Mutex::new(pending);
-    let results: Vec<Result<VerifyReport, Error>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..a.jobs.min(subjects.len() as u32))
-            .map(|_| {
-                let (queue, cfg, opts, store) = (&queue, &cfg, &opts, &store);
-                s.spawn(move || {
-                    let mut out = Vec::new();
-                    while let Some(sub) = queue.lock().expect("not poisoned").pop() {
-                        let work = tempfile::tempdir().map_err(|e| Error::Internal(e.into()));
-                        let r = work.and_then(|w| {
-                            let r = pipeline::verify(cfg, sub, opts, w.path(), &mut |m: &str| {
-                                pb_ref.set_message(format!("{}: {m}", sub.label));
-                            })?;
-                            keep(store, w.path(), &r)?;
-                            Ok(r)
-                        });
-                        out.push((sub.label.clone(), r));
-                    }
-                    out
-                })
-            })
-            .collect();
-        let mut all: Vec<(String, Result<VerifyReport, Error>)> = workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("verify worker"))
-            .collect();
-        all.sort_by_key(|(label, _)| subjects.iter().position(|s| &s.label == label));
-        all.into_iter().map(|(_, r)| r).collect()
-    });
+    let results = service::verify_all(&cfg, &subjects, &opts, a.jobs as usize, &|label, m| {
+        pb.set_message(format!("{label}: {m}"))
+    })?;
     pb.finish_and_clear();
 
     let mut code = exit::OK;
     let mut reports = Vec::new();
-    for (sub, r) in subjects.iter().zip(results) {
+    for r in results {
         let r = r?;
         if !r.passed {
             code = exit::SCHEDULER;
-        } else if sub.version > 0 {
-            promote_to_verified(&cfg, sub, &r)?;
         }
         reports.push(r);
     }
@@ -181,103 +166,38 @@ pub fn run(cfg: Config, a: VerifyArgs, quiet: bool) -> Result<i32, Error> {
     Ok(code)
 }
 
-/// Keep the object and the report under the state dir, by object hash.
-fn keep(store: &std::path::Path, work: &std::path::Path, r: &VerifyReport) -> Result<(), Error> {
-    let Some(sha) = &r.object_sha256 else {
-        return Ok(());
-    };
-    let io =
-        |e: std::io::Error| Error::Internal(anyhow::anyhow!("keeping the verified object: {e}"));
-    for entry in std::fs::read_dir(work).map_err(io)? {
-        let p = entry.map_err(io)?.path();
-        if p.extension().is_some_and(|e| e == "o") {
-            std::fs::copy(&p, store.join(format!("{sha}.bpf.o"))).map_err(io)?;
-        }
-    }
-    let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.into()))?;
-    std::fs::write(store.join(format!("{sha}.report.json")), json).map_err(io)
-}
-
-fn subject(cfg: &Config, target: &str) -> Result<Subject, Error> {
-    let looks_like_file = target.contains('/') || target.ends_with(".c");
-    if looks_like_file {
-        let path = PathBuf::from(target);
-        let meta = std::fs::metadata(&path)
-            .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))?;
-        if !meta.is_file() || meta.len() > schedcp::bpf::compile::MAX_SOURCE_BYTES as u64 {
-            return Err(Error::Input(format!(
-                "{} must be a regular file of at most {} bytes",
-                path.display(),
-                schedcp::bpf::compile::MAX_SOURCE_BYTES
-            )));
-        }
-        let source = std::fs::read_to_string(&path)
-            .map_err(|e| Error::Input(format!("cannot read {} as UTF-8: {e}", path.display())))?;
-        let mut stem = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("scheduler")
-            .trim_end_matches(".c")
-            .trim_end_matches(".bpf");
-        // schedulers/<name>/main.bpf.c: the directory names the policy.
-        if stem == "main" {
-            stem = path
-                .parent()
-                .and_then(|d| d.file_name())
-                .and_then(|n| n.to_str())
-                .unwrap_or(stem);
-        }
-        let policy: String = stem
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        return Ok(Subject {
-            policy,
-            version: 0,
-            label: target.into(),
-            source,
-        });
-    }
+fn report_cmd(cfg: &Config, target: &str, limit: usize, json: bool) -> Result<i32, Error> {
     let r: PolicyRef = target.parse().map_err(Error::Input)?;
     let lib = Library::open(cfg)?;
-    let v = lib.get(&r)?;
-    let label = v.id();
-    let Body::Bpf { source } = v.body else {
-        return Err(Error::Input(format!(
-            "{label} is an external scheduler binary; it is verified by its trial in the micro-VM when deployed, not compiled here"
-        )));
-    };
-    Ok(Subject {
-        policy: v.name,
-        version: v.version,
-        label,
-        source,
-    })
-}
-
-fn promote_to_verified(cfg: &Config, sub: &Subject, r: &VerifyReport) -> Result<(), Error> {
-    let mut lib = Library::open(cfg)?;
-    let pref = PolicyRef {
-        name: sub.policy.clone(),
-        version: Some(sub.version),
-    };
-    if lib.get(&pref)?.state == State::Candidate {
-        lib.transition(
-            &pref,
-            State::Verified,
-            &format!(
-                "schedcp verify passed (report sha256 {})",
-                &r.digest()[..16]
-            ),
-        )?;
+    let reports = lib.verify_reports(&r, limit)?;
+    if json {
+        output::json(&reports)?;
+        return Ok(exit::OK);
     }
-    Ok(())
+    if reports.is_empty() {
+        println!("{target}: never verified (run `schedcp verify {target}`)");
+        return Ok(exit::OK);
+    }
+    for k in &reports {
+        match serde_json::from_value::<VerifyReport>(k.report.clone()) {
+            Ok(v) => print!(
+                "report #{} recorded {}\n{}",
+                k.id,
+                k.recorded_at,
+                v.render()
+            ),
+            Err(_) => println!(
+                "report #{} of {}@{} recorded {}: {} (sha256 {})",
+                k.id,
+                k.name,
+                k.version,
+                k.recorded_at,
+                if k.passed { "PASSED" } else { "FAILED" },
+                k.report_sha256
+            ),
+        }
+    }
+    Ok(exit::OK)
 }
 
 fn token_cmd(cfg: &Config, t: TokenAction) -> Result<i32, Error> {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use schedcp_proto::job::{GuestJob, RodataValue, SchedulerJob};
+use schedcp_proto::job::{GuestJob, PlannedRun, RodataValue, SchedulerJob};
 use schedcp_proto::report::GuestMessage;
 use schedcp_proto::workload::WorkloadSpec;
 use schedcp_proto::{JOB_PATH, OBJECT_PATH};
@@ -72,8 +72,11 @@ pub struct LabRequest {
     /// `name=value` tunable overrides (built-in policies only).
     pub tunables: Vec<(String, String)>,
     pub workload: WorkloadSpec,
+    /// Further runs in the same boot after the main one (see [`GuestJob::then`]).
+    pub then: Vec<PlannedRun>,
     pub vcpus: u32,
     pub mem_mib: u32,
+    /// Wall-clock watchdog for the whole VM, plan included.
     pub timeout: Duration,
     pub accel: Accel,
 }
@@ -289,12 +292,18 @@ impl Lab {
         let prepared = self
             .compile(&req.policy, &req.tunables, &run_dir)?
             .map(|(job, object)| Prepared { job, object });
+        if prepared.is_none() && req.then.iter().any(|r| r.scheduler) {
+            return Err(Error::Input(
+                "a planned run asks for the scheduler, but the job runs the kernel default".into(),
+            ));
+        }
 
         progress(Progress::Phase("building initramfs"));
         let t = Instant::now();
         let job = GuestJob {
             scheduler: prepared.as_ref().map(|p| p.job.clone()),
             workload: req.workload.clone(),
+            then: req.then.clone(),
             state_timeout_ms: 10_000,
         };
         let initrd = run_dir.join("initramfs.cpio");
@@ -344,6 +353,7 @@ impl Lab {
         let mut boot_to_agent = None;
         let mut guest = None;
         let mut workload_ms = None;
+        let mut then = Vec::new();
         for m in messages {
             match m {
                 GuestMessage::Hello { uptime_s, .. } => boot_to_agent = Some(uptime_s),
@@ -354,7 +364,7 @@ impl Lab {
                     detail,
                     ..
                 } => {
-                    if step == schedcp_proto::report::StepKind::Workload {
+                    if step == schedcp_proto::report::StepKind::Workload && workload_ms.is_none() {
                         workload_ms = Some(elapsed_ms);
                     }
                     steps.push(StepRecord {
@@ -364,6 +374,7 @@ impl Lab {
                         detail,
                     });
                 }
+                GuestMessage::Run { record, .. } => then.push(*record),
                 GuestMessage::Done(r) => guest = Some(*r),
             }
         }
@@ -400,6 +411,7 @@ impl Lab {
             object: prepared.map(|p| p.object),
             steps,
             guest,
+            then,
             run_dir: keep.then_some(run_dir),
         })
     }

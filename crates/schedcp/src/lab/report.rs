@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use schedcp_proto::report::{GuestReport, StepKind};
+use schedcp_proto::report::{GuestReport, RunRecord, StepKind};
 use schedcp_proto::workload::WorkloadSpec;
 use serde::Serialize;
 
@@ -23,6 +23,9 @@ pub struct LabReport {
     pub steps: Vec<StepRecord>,
     /// Everything the guest reported; absent if it never got that far.
     pub guest: Option<GuestReport>,
+    /// The planned runs after the main one that finished, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub then: Vec<RunRecord>,
     /// Kept for failed runs (and with `lab.keep_runs`).
     pub run_dir: Option<PathBuf>,
 }

@@ -33,8 +33,8 @@ use crate::config::Config;
 use crate::error::Error;
 use embed::Embedder;
 use model::{
-    Body, History, NewPolicy, NewResult, Origin, PolicyRef, PolicyResult, PolicySummary,
-    PolicyVersion, SearchDoc, State, Transition,
+    Body, History, NewPolicy, NewResult, NewVerifyReport, Origin, PolicyRef, PolicyResult,
+    PolicySummary, PolicyVersion, SearchDoc, State, StoredVerifyReport, Transition,
 };
 use repo::{Insert, Repository};
 use search::{SearchQuery, SearchResults};
@@ -338,6 +338,46 @@ impl Library {
             name: v.name,
             version: Some(v.version),
         })
+    }
+
+    /// Keep a verification report with its version. A passing report moves
+    /// a candidate to `verified`; the transition's reason names the report.
+    pub fn record_verify_report(
+        &mut self,
+        r: &PolicyRef,
+        report: &NewVerifyReport,
+    ) -> Result<(StoredVerifyReport, Option<PolicyVersion>), Error> {
+        let v = self.get(r)?;
+        let stored = self.repo.insert_verify_report(&v.name, v.version, report)?;
+        let mut moved = None;
+        if report.passed && v.state == State::Candidate {
+            let reason = format!(
+                "schedcp verify passed (report #{}, sha256 {})",
+                stored.id,
+                &report.report_sha256[..16.min(report.report_sha256.len())]
+            );
+            moved = Some(self.transition(
+                &PolicyRef {
+                    name: v.name.clone(),
+                    version: Some(v.version),
+                },
+                State::Verified,
+                &reason,
+            )?);
+        }
+        Ok((stored, moved))
+    }
+
+    /// Kept verification reports of a version (the latest version when
+    /// `r.version` is `None`), newest first.
+    pub fn verify_reports(
+        &self,
+        r: &PolicyRef,
+        limit: usize,
+    ) -> Result<Vec<StoredVerifyReport>, Error> {
+        let v = self.get(r)?;
+        self.repo
+            .verify_reports(&v.name, v.version, limit.clamp(1, 100))
     }
 
     /// Append a measured result; promote or demote if the rules say so.

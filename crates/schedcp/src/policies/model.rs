@@ -290,6 +290,32 @@ pub struct History {
     pub results: Vec<PolicyResult>,
 }
 
+/// A verification report to keep with the version it judged.
+#[derive(Debug, Clone)]
+pub struct NewVerifyReport {
+    pub passed: bool,
+    /// SHA-256 of the report (the digest a deployment token binds).
+    pub report_sha256: String,
+    pub object_sha256: Option<String>,
+    pub kernel_release: Option<String>,
+    /// The whole report as JSON.
+    pub report: serde_json::Value,
+}
+
+/// A kept verification report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredVerifyReport {
+    pub id: i64,
+    pub name: String,
+    pub version: u32,
+    pub passed: bool,
+    pub report_sha256: String,
+    pub object_sha256: Option<String>,
+    pub kernel_release: Option<String>,
+    pub recorded_at: String,
+    pub report: serde_json::Value,
+}
+
 /// The text fields search indexes, for the latest version of a policy.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SearchDoc {

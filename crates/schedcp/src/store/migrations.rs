@@ -31,6 +31,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002 policies: library, lifecycle, results, search indexes",
         sql: include_str!("migrations/0002_policies.sql"),
     },
+    Migration {
+        name: "0003 verify: reports kept with the policy version",
+        sql: include_str!("migrations/0003_verify_reports.sql"),
+    },
 ];
 
 /// What [`apply`] did.

@@ -16,12 +16,16 @@
 //! 6. `token`: a signed deployment token bound to the object, the report,
 //!    the kernel it was verified on and the ops name.
 //!
-//! Each lab run is its own throw-away VM (boot ≈ 2.5 s under TCG), so one
-//! misbehaving run cannot leak state into the next.
+//! Stages 3–5 share one VM (boot ≈ 2.5 s under TCG): the guest runs the
+//! whole plan in one boot and loads a fresh scheduler instance for each
+//! candidate run, so no BPF state leaks from one run into the next, and
+//! candidate and default are compared on the same (emulated) machine.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use schedcp_proto::job::PlannedRun;
+use schedcp_proto::report::{GuestMessage, RunRecord, StepKind};
 use schedcp_proto::workload::WorkloadSpec;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -33,7 +37,7 @@ use crate::bpf::compile::{CompileError, Compiler};
 use crate::config::Config;
 use crate::error::Error;
 use crate::lab::report::{LabReport, Outcome};
-use crate::lab::{Lab, LabRequest, PolicyRef};
+use crate::lab::{Lab, LabRequest, PolicyRef, Progress};
 use crate::observe::stats;
 
 /// Smallest share of an equal split any equal-weight hog may get.
@@ -92,7 +96,7 @@ impl Ctx<'_> {
     fn push(
         &mut self,
         name: &str,
-        t: Instant,
+        ms: f64,
         verdict: StageVerdict,
         reasons: Vec<String>,
         detail: serde_json::Value,
@@ -100,27 +104,54 @@ impl Ctx<'_> {
         self.stages.push(Stage {
             name: name.into(),
             verdict,
-            ms: t.elapsed().as_secs_f64() * 1e3,
+            ms,
             reasons,
             detail,
         });
         verdict != StageVerdict::Fail
     }
 
-    fn lab_run(&mut self, object: &PolicyRef, workload: &WorkloadSpec) -> Result<LabReport, Error> {
+    /// One VM: `workload` under `object`, then `then` in the same boot.
+    fn lab_run(
+        &mut self,
+        object: &PolicyRef,
+        workload: &WorkloadSpec,
+        then: Vec<PlannedRun>,
+    ) -> Result<LabReport, Error> {
+        // The watchdog covers the whole plan: one run's budget per run.
+        let runs = 1 + then.len() as u32;
         let req = LabRequest {
             policy: object.clone(),
             tunables: Vec::new(),
             workload: workload.clone(),
+            then,
             vcpus: self.opts.vcpus,
             mem_mib: self.opts.mem_mib,
-            timeout: self.opts.vm_timeout,
+            timeout: self.opts.vm_timeout * runs,
             accel: self.cfg.lab.accel,
         };
+        let total = runs;
         let label = format!("{} on {workload}", object.label());
-        (self.progress)(&format!("lab: {label}"));
-        self.lab.run(&req, &mut |_| {})
+        (self.progress)(&format!(
+            "lab: {label}, then {} more runs in the same VM",
+            total - 1
+        ));
+        let progress = &mut *self.progress;
+        self.lab.run(&req, &mut |p| {
+            if let Progress::Guest(GuestMessage::Run { index, record }) = p {
+                let side = if record.scheduler {
+                    "candidate"
+                } else {
+                    "default"
+                };
+                progress(&format!("lab: run {}/{total} ({side}) done", index + 2));
+            }
+        })
     }
+}
+
+fn since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
 }
 
 fn lab_summary(r: &LabReport) -> serde_json::Value {
@@ -135,6 +166,21 @@ fn lab_summary(r: &LabReport) -> serde_json::Value {
         "timings": r.timings,
         "kernel_messages": g.map(|g| &g.kernel_messages),
     })
+}
+
+fn record_summary(r: &RunRecord) -> serde_json::Value {
+    json!({
+        "scheduler": r.scheduler,
+        "elapsed_ms": r.elapsed_ms,
+        "metrics": r.workload.as_ref().map(|w| &w.metrics),
+        "workload_error": r.workload_error,
+        "error": r.error,
+        "exit": r.outcome.as_ref().and_then(|s| s.exit.as_ref()),
+    })
+}
+
+fn record_metric(r: &RunRecord, name: &str) -> Option<f64> {
+    r.workload.as_ref()?.metric(name).map(|m| m.value)
 }
 
 fn metric(r: &LabReport, name: &str) -> Option<f64> {
@@ -242,7 +288,7 @@ fn run_stages(
             };
             ctx.push(
                 "compile",
-                t,
+                since(t),
                 StageVerdict::Fail,
                 vec![e.to_string()],
                 detail,
@@ -253,7 +299,7 @@ fn run_stages(
     report.object_sha256 = Some(object.sha256.clone());
     ctx.push(
         "compile",
-        t,
+        since(t),
         StageVerdict::Pass,
         vec![format!(
             "{} bytes, sha256 {}",
@@ -287,7 +333,7 @@ fn run_stages(
     };
     report.ops_name = analysis.ops.as_ref().map(|o| o.name.clone());
     let detail = serde_json::to_value(&analysis).unwrap_or_default();
-    if !ctx.push("static", t, verdict, reasons, detail) {
+    if !ctx.push("static", since(t), verdict, reasons, detail) {
         return Ok(false);
     }
 
@@ -297,15 +343,50 @@ fn run_stages(
         sha256: object.sha256.clone(),
     };
 
-    // 3. Kernel verifier, attach and the fairness trial in one VM.
-    let t = Instant::now();
+    // 3–5 run in one VM: the fairness trial under the candidate (its load
+    // and attach are the kernel stage), then the batch completion trial, then
+    // the performance comparison. Each candidate run loads a fresh instance,
+    // and the guest stops the plan at the first run in trouble.
     let fairness: WorkloadSpec = "fairness:hogs=4,niced=2,duration_ms=2000"
         .parse()
         .expect("valid spec");
-    let run = ctx.lab_run(&candidate, &fairness)?;
+    let batch: WorkloadSpec = "batch:short=24,long=2,short_ms=10,long_ms=200"
+        .parse()
+        .expect("valid spec");
+    let workloads = ctx.opts.workloads.clone();
+    let mut plan = vec![PlannedRun {
+        workload: batch,
+        scheduler: true,
+    }];
+    // (workload index, is the candidate) of each performance run, in plan order.
+    let mut slots = Vec::new();
+    for (wi, w) in workloads.iter().enumerate() {
+        for i in 0..ctx.opts.runs {
+            // Alternate which side goes first so drift hits both alike.
+            let order = if i % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for is_cand in order {
+                plan.push(PlannedRun {
+                    workload: w.clone(),
+                    scheduler: is_cand,
+                });
+                slots.push((wi, is_cand));
+            }
+        }
+    }
+    let run = ctx.lab_run(&candidate, &fairness, plan)?;
     report.kernel_release = Some(run.kernel_release.clone());
     report.accel = Some(run.accel.used.clone());
     let detail = lab_summary(&run);
+    let kernel_ms = run.timings.initramfs_ms
+        + run
+            .timings
+            .boot_to_attach_s
+            .unwrap_or(run.timings.vm_wall_s)
+            * 1e3;
     match &run.outcome {
         Outcome::Rejected { reason } => {
             let log = run
@@ -325,7 +406,7 @@ fn run_stages(
                 .collect();
             let mut reasons = vec![format!("the kernel verifier rejected it: {reason}")];
             reasons.extend(tail);
-            ctx.push("kernel", t, StageVerdict::Fail, reasons, detail);
+            ctx.push("kernel", kernel_ms, StageVerdict::Fail, reasons, detail);
             return Ok(false);
         }
         Outcome::Failed { .. } | Outcome::KernelCrash { .. } | Outcome::TimedOut { .. }
@@ -337,7 +418,7 @@ fn run_stages(
         {
             ctx.push(
                 "kernel",
-                t,
+                kernel_ms,
                 StageVerdict::Fail,
                 vec![run.outcome.summary()],
                 detail,
@@ -353,7 +434,7 @@ fn run_stages(
         .and_then(|s| s.ops_name.clone());
     ctx.push(
         "kernel",
-        t,
+        kernel_ms,
         StageVerdict::Pass,
         vec![format!(
             "loaded and attached on {} ({}); root/ops = {}",
@@ -364,8 +445,14 @@ fn run_stages(
         json!({ "boot_to_attach_s": run.timings.boot_to_attach_s }),
     );
 
-    // 4. Correctness: the fairness run above, then a batch that must finish.
-    let t = Instant::now();
+    // 4. Correctness: the fairness run, then a batch that must finish.
+    let mut correctness_ms = run
+        .steps
+        .iter()
+        .skip_while(|s| s.step != StepKind::Workload)
+        .take(2)
+        .map(|s| s.elapsed_ms)
+        .sum::<f64>();
     let mut reasons = Vec::new();
     let mut failed = false;
     if let Some(why) = trouble(&run) {
@@ -390,89 +477,89 @@ fn run_stages(
     }
     let mut runs = vec![detail];
     if !failed {
-        let batch: WorkloadSpec = "batch:short=24,long=2,short_ms=10,long_ms=200"
-            .parse()
-            .expect("valid spec");
-        let b = ctx.lab_run(&candidate, &batch)?;
-        if let Some(why) = trouble(&b) {
-            failed = true;
-            reasons.push(format!("batch run: {why}"));
-        } else if b
-            .guest
-            .as_ref()
-            .and_then(|g| g.workload_error.clone())
-            .is_some()
-        {
-            failed = true;
-            reasons.push("batch run: not every job completed".into());
-        } else {
-            reasons.push(format!(
-                "batch: all 26 jobs completed, makespan {:.0} ms",
-                metric(&b, "makespan").unwrap_or(f64::NAN)
-            ));
+        match run.then.first() {
+            None => {
+                failed = true;
+                reasons.push(format!(
+                    "batch run: did not finish ({})",
+                    run.outcome.summary()
+                ));
+            }
+            Some(b) => {
+                correctness_ms += b.elapsed_ms;
+                if let Some(why) = b.trouble() {
+                    failed = true;
+                    reasons.push(format!("batch run: {why}"));
+                } else if let Some(e) = &b.workload_error {
+                    failed = true;
+                    reasons.push(format!("batch run: not every job completed: {e}"));
+                } else {
+                    reasons.push(format!(
+                        "batch: all 26 jobs completed, makespan {:.0} ms",
+                        record_metric(b, "makespan").unwrap_or(f64::NAN)
+                    ));
+                }
+                runs.push(record_summary(b));
+            }
         }
-        runs.push(lab_summary(&b));
     }
     let verdict = if failed {
         StageVerdict::Fail
     } else {
         StageVerdict::Pass
     };
-    if !ctx.push("correctness", t, verdict, reasons, json!({ "runs": runs })) {
+    if !ctx.push(
+        "correctness",
+        correctness_ms,
+        verdict,
+        reasons,
+        json!({ "runs": runs }),
+    ) {
         return Ok(false);
     }
 
-    // 5. Performance against the kernel's default scheduler.
-    let t = Instant::now();
+    // 5. Performance against the kernel's default scheduler, same VM.
+    let perf = run.then.get(1..).unwrap_or_default();
+    let performance_ms = perf.iter().map(|r| r.elapsed_ms).sum::<f64>();
+    if perf.len() < slots.len() {
+        // Either the last record is the run in trouble, or the VM ended
+        // (watchdog, crash) during the run after it.
+        let (failed, why) = match perf.last().map(|r| (r, r.trouble())) {
+            Some((r, Some(why))) => (perf.len() - 1, (why, record_summary(r))),
+            _ => (perf.len(), (run.outcome.summary(), lab_summary(&run))),
+        };
+        let (wi, is_cand) = slots[failed];
+        ctx.push(
+            "performance",
+            performance_ms,
+            StageVerdict::Fail,
+            vec![format!(
+                "{}: run {} of {} ({}) did not finish: {}",
+                workloads[wi],
+                failed + 1,
+                slots.len(),
+                if is_cand { "candidate" } else { "default" },
+                why.0
+            )],
+            why.1,
+        );
+        return Ok(false);
+    }
     let mut reasons = Vec::new();
     let mut comparisons = Vec::new();
     let mut warn = false;
-    let workloads = ctx.opts.workloads.clone();
-    for w in &workloads {
+    for (wi, w) in workloads.iter().enumerate() {
         let (mut base, mut cand) = (Vec::new(), Vec::new());
         let mut better = None;
         let mut name = String::new();
-        for i in 0..ctx.opts.runs {
-            // Alternate which side goes first so drift hits both alike.
-            let order = if i % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for is_cand in order {
-                let r = ctx.lab_run(
-                    if is_cand {
-                        &candidate
-                    } else {
-                        &PolicyRef::Default
-                    },
-                    w,
-                )?;
-                if is_cand {
-                    if let Some(why) = trouble(&r) {
-                        ctx.push(
-                            "performance",
-                            t,
-                            StageVerdict::Fail,
-                            vec![format!("{w}: {why}")],
-                            lab_summary(&r),
-                        );
-                        return Ok(false);
-                    }
-                }
-                if let Some(m) = r
-                    .guest
-                    .as_ref()
-                    .and_then(|g| g.workload.as_ref())
-                    .and_then(|w| w.primary_metric())
-                {
-                    better = Some(m.better);
-                    name = format!("{} ({})", m.name, m.unit);
-                    if is_cand {
-                        cand.push(m.value)
-                    } else {
-                        base.push(m.value)
-                    }
+        for (r, _) in perf.iter().zip(&slots).filter(|(_, (i, _))| *i == wi) {
+            if let Some(m) = r.workload.as_ref().and_then(|w| w.primary_metric()) {
+                better = Some(m.better);
+                name = format!("{} ({})", m.name, m.unit);
+                if r.scheduler {
+                    cand.push(m.value)
+                } else {
+                    base.push(m.value)
                 }
             }
         }
@@ -495,10 +582,10 @@ fn run_stages(
     };
     ctx.push(
         "performance",
-        t,
+        performance_ms,
         verdict,
         reasons,
-        json!({ "comparisons": comparisons }),
+        json!({ "same_vm": true, "comparisons": comparisons, "vm_wall_s": run.timings.vm_wall_s }),
     );
 
     // 6. Token: binds the object, this report (minus the token) and the kernel.
@@ -518,7 +605,7 @@ fn run_stages(
     report.token = Some(token);
     ctx.push(
         "token",
-        t,
+        since(t),
         StageVerdict::Pass,
         vec![format!(
             "signed with key {}, valid {} h",

@@ -349,6 +349,7 @@ fn run_lab(
         policy: policy.clone(),
         tunables: Vec::new(),
         workload: workload.clone(),
+        then: Vec::new(),
         vcpus: cfg.vcpus,
         mem_mib: cfg.mem_mib,
         timeout: Duration::from_secs(cfg.timeout_s),

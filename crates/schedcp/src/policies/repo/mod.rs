@@ -13,8 +13,8 @@ pub mod postgres;
 pub mod sqlite;
 
 use super::model::{
-    History, NewPolicy, NewResult, PolicyRef, PolicyResult, PolicySummary, PolicyVersion,
-    SearchDoc, State, Verdict,
+    History, NewPolicy, NewResult, NewVerifyReport, PolicyRef, PolicyResult, PolicySummary,
+    PolicyVersion, SearchDoc, State, StoredVerifyReport, Verdict,
 };
 use crate::error::Error;
 
@@ -105,6 +105,22 @@ pub trait Repository: Send {
         r: &NewResult,
         workload_embedding: &[f32],
     ) -> Result<PolicyResult, Error>;
+
+    /// Keep a verification report of `name@version`.
+    fn insert_verify_report(
+        &mut self,
+        name: &str,
+        version: u32,
+        r: &NewVerifyReport,
+    ) -> Result<StoredVerifyReport, Error>;
+
+    /// The kept reports of `name@version`, newest first, at most `limit`.
+    fn verify_reports(
+        &self,
+        name: &str,
+        version: u32,
+        limit: usize,
+    ) -> Result<Vec<StoredVerifyReport>, Error>;
 
     /// Full-text candidates for `terms` (already lower-cased words), best
     /// first, at most `k`.

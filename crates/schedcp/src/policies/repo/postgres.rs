@@ -47,13 +47,13 @@ use super::{db_err, now, DocRow, EmbedFn, Evidence, Hit, Insert, Repository, Wor
 use crate::error::Error;
 use crate::policies::meta::PolicyMeta;
 use crate::policies::model::{
-    Body, History, NewResult, PolicyRef, PolicyResult, PolicySummary, PolicyVersion, SearchDoc,
-    State, Transition,
+    Body, History, NewResult, NewVerifyReport, PolicyRef, PolicyResult, PolicySummary,
+    PolicyVersion, SearchDoc, State, StoredVerifyReport, Transition,
 };
 
 /// The schema, one migration per entry; entry `i` is schema version `i + 1`.
 /// Never edit an applied entry: append a new one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 const SCHEMA_V1: &str = r#"
 CREATE TABLE policies (
@@ -145,6 +145,21 @@ CREATE TABLE policy_index_meta (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
+"#;
+
+/// Verification reports kept with the version they judged.
+const SCHEMA_V2: &str = r#"
+CREATE TABLE verify_reports (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version_id     bigint NOT NULL REFERENCES policy_versions (id),
+    passed         boolean NOT NULL,
+    report_sha256  text NOT NULL,
+    object_sha256  text,
+    kernel_release text,
+    report         text NOT NULL,
+    recorded_at    text NOT NULL
+);
+CREATE INDEX verify_reports_by_version ON verify_reports (version_id, id);
 "#;
 
 /// The oldest pgvector with iterative HNSW scans (see `vector_search`).
@@ -770,6 +785,98 @@ impl Repository for PostgresRepo {
         .map_err(pg("updating the index"))?;
         tx.commit().map_err(pg("changing a state"))?;
         Ok(true)
+    }
+
+    fn insert_verify_report(
+        &mut self,
+        name: &str,
+        version: u32,
+        r: &NewVerifyReport,
+    ) -> Result<StoredVerifyReport, Error> {
+        let mut c = self.client.borrow_mut();
+        let vid: i64 = c
+            .query_opt(
+                "SELECT v.id FROM policy_versions v JOIN policies p ON p.id = v.policy_id
+                 WHERE p.name = $1 AND v.version = $2",
+                &[&name, &version_param(version)],
+            )
+            .map_err(pg("finding a version"))?
+            .map(|row| col(&row, 0))
+            .transpose()?
+            .ok_or_else(|| Error::Input(format!("no policy version {name}@{version}")))?;
+        let at = now();
+        // One statement: atomic without an explicit transaction.
+        let id: i64 = c
+            .query_one(
+                "INSERT INTO verify_reports (version_id, passed, report_sha256, object_sha256,
+                   kernel_release, report, recorded_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[
+                    &vid,
+                    &r.passed,
+                    &r.report_sha256,
+                    &r.object_sha256,
+                    &r.kernel_release,
+                    &r.report.to_string(),
+                    &at,
+                ],
+            )
+            .map_err(pg("keeping a verify report"))
+            .and_then(|row| col(&row, 0))?;
+        Ok(StoredVerifyReport {
+            id,
+            name: name.to_string(),
+            version,
+            passed: r.passed,
+            report_sha256: r.report_sha256.clone(),
+            object_sha256: r.object_sha256.clone(),
+            kernel_release: r.kernel_release.clone(),
+            recorded_at: at,
+            report: r.report.clone(),
+        })
+    }
+
+    fn verify_reports(
+        &self,
+        name: &str,
+        version: u32,
+        limit: usize,
+    ) -> Result<Vec<StoredVerifyReport>, Error> {
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT r.id, r.passed, r.report_sha256, r.object_sha256, r.kernel_release,
+                        r.recorded_at, r.report
+                 FROM verify_reports r
+                 JOIN policy_versions v ON v.id = r.version_id
+                 JOIN policies p ON p.id = v.policy_id
+                 WHERE p.name = $1 AND v.version = $2
+                 ORDER BY r.id DESC LIMIT $3",
+                &[
+                    &name,
+                    &version_param(version),
+                    &i64::try_from(limit).unwrap_or(i64::MAX),
+                ],
+            )
+            .map_err(pg("reading verify reports"))?;
+        rows.iter()
+            .map(|row| {
+                let text: String = col(row, 6)?;
+                Ok(StoredVerifyReport {
+                    id: col(row, 0)?,
+                    name: name.to_string(),
+                    version,
+                    passed: col(row, 1)?,
+                    report_sha256: col(row, 2)?,
+                    object_sha256: col(row, 3)?,
+                    kernel_release: col(row, 4)?,
+                    recorded_at: col(row, 5)?,
+                    report: serde_json::from_str(&text)
+                        .map_err(|e| db_err("decoding a verify report", e))?,
+                })
+            })
+            .collect()
     }
 
     fn insert_result(

@@ -9,8 +9,8 @@ use super::{db_err, now, DocRow, Evidence, Hit, Insert, Repository, Workload};
 use crate::error::Error;
 use crate::policies::meta::PolicyMeta;
 use crate::policies::model::{
-    Body, History, NewResult, PolicyRef, PolicyResult, PolicySummary, PolicyVersion, SearchDoc,
-    State, Transition,
+    Body, History, NewResult, NewVerifyReport, PolicyRef, PolicyResult, PolicySummary,
+    PolicyVersion, SearchDoc, State, StoredVerifyReport, Transition,
 };
 use crate::store::Store;
 
@@ -364,6 +364,100 @@ impl Repository for SqliteRepo {
             }
             Ok(true)
         })
+    }
+
+    fn insert_verify_report(
+        &mut self,
+        name: &str,
+        version: u32,
+        r: &NewVerifyReport,
+    ) -> Result<StoredVerifyReport, Error> {
+        let report = r.report.to_string();
+        self.store.write(|tx| -> Result<StoredVerifyReport, Error> {
+            let vid: i64 = tx
+                .query_row(
+                    "SELECT v.id FROM policy_versions v JOIN policies p ON p.id = v.policy_id
+                     WHERE p.name = ?1 AND v.version = ?2",
+                    params![name, version],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| db_err("finding a version", e))?
+                .ok_or_else(|| Error::Input(format!("no policy version {name}@{version}")))?;
+            let at = now();
+            tx.execute(
+                "INSERT INTO verify_reports (version_id, passed, report_sha256, object_sha256,
+                   kernel_release, report, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    vid,
+                    r.passed,
+                    r.report_sha256,
+                    r.object_sha256,
+                    r.kernel_release,
+                    report,
+                    at
+                ],
+            )
+            .map_err(|e| db_err("keeping a verify report", e))?;
+            Ok(StoredVerifyReport {
+                id: tx.last_insert_rowid(),
+                name: name.to_string(),
+                version,
+                passed: r.passed,
+                report_sha256: r.report_sha256.clone(),
+                object_sha256: r.object_sha256.clone(),
+                kernel_release: r.kernel_release.clone(),
+                recorded_at: at,
+                report: r.report.clone(),
+            })
+        })
+    }
+
+    fn verify_reports(
+        &self,
+        name: &str,
+        version: u32,
+        limit: usize,
+    ) -> Result<Vec<StoredVerifyReport>, Error> {
+        let c = self.store.conn();
+        let read = || -> rusqlite::Result<Vec<(StoredVerifyReport, String)>> {
+            c.prepare(
+                "SELECT r.id, r.passed, r.report_sha256, r.object_sha256, r.kernel_release,
+                        r.recorded_at, r.report
+                 FROM verify_reports r
+                 JOIN policy_versions v ON v.id = r.version_id
+                 JOIN policies p ON p.id = v.policy_id
+                 WHERE p.name = ?1 AND v.version = ?2
+                 ORDER BY r.id DESC LIMIT ?3",
+            )?
+            .query_map(params![name, version, limit as i64], |row| {
+                Ok((
+                    StoredVerifyReport {
+                        id: row.get(0)?,
+                        name: name.to_string(),
+                        version,
+                        passed: row.get(1)?,
+                        report_sha256: row.get(2)?,
+                        object_sha256: row.get(3)?,
+                        kernel_release: row.get(4)?,
+                        recorded_at: row.get(5)?,
+                        report: serde_json::Value::Null,
+                    },
+                    row.get(6)?,
+                ))
+            })?
+            .collect()
+        };
+        read()
+            .map_err(|e| db_err("reading verify reports", e))?
+            .into_iter()
+            .map(|(mut r, text)| {
+                r.report = serde_json::from_str(&text)
+                    .map_err(|e| db_err("decoding a verify report", e))?;
+                Ok(r)
+            })
+            .collect()
     }
 
     fn insert_result(
