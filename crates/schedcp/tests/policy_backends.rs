@@ -1045,6 +1045,63 @@ fn batch_is_atomic(mut b: Backend) {
     assert_eq!(repo.count().unwrap(), 2);
 }
 
+/// Searches see every committed write at once: this connection's own and
+/// another connection's (the embedded store answers KNN from an in-memory
+/// copy that must notice both), including state changes under a filter.
+fn searches_see_writes_at_once(mut b: Backend) {
+    let mut other = b.open_again();
+    let first = bpf("first", "the first policy");
+    add(b.repo.as_mut(), &first, State::Candidate, axis(0));
+    assert_eq!(
+        names(&b.repo.vector_search(&axis(0), None, 5).unwrap()),
+        ["first"]
+    );
+
+    let second = bpf("second", "written elsewhere");
+    add(other.as_mut(), &second, State::Candidate, axis(1));
+    let hits = b.repo.vector_search(&axis(1), None, 1).unwrap();
+    assert_eq!(names(&hits), ["second"], "another connection's insert");
+
+    assert!(other
+        .transition("second", 1, State::Candidate, State::Verified, "test")
+        .unwrap());
+    let verified = b
+        .repo
+        .vector_search(&axis(1), Some(State::Verified), 5)
+        .unwrap();
+    assert_eq!(
+        names(&verified),
+        ["second"],
+        "another connection's transition"
+    );
+    let words = vec!["elsewhere".to_string()];
+    assert_eq!(
+        names(
+            &b.repo
+                .text_search(&words, Some(State::Verified), 5)
+                .unwrap()
+        ),
+        ["second"]
+    );
+    assert!(b
+        .repo
+        .text_search(&words, Some(State::Candidate), 5)
+        .unwrap()
+        .is_empty());
+
+    let third = bpf("third", "written here");
+    add(b.repo.as_mut(), &third, State::Candidate, axis(2));
+    assert_eq!(
+        names(
+            &b.repo
+                .vector_search(&axis(2), Some(State::Candidate), 1)
+                .unwrap()
+        ),
+        ["third"],
+        "this connection's own insert"
+    );
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1070,6 +1127,7 @@ on_both_backends!(
     reindex_replaces_vectors,
     count_policies,
     batch_is_atomic,
+    searches_see_writes_at_once,
 );
 
 // ---- PostgreSQL only: connecting and the schema ----
@@ -1104,7 +1162,7 @@ fn postgres_schema_is_applied_once_even_by_racing_connections() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
 
     // A database written by a newer schedcp is refused, not misread.
     c.batch_execute("INSERT INTO policy_schema VALUES (99, 'later')")

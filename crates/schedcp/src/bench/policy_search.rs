@@ -74,11 +74,34 @@ pub struct Latency {
     pub vector_recall_at_10: f64,
     /// Median time per stage of the unfiltered searches, ms.
     pub stage_p50_ms: crate::policies::search::StageMs,
+    /// The same for the state-filtered searches.
+    pub filtered_stage_p50_ms: crate::policies::search::StageMs,
+    /// The vector stage alone against the store's own KNN, where the
+    /// backend answers from a separate index (SQLite: flat copy vs vec0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn_peer: Option<KnnPeer>,
     /// Building the store (inserts and indexes), seconds.
     pub load_s: f64,
     /// On-disk size (SQLite only), bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_bytes: Option<u64>,
+}
+
+/// KNN latency of the query path's index against the store's native KNN,
+/// the same queries alternating between the two in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct KnnPeer {
+    pub k: usize,
+    pub index_p50_ms: f64,
+    pub index_p99_ms: f64,
+    pub native_p50_ms: f64,
+    pub native_p99_ms: f64,
+    /// index p50 / native p50.
+    pub ratio_p50: f64,
+    /// Share of the native top-k the index also returned (exact both: 1.0).
+    pub agreement: f64,
+    /// The first search after a write: reading the index in, plus the scan.
+    pub cold_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -352,6 +375,7 @@ pub fn run(
             let load_s = t.elapsed().as_secs_f64();
             let (vector_recall_at_50, vector_recall_at_10) =
                 recall(repo.as_ref(), &corpus[..n], &vectors[..n], &qvecs)?;
+            let knn_peer = knn_peer(repo.as_ref(), &qvecs, cfg.searches)?;
             let lib = Library::with_repo(repo, cfg.model_dir.clone(), 2);
             progress(&format!(
                 "{backend}: {} searches over {n} policies",
@@ -377,18 +401,22 @@ pub fn run(
             // One warm-up pass so that both backends start with warm caches.
             time(None)?;
             let (all, stages) = time(None)?;
-            let (filtered, _) = time(Some(State::Candidate))?;
-            let med = |f: fn(&search::StageMs) -> f64| {
-                let mut v: Vec<f64> = stages.iter().map(f).collect();
-                v.sort_by(f64::total_cmp);
-                percentile(&v, 0.5)
+            let (filtered, filtered_stages) = time(Some(State::Candidate))?;
+            let medians = |stages: &[search::StageMs]| {
+                let med = |f: fn(&search::StageMs) -> f64| {
+                    let mut v: Vec<f64> = stages.iter().map(f).collect();
+                    v.sort_by(f64::total_cmp);
+                    percentile(&v, 0.5)
+                };
+                search::StageMs {
+                    vector: med(|s| s.vector),
+                    text: med(|s| s.text),
+                    evidence: med(|s| s.evidence),
+                    fuse: med(|s| s.fuse),
+                }
             };
-            let stage_p50_ms = search::StageMs {
-                vector: med(|s| s.vector),
-                text: med(|s| s.text),
-                evidence: med(|s| s.evidence),
-                fuse: med(|s| s.fuse),
-            };
+            let stage_p50_ms = medians(&stages);
+            let filtered_stage_p50_ms = medians(&filtered_stages);
             latency.push(Latency {
                 backend: backend.to_string(),
                 policies: n,
@@ -401,6 +429,8 @@ pub fn run(
                 vector_recall_at_50,
                 vector_recall_at_10,
                 stage_p50_ms,
+                filtered_stage_p50_ms,
+                knn_peer,
                 load_s,
                 store_bytes: lib.store_bytes(),
             });
@@ -464,6 +494,53 @@ pub fn run(
         quality,
         target_p99_ms: TARGET_P99_MS,
     })
+}
+
+/// `repo.vector_search` against `repo.native_vector_search`, alternating.
+fn knn_peer(
+    repo: &dyn Repository,
+    queries: &[Vec<f32>],
+    searches: usize,
+) -> Result<Option<KnnPeer>, Error> {
+    let k = search::CANDIDATES;
+    let (mut index, mut native) = (Vec::new(), Vec::new());
+    let (mut same, mut total) = (0usize, 0usize);
+    // The first call after the inserts reads the index in: a cold search.
+    let t = Instant::now();
+    repo.vector_search(&queries[0], None, k)?;
+    let cold_ms = t.elapsed().as_secs_f64() * 1e3;
+    if repo.native_vector_search(&queries[0], None, k).is_none() {
+        return Ok(None);
+    }
+    for i in 0..searches {
+        let q = &queries[i % queries.len()];
+        let t = Instant::now();
+        let a = repo.vector_search(q, None, k)?;
+        index.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let b = repo
+            .native_vector_search(q, None, k)
+            .expect("checked above")?;
+        native.push(t.elapsed().as_secs_f64() * 1e3);
+        total += b.len();
+        same += b
+            .iter()
+            .filter(|h| a.iter().any(|x| x.name == h.name))
+            .count();
+    }
+    index.sort_by(f64::total_cmp);
+    native.sort_by(f64::total_cmp);
+    let (i50, n50) = (percentile(&index, 0.5), percentile(&native, 0.5));
+    Ok(Some(KnnPeer {
+        k,
+        index_p50_ms: i50,
+        index_p99_ms: percentile(&index, 0.99),
+        native_p50_ms: n50,
+        native_p99_ms: percentile(&native, 0.99),
+        ratio_p50: i50 / n50.max(1e-9),
+        cold_ms,
+        agreement: same as f64 / total.max(1) as f64,
+    }))
 }
 
 /// Recall of `repo.vector_search` against an exact scan, at 50 and at 10.
@@ -583,6 +660,20 @@ impl Report {
                 l.backend, l.policies, st.vector, st.text, st.evidence, st.fuse,
                 l.vector_recall_at_10, l.vector_recall_at_50
             );
+            let f = &l.filtered_stage_p50_ms;
+            let _ = writeln!(
+                s,
+                "  {} {:>6}: median stages with a state filter: vector {:.2} ms, text {:.2} ms, evidence {:.2} ms, fuse {:.2} ms",
+                l.backend, l.policies, f.vector, f.text, f.evidence, f.fuse
+            );
+            if let Some(k) = &l.knn_peer {
+                let _ = writeln!(
+                    s,
+                    "  {} {:>6}: KNN (k={}) flat index p50 {:.2} / p99 {:.2} ms vs vec0 p50 {:.2} / p99 {:.2} ms: ratio {:.2}, same top-k {:.3}; first search after a write {:.1} ms (reads the index)",
+                    l.backend, l.policies, k.k, k.index_p50_ms, k.index_p99_ms,
+                    k.native_p50_ms, k.native_p99_ms, k.ratio_p50, k.agreement, k.cold_ms
+                );
+            }
         }
         if let Some(l) = self
             .latency

@@ -35,6 +35,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003 verify: reports kept with the policy version",
         sql: include_str!("migrations/0003_verify_reports.sql"),
     },
+    Migration {
+        name: "0004 policies: latest state on the policy row (filtered text search)",
+        sql: include_str!("migrations/0004_policy_state.sql"),
+    },
 ];
 
 /// What [`apply`] did.

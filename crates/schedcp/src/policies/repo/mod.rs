@@ -9,6 +9,7 @@
 //! rank fusion and curation live in [`super::Library`], once, for both.
 //! Every method that writes does so in one transaction.
 
+pub mod flat;
 pub mod postgres;
 pub mod sqlite;
 
@@ -138,6 +139,17 @@ pub trait Repository: Send {
         state: Option<State>,
         k: usize,
     ) -> Result<Vec<Hit>, Error>;
+
+    /// The vector store's own KNN, where the backend answers
+    /// [`Self::vector_search`] from elsewhere (for the benchmark's peer).
+    fn native_vector_search(
+        &self,
+        _query: &[f32],
+        _state: Option<State>,
+        _k: usize,
+    ) -> Option<Result<Vec<Hit>, Error>> {
+        None
+    }
 
     /// Every workload results were recorded on.
     fn workloads(&self) -> Result<Vec<Workload>, Error>;

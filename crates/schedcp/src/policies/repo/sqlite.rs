@@ -1,10 +1,13 @@
 //! The embedded backend: the policy tables in schedcp's SQLite store, FTS5
-//! (BM25) for text and a sqlite-vec `vec0` table for vectors.
+//! (BM25) for text and a sqlite-vec `vec0` table for vectors, queried
+//! through an exact in-memory copy ([`super::flat`]).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
+use super::flat::{self, FlatIndex};
 use super::{db_err, now, DocRow, Evidence, Hit, Insert, Repository, Workload};
 use crate::error::Error;
 use crate::policies::meta::PolicyMeta;
@@ -20,11 +23,58 @@ const PRUNE_MIN_DF: i64 = 500;
 
 pub struct SqliteRepo {
     store: Store,
+    /// KNN answers from this exact copy of `policy_vec` (see [`flat`]).
+    flat: RefCell<Option<FlatIndex>>,
 }
 
 impl SqliteRepo {
     pub fn new(store: Store) -> SqliteRepo {
-        SqliteRepo { store }
+        SqliteRepo {
+            store,
+            flat: RefCell::new(None),
+        }
+    }
+
+    /// KNN by sqlite-vec's own `vec0` scan (what [`FlatIndex`] replaces on
+    /// the query path; the benchmark measures both).
+    fn vec0_search(
+        &self,
+        query: &[f32],
+        state: Option<State>,
+        k: usize,
+    ) -> Result<Vec<Hit>, Error> {
+        let c = self.store.conn();
+        let blob = vec_blob(query);
+        // Unit vectors: cosine similarity = 1 - (Euclidean distance)² / 2.
+        let map = |r: &Row<'_>| {
+            let d = r.get::<_, f64>(1)?;
+            Ok(Hit {
+                name: r.get(0)?,
+                score: 1.0 - d * d / 2.0,
+            })
+        };
+        // The state filter runs inside the KNN scan (a vec0 metadata column),
+        // so k hits come back even when most rows are filtered out.
+        let sql = format!(
+            "SELECT p.name, x.distance FROM
+               (SELECT policy_id, distance FROM policy_vec
+                WHERE embedding MATCH ?1 AND k = ?2 {}) x
+             JOIN policies p ON p.id = x.policy_id ORDER BY x.distance",
+            if state.is_some() {
+                "AND state = ?3"
+            } else {
+                ""
+            }
+        );
+        let rows = c.prepare_cached(&sql).and_then(|mut st| match state {
+            Some(s) => st
+                .query_map(params![blob, k as i64, s.as_str()], map)?
+                .collect::<Result<Vec<_>, _>>(),
+            None => st
+                .query_map(params![blob, k as i64], map)?
+                .collect::<Result<Vec<_>, _>>(),
+        });
+        rows.map_err(|e| db_err("vector search", e))
     }
 
     pub fn store(&self) -> &Store {
@@ -140,6 +190,10 @@ fn index_policy(
     tx.execute(
         "INSERT INTO policy_vec (policy_id, state, embedding) VALUES (?1, ?2, ?3)",
         params![policy_id, state.as_str(), vec_blob(emb)],
+    )?;
+    tx.execute(
+        "UPDATE policies SET latest_state = ?1 WHERE id = ?2",
+        params![state.as_str(), policy_id],
     )?;
     Ok(())
 }
@@ -360,6 +414,12 @@ impl Repository for SqliteRepo {
                     "UPDATE policy_vec SET state = ?1 WHERE policy_id = ?2",
                     params![to.as_str(), pid],
                 )
+                .and_then(|_| {
+                    tx.execute(
+                        "UPDATE policies SET latest_state = ?1 WHERE id = ?2",
+                        params![to.as_str(), pid],
+                    )
+                })
                 .map_err(|e| db_err("updating the index", e))?;
             }
             Ok(true)
@@ -572,9 +632,7 @@ impl Repository for SqliteRepo {
         let query = kept.join(" OR ");
         let sql = "SELECT p.name, bm25(policy_fts) AS rank FROM policy_fts
              JOIN policies p ON p.id = policy_fts.rowid
-             WHERE policy_fts MATCH ?1
-               AND (?2 IS NULL OR (SELECT state FROM policy_versions
-                    WHERE policy_id = p.id ORDER BY version DESC LIMIT 1) = ?2)
+             WHERE policy_fts MATCH ?1 AND (?2 IS NULL OR p.latest_state = ?2)
              ORDER BY rank LIMIT ?3";
         let mut st = c
             .prepare_cached(sql)
@@ -599,37 +657,32 @@ impl Repository for SqliteRepo {
         k: usize,
     ) -> Result<Vec<Hit>, Error> {
         let c = self.store.conn();
-        let blob = vec_blob(query);
-        // Unit vectors: cosine similarity = 1 - (Euclidean distance)² / 2.
-        let map = |r: &Row<'_>| {
-            let d = r.get::<_, f64>(1)?;
-            Ok(Hit {
-                name: r.get(0)?,
-                score: 1.0 - d * d / 2.0,
-            })
-        };
-        // The state filter runs inside the KNN scan (a vec0 metadata column),
-        // so k hits come back even when most rows are filtered out.
-        let sql = format!(
-            "SELECT p.name, x.distance FROM
-               (SELECT policy_id, distance FROM policy_vec
-                WHERE embedding MATCH ?1 AND k = ?2 {}) x
-             JOIN policies p ON p.id = x.policy_id ORDER BY x.distance",
-            if state.is_some() {
-                "AND state = ?3"
-            } else {
-                ""
-            }
-        );
-        let rows = c.prepare_cached(&sql).and_then(|mut st| match state {
-            Some(s) => st
-                .query_map(params![blob, k as i64, s.as_str()], map)?
-                .collect::<Result<Vec<_>, _>>(),
-            None => st
-                .query_map(params![blob, k as i64], map)?
-                .collect::<Result<Vec<_>, _>>(),
-        });
-        rows.map_err(|e| db_err("vector search", e))
+        let now = flat::stamp(c).map_err(|e| db_err("vector search", e))?;
+        let mut cached = self.flat.borrow_mut();
+        if cached.as_ref().is_none_or(|f| f.stamp != now) {
+            let t = std::time::Instant::now();
+            let idx = FlatIndex::load(c, crate::policies::embed::DIM, now)
+                .map_err(|e| db_err("reading the vector index", e))?;
+            tracing::debug!(
+                "vector index: {} policies read in {:.1} ms",
+                idx.len(),
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            *cached = Some(idx);
+        }
+        Ok(cached
+            .as_ref()
+            .map(|f| f.nearest(query, state, k))
+            .unwrap_or_default())
+    }
+
+    fn native_vector_search(
+        &self,
+        query: &[f32],
+        state: Option<State>,
+        k: usize,
+    ) -> Option<Result<Vec<Hit>, Error>> {
+        Some(self.vec0_search(query, state, k))
     }
 
     fn workloads(&self) -> Result<Vec<Workload>, Error> {
