@@ -162,6 +162,10 @@ CREATE TABLE verify_reports (
 CREATE INDEX verify_reports_by_version ON verify_reports (version_id, id);
 "#;
 
+/// Text terms are pruned by document frequency only above this many
+/// matching policies (the embedded store's rule, see its `text_search`).
+const PRUNE_MIN_DF: i64 = 500;
+
 /// The oldest pgvector with iterative HNSW scans (see `vector_search`).
 const MIN_PGVECTOR: (u32, u32) = (0, 8);
 
@@ -174,6 +178,45 @@ pub struct PostgresRepo {
 }
 
 impl PostgresRepo {
+    /// Ranking reads every matching document, so a term found in most of
+    /// the library costs a rank computation per policy while barely moving
+    /// the order (its IDF is near zero). In a large library, terms in more
+    /// than a quarter of it are dropped, keeping at least the rarest one.
+    /// Terms matching nothing are dropped too.
+    fn prune_common_terms(&self, terms: Vec<String>) -> Result<Vec<String>, Error> {
+        let mut c = self.client.borrow_mut();
+        let total: i64 = c
+            .query_one("SELECT count(*) FROM policy_search", &[])
+            .map_err(pg("text search"))
+            .and_then(|r| col(&r, 0))?;
+        if total <= PRUNE_MIN_DF {
+            return Ok(terms);
+        }
+        let rows = c
+            .query(
+                "SELECT u.i, (SELECT count(*) FROM policy_search
+                              WHERE document @@ phraseto_tsquery('english', u.t))
+                 FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i)",
+                &[&terms],
+            )
+            .map_err(pg("text search"))?;
+        let mut df: Vec<(i64, usize)> = Vec::with_capacity(terms.len());
+        for r in &rows {
+            let (i, n): (i64, i64) = (col(r, 0)?, col(r, 1)?);
+            if n > 0 {
+                df.push((n, (i - 1) as usize));
+            }
+        }
+        df.sort();
+        let cutoff = (total / 4).max(PRUNE_MIN_DF);
+        Ok(df
+            .iter()
+            .enumerate()
+            .filter(|(rank, (n, _))| *rank == 0 || *n <= cutoff)
+            .map(|(_, (_, i))| terms[*i].clone())
+            .collect())
+    }
+
     /// Connect to `url` (`postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE`
     /// or libpq's `key=value` form) and bring the schema up to date.
     pub fn connect(url: &str) -> Result<PostgresRepo, Error> {
@@ -965,6 +1008,12 @@ impl Repository for PostgresRepo {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
+        // PostgreSQL text cannot hold NUL; no stored text has one either.
+        let terms: Vec<String> = terms.iter().map(|t| t.replace('\0', " ")).collect();
+        let terms = self.prune_common_terms(terms)?;
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
         // Each term goes in as a bound parameter through phraseto_tsquery,
         // which never reads query syntax (& | ! : * quotes parentheses);
         // a term of several words becomes a phrase, as a quoted FTS5 term
@@ -980,8 +1029,6 @@ impl Repository for PostgresRepo {
              WHERE s.document @@ q.query AND ($1::text IS NULL OR s.state = $1)
              ORDER BY rank DESC, p.name COLLATE \"C\" LIMIT $2"
         );
-        // PostgreSQL text cannot hold NUL; no stored text has one either.
-        let terms: Vec<String> = terms.iter().map(|t| t.replace('\0', " ")).collect();
         let state = state.map(State::as_str);
         let limit = i64::try_from(k).unwrap_or(i64::MAX);
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&state, &limit];
