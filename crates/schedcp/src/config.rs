@@ -24,6 +24,71 @@ pub struct Config {
     pub lab: LabConfig,
     pub observe: ObserveConfig,
     pub policies: crate::policies::PoliciesConfig,
+    pub api: ApiConfig,
+}
+
+/// `schedcp serve`: where the daemon listens and what it allows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The Unix socket agents reach the daemon on (`schedcp mcp` connects here).
+    pub socket: PathBuf,
+    /// Local users, besides root, allowed to connect to the socket (peer
+    /// credentials are checked); a token is still required.
+    pub socket_users: Vec<String>,
+    /// Members of this group may connect too.
+    pub socket_group: Option<String>,
+    /// Serve MCP (`/mcp`) and REST (`/v1`) over HTTP on this address.
+    pub http: Option<String>,
+    /// Allow `http` to bind a non-loopback address (plain HTTP: tokens travel
+    /// in clear; put TLS in front). Off by default.
+    pub allow_remote_http: bool,
+    /// Sustained calls per second per token, and the burst above it.
+    pub rate_per_s: u32,
+    pub rate_burst: u32,
+    /// Jobs (verify runs) at once, over all tokens.
+    pub max_jobs: usize,
+    /// Largest request body (and MCP message) accepted, bytes.
+    pub max_request_bytes: usize,
+}
+
+impl ApiConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.rate_per_s == 0 || self.rate_burst == 0 {
+            bail!("api.rate_per_s and api.rate_burst must be at least 1");
+        }
+        if !(1..=16).contains(&self.max_jobs) {
+            bail!("api.max_jobs must be 1..=16");
+        }
+        if !(4096..=16 << 20).contains(&self.max_request_bytes) {
+            bail!("api.max_request_bytes must be 4 KiB..=16 MiB");
+        }
+        if let Some(h) = &self.http {
+            let addr: std::net::SocketAddr = h
+                .parse()
+                .with_context(|| format!("api.http '{h}' is not an address like 127.0.0.1:7433"))?;
+            if !addr.ip().is_loopback() && !self.allow_remote_http {
+                bail!("api.http {h} is not a loopback address; set api.allow_remote_http = true to allow it (plain HTTP: put TLS in front)");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: PathBuf::from("/run/schedcp/schedcp.sock"),
+            socket_users: Vec::new(),
+            socket_group: None,
+            http: None,
+            allow_remote_http: false,
+            rate_per_s: 20,
+            rate_burst: 40,
+            max_jobs: 2,
+            max_request_bytes: 256 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,7 +198,8 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         self.lab.validate()?;
-        self.policies.validate()
+        self.policies.validate()?;
+        self.api.validate()
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -1,4 +1,25 @@
-//! api — the doors to the services: MCP (stdio and streamable HTTP), REST with
-//! OpenAPI, scoped tokens, rate limits and the hash-chained audit log. Not
-//! built yet: see the agent-interface issue. Every door calls the same typed
-//! service functions the CLI calls.
+//! api — the doors to the services. `schedcp serve` (the privileged daemon)
+//! holds the services and answers on a Unix socket (MCP, peer credentials
+//! checked) and, when configured, on loopback HTTP: MCP over streamable HTTP
+//! at `/mcp` and REST under `/v1` with its OpenAPI document. `schedcp mcp` is
+//! the unprivileged stdio bridge an agent launches.
+//!
+//! - [`ops`]: the operation registry; [`tools`]: the operations themselves.
+//! - [`services`]: the daemon state and the one call path (auth, rate limit,
+//!   scope, size, run, audit).
+//! - [`auth`]: scoped, hashed tokens; [`audit`]: the hash-chained log.
+//! - [`mcp`], [`rest`] (+ [`openapi`]): the protocols; [`server`]: listeners.
+
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod jobs;
+pub mod mcp;
+pub mod openapi;
+pub mod ops;
+pub mod rest;
+pub mod server;
+pub mod services;
+mod tools;
+
+pub use services::Services;

@@ -1,12 +1,15 @@
 //! The `schedcp` command line: argument parsing and output. Every command
 //! calls a service's typed API; nothing here decides policy.
 
+mod audit;
 mod bench;
 mod doctor;
 mod lab;
 mod observe;
 mod output;
 mod policy;
+mod serve;
+mod token;
 mod verify;
 
 use std::path::PathBuf;
@@ -61,6 +64,16 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Verify a scheduler: sandboxed compile, static analysis, kernel verifier and trials in the micro-VM, signed token.
     Verify(verify::VerifyArgs),
+    /// The daemon: holds the services, serves MCP and REST to agents (root).
+    Serve(serve::ServeArgs),
+    /// MCP on stdio for an agent, forwarded to the daemon with your token (unprivileged).
+    Mcp(serve::McpArgs),
+    /// API tokens for agents: create, list, revoke (root).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// The audit log of API calls: verify its hash chain, show the last entries.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Benchmarks of schedcp itself (e.g. what its probes cost per event against libbpf-tools).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -94,6 +107,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::Policy(c) => policy::run(cfg, c, cli.quiet),
         Command::Bench(c) => bench::run(cfg, c, cli.quiet),
         Command::Verify(a) => verify::run(cfg, a, cli.quiet),
+        Command::Serve(a) => serve::serve(cfg, a),
+        Command::Mcp(a) => serve::mcp(cfg, a),
+        Command::Token(c) => token::run(cfg, c),
+        Command::Audit(c) => audit::run(cfg, c),
     };
     match result {
         Ok(code) => code,

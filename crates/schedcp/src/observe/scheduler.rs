@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SchedulerState {
     /// `enabled`, `disabled`, `enabling`, `disabling`, or `unsupported`
     /// (kernel without CONFIG_SCHED_CLASS_EXT).

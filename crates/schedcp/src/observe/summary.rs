@@ -19,7 +19,7 @@ use super::tokens;
 pub const MIN_BUDGET: usize = 200;
 pub const MAX_BUDGET: usize = 8000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub window_s: f64,
     pub kernel: String,
@@ -42,7 +42,7 @@ pub struct Summary {
     pub tokens: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CpuSummary {
     pub busy_pct: f64,
     pub user_pct: f64,
@@ -53,14 +53,14 @@ pub struct CpuSummary {
 }
 
 /// Per-core busy share, summarised: the spread says whether load is balanced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PerCpuSpread {
     pub min_busy_pct: f64,
     pub max_busy_pct: f64,
     pub busiest_cpu: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct LoadSummary {
     pub avg1: f64,
     pub avg5: f64,
@@ -70,7 +70,7 @@ pub struct LoadSummary {
     pub blocked_io: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Rates {
     pub ctx_switches_per_s: f64,
     /// From per-CPU perf software counters; null without CAP_PERFMON.
@@ -81,7 +81,7 @@ pub struct Rates {
     pub rq_waiting_avg: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MemorySummary {
     pub total_mib: u64,
     pub available_mib: u64,
@@ -90,7 +90,7 @@ pub struct MemorySummary {
 }
 
 /// Pressure stall information, % of time stalled (avg10).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Psi {
     pub cpu_some_pct: f64,
     pub memory_some_pct: f64,
@@ -99,7 +99,7 @@ pub struct Psi {
     pub io_full_pct: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TopTask {
     pub pid: i32,
     pub comm: String,

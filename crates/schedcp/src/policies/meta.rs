@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use schedcp_proto::job::{RodataScalar, RodataValue};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyMeta {
     pub name: String,
@@ -18,19 +18,20 @@ pub struct PolicyMeta {
     pub tunables: Vec<Tunable>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tunable {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: TunableKind,
+    #[schemars(with = "serde_json::Value")]
     pub default: toml::Value,
     pub min: Option<i64>,
     pub max: Option<i64>,
     pub doc: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TunableKind {
     Int,

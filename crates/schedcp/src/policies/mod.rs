@@ -86,7 +86,7 @@ impl PoliciesConfig {
 }
 
 /// What [`Library::record_result`] did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Recorded {
     pub result: PolicyResult,
     /// A promotion or demotion the result triggered.

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::meta::PolicyMeta;
 
 /// How a policy runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// BPF C compiled and loaded by schedcp.
@@ -23,7 +23,7 @@ pub enum Kind {
 
 /// Where a policy came from. Agent-written policies are never trusted
 /// beyond what their measured results show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     Builtin,
@@ -33,7 +33,19 @@ pub enum Origin {
 
 /// Lifecycle of a version: candidate → verified → deployed → promoted, or
 /// retired from any state. See [`super::curation`] for who moves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Candidate,
@@ -45,7 +57,7 @@ pub enum State {
 
 /// Which part of schedcp measured a result. Only results schedcp measured
 /// itself (verify, deploy, tune) count as evidence for promotion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResultSource {
     Manual,
@@ -55,7 +67,7 @@ pub enum ResultSource {
 }
 
 /// Whether a result shows the policy helped, hurt, or neither.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Improved,
@@ -64,7 +76,7 @@ pub enum Verdict {
 }
 
 /// Metric direction: which way is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Lower,
@@ -135,7 +147,7 @@ str_enum!(
 str_enum!(Direction, "direction", Lower = "lower", Higher = "higher");
 
 /// One flag of an external scheduler binary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalFlag {
     pub flag: String,
@@ -149,7 +161,7 @@ pub struct ExternalFlag {
 }
 
 /// How to get and run an external scheduler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalSpec {
     /// The crates.io crate that ships it.
@@ -164,7 +176,7 @@ pub struct ExternalSpec {
 }
 
 /// The body of a version: what is hashed and never changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Body {
     Bpf { source: String },
@@ -181,7 +193,7 @@ impl Body {
 }
 
 /// What `add` takes: a new policy, or a new version of an existing one.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NewPolicy {
     pub meta: PolicyMeta,
     pub origin: Origin,
@@ -204,7 +216,7 @@ pub fn content_hash(meta: &PolicyMeta, body: &Body) -> String {
 }
 
 /// One stored version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PolicyVersion {
     pub name: String,
     pub version: u32,
@@ -224,7 +236,7 @@ impl PolicyVersion {
 }
 
 /// One line of `policy list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PolicySummary {
     pub name: String,
     pub kind: Kind,
@@ -237,7 +249,7 @@ pub struct PolicySummary {
 }
 
 /// A lifecycle transition, as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Transition {
     pub version: u32,
     pub from: Option<State>,
@@ -247,7 +259,7 @@ pub struct Transition {
 }
 
 /// A measured result to record against a version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NewResult {
     /// The workload profile's name.
     pub workload: String,
@@ -270,7 +282,7 @@ pub struct NewResult {
 }
 
 /// A recorded result.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PolicyResult {
     pub id: i64,
     pub version: u32,
@@ -280,7 +292,7 @@ pub struct PolicyResult {
 }
 
 /// Everything about one policy: versions, transitions, results.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct History {
     pub name: String,
     pub kind: Kind,
@@ -303,7 +315,7 @@ pub struct NewVerifyReport {
 }
 
 /// A kept verification report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StoredVerifyReport {
     pub id: i64,
     pub name: String,

@@ -69,7 +69,7 @@ impl SearchQuery {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SearchHit {
     pub rank: usize,
     pub name: String,
@@ -96,7 +96,7 @@ pub struct SearchHit {
     pub description: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema)]
 pub struct StageMs {
     pub vector: f64,
     pub text: f64,
@@ -104,7 +104,7 @@ pub struct StageMs {
     pub fuse: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SearchResults {
     pub query: String,
     pub backend: &'static str,

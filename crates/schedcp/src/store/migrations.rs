@@ -39,6 +39,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004 policies: latest state on the policy row (filtered text search)",
         sql: include_str!("migrations/0004_policy_state.sql"),
     },
+    Migration {
+        name: "0005 api: hashed tokens, audit log head",
+        sql: include_str!("migrations/0005_api.sql"),
+    },
 ];
 
 /// What [`apply`] did.

@@ -52,7 +52,7 @@ const HEADER: &str = "v4.public.";
 
 /// What a deployment token asserts. Times are RFC 3339 strings, as PASETO's
 /// registered claims `iat`/`exp` require.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Claims {
     /// Unique token id: 128 random bits as 32 lowercase hex digits.
     pub jti: String,
@@ -92,7 +92,7 @@ impl Claims {
 }
 
 /// The claims a caller chooses; [`Keys::issue`] adds `jti`, `iss`, `iat`, `exp`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Binding {
     pub policy: String,
     pub version: u32,
@@ -349,7 +349,7 @@ pub fn decode_unverified(token: &str) -> Result<(Claims, Option<String>), TokenE
     Ok((claims, footer.map(|f| f.kid)))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 struct Footer {
     kid: String,
 }

@@ -1,0 +1,252 @@
+//! The daemon's listeners: the Unix socket (MCP over the stream, after a
+//! one-line handshake that carries the token; peer credentials checked) and,
+//! when configured, HTTP (MCP streamable HTTP at `/mcp`, REST at `/v1`).
+//! Both stop on SIGINT/SIGTERM; in-flight HTTP requests are drained.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::ServiceExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use super::mcp::McpHandler;
+use super::rest;
+use super::Services;
+use crate::error::Error;
+
+/// The first line a socket client sends: `SCHEDCP-MCP/1 <token>`.
+pub const HANDSHAKE: &str = "SCHEDCP-MCP/1";
+
+/// Serve until `stop` is cancelled.
+pub async fn serve(services: Arc<Services>, stop: CancellationToken) -> Result<(), Error> {
+    let socket = services.cfg.api.socket.clone();
+    let unix = bind_socket(&socket)?;
+    tracing::info!("listening on {}", socket.display());
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (services, stop) = (services.clone(), stop.clone());
+        tasks.spawn(async move { accept_socket(unix, services, stop).await });
+    }
+    if let Some(addr) = services.cfg.api.http.clone() {
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| Error::Input(format!("api.http '{addr}': {e}")))?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                "HTTP on {addr}, which is not loopback: tokens travel in clear unless TLS is in front"
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Setup(format!("cannot listen on {addr}: {e}")))?;
+        tracing::info!("listening on http://{addr} (MCP at /mcp, REST at /v1)");
+        let app = http_app(services.clone(), stop.clone());
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let r = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+            if let Err(e) = r {
+                tracing::error!("HTTP server: {e}");
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// The HTTP application: REST and MCP (the latter behind a token check, so a
+/// refused client gets a plain 401 before any MCP session exists).
+pub fn http_app(services: Arc<Services>, stop: CancellationToken) -> axum::Router {
+    let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(stop.child_token())
+        .with_sse_keep_alive(Some(Duration::from_secs(15)));
+    let factory = {
+        let services = services.clone();
+        move || {
+            Ok(McpHandler::new(
+                services.clone(),
+                "mcp-http",
+                "http".into(),
+                None,
+            ))
+        }
+    };
+    let mcp = StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config);
+    let max = services.cfg.api.max_request_bytes;
+    let mcp_routes =
+        axum::Router::new()
+            .nest_service("/mcp", mcp)
+            .layer(middleware::from_fn_with_state(
+                services.clone(),
+                require_token,
+            ));
+    rest::router(services)
+        .merge(mcp_routes)
+        .layer(axum::extract::DefaultBodyLimit::max(max))
+}
+
+async fn require_token(
+    State(services): State<Arc<Services>>,
+    addr: ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let token = rest::bearer(req.headers());
+    let valid = {
+        let s = services.clone();
+        let t = token.clone();
+        tokio::task::spawn_blocking(move || s.authenticate(t.as_deref())).await
+    };
+    match valid {
+        Ok(Ok(_)) => next.run(req).await,
+        Ok(Err(_)) => {
+            let call = format!("{} /mcp", req.method());
+            let peer = rest::peer(&addr);
+            match services.note("mcp-http", &peer, token.as_deref(), &call) {
+                Err(e) => e.into_response(),
+                Ok(_) => next.run(req).await,
+            }
+        }
+        Err(e) => super::error::ApiError::internal(anyhow::anyhow!("{e}")).into_response(),
+    }
+}
+
+fn bind_socket(path: &Path) -> Result<UnixListener, Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    if path.exists() {
+        // A socket nobody answers on is left over from a crash.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::Setup(format!(
+                "another schedcp daemon is listening on {}",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| Error::Setup(format!("cannot remove stale {}: {e}", path.display())))?;
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| Error::Setup(format!("cannot listen on {}: {e}", path.display())))?;
+    // Anyone may connect; the peer-credential check and the token decide.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+    Ok(l)
+}
+
+async fn accept_socket(l: UnixListener, services: Arc<Services>, stop: CancellationToken) {
+    loop {
+        let conn = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = l.accept() => c,
+        };
+        match conn {
+            Ok((stream, _)) => {
+                let (services, stop) = (services.clone(), stop.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = socket_session(stream, services, stop).await {
+                        tracing::debug!("socket session: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Whether this local user may use the socket at all.
+fn peer_allowed(services: &Services, uid: u32, gid: u32) -> Result<(), String> {
+    if uid == 0 {
+        return Ok(());
+    }
+    let api = &services.cfg.api;
+    let user = nix::unistd::User::from_uid(uid.into()).ok().flatten();
+    if let Some(u) = &user {
+        if api.socket_users.iter().any(|n| n == &u.name) {
+            return Ok(());
+        }
+    }
+    if let Some(gname) = &api.socket_group {
+        if let Ok(Some(g)) = nix::unistd::Group::from_name(gname) {
+            let member = user.as_ref().is_some_and(|u| g.mem.contains(&u.name));
+            if g.gid.as_raw() == gid || member {
+                return Ok(());
+            }
+        }
+    }
+    Err(format!(
+        "uid {uid} may not use this socket; allow it with api.socket_users or api.socket_group in the daemon's config"
+    ))
+}
+
+async fn socket_session(
+    stream: UnixStream,
+    services: Arc<Services>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let cred = stream.peer_cred()?;
+    let peer = format!(
+        "uid={} pid={}",
+        cred.uid(),
+        cred.pid().map_or_else(|| "?".into(), |p| p.to_string())
+    );
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    if let Err(why) = peer_allowed(&services, cred.uid(), cred.gid()) {
+        let _ = services.note("mcp-socket", &peer, None, "connect");
+        write.write_all(format!("ERR {why}\n").as_bytes()).await?;
+        return Ok(());
+    }
+    let mut line = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut limited = (&mut reader).take(4096);
+        limited.read_line(&mut line).await
+    })
+    .await;
+    let token = match (read, line.trim_end().split_once(' ')) {
+        (Ok(Ok(_)), Some((HANDSHAKE, t))) => t.to_string(),
+        _ => {
+            write
+                .write_all(format!("ERR expected '{HANDSHAKE} <token>' first\n").as_bytes())
+                .await?;
+            return Ok(());
+        }
+    };
+    let who = {
+        let (s, t, p) = (services.clone(), token.clone(), peer.clone());
+        tokio::task::spawn_blocking(move || s.note("mcp-socket", &p, Some(&t), "connect")).await?
+    };
+    if let Err(e) = who {
+        write
+            .write_all(format!("ERR {}\n", e.message).as_bytes())
+            .await?;
+        return Ok(());
+    }
+    write.write_all(b"OK\n").await?;
+    let handler = McpHandler::new(services, "mcp-socket", peer, Some(token));
+    let running = handler
+        .serve_with_ct((reader, write), stop.child_token())
+        .await?;
+    running.waiting().await?;
+    Ok(())
+}
+
+use tokio::io::AsyncReadExt as _;

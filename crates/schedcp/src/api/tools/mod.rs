@@ -1,0 +1,15 @@
+//! Every operation the API offers, grouped by service. A service that does
+//! not exist yet (deploy, tune) has no tools here.
+
+mod observe;
+mod policies;
+mod verify;
+
+use super::ops::Op;
+
+pub fn all() -> Vec<Op> {
+    let mut ops = observe::ops();
+    ops.extend(policies::ops());
+    ops.extend(verify::ops());
+    ops
+}
