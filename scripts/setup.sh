@@ -25,6 +25,7 @@ PACKAGES=(
     qemu-system-x86 cpio zstd
     rt-tests libbpf-tools linux-perf strace stress-ng
     ca-certificates debian-archive-keyring
+    curl python3-venv
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything and run every check: formatting, clippy, unit tests,
 # the policy store on SQLite and on a real PostgreSQL + pgvector, and the
-# end-to-end tests that boot the sched_ext micro-VM.
+# end-to-end tests that boot the sched_ext micro-VM, and the agent interface
+# driven by real MCP and REST clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -13,6 +14,8 @@ echo "==> test PostgreSQL + pgvector (non-root, loopback)" >&2
 scripts/pg-test-server.sh start
 SCHEDCP_TEST_PG_URL="$(scripts/pg-test-server.sh url)"
 export SCHEDCP_TEST_PG_URL
+echo "==> MCP/REST test clients (Python MCP SDK, MCP Inspector, schemathesis; pinned, cached)" >&2
+scripts/api-clients.sh >/dev/null
 echo "==> cargo test" >&2
 # Two test threads: each lab test boots a 2-vCPU TCG VM; more would only thrash.
 cargo test --release --workspace --locked -- --test-threads=2
