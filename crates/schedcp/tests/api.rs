@@ -119,12 +119,25 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM, and SIGKILL if it has not stopped within 20 s (a daemon that
+    /// cannot stop must not hang the test run; the test has failed by then
+    /// if it matters).
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("the daemon did not stop within 20 s of SIGTERM; killing it");
+        let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            panic!("the daemon did not stop on SIGTERM");
+        }
     }
 }
 

@@ -21,6 +21,13 @@ use crate::error::Error;
 use crate::policies::Library;
 use crate::store::Store;
 
+/// Open libraries, and how many exist (free or in use).
+#[derive(Default)]
+struct Pool {
+    free: Vec<Library>,
+    open: usize,
+}
+
 pub struct Services {
     pub cfg: Config,
     ops: Vec<Op>,
@@ -29,7 +36,8 @@ pub struct Services {
     audit: Mutex<AuditLog>,
     /// Open libraries (each holds a SQLite connection and, once used, the
     /// embedding model); taken for one call and put back.
-    libraries: Mutex<Vec<Library>>,
+    libraries: Mutex<Pool>,
+    library_freed: std::sync::Condvar,
     pub jobs: Jobs,
     limiter: DefaultKeyedRateLimiter<String>,
 }
@@ -59,7 +67,8 @@ impl Services {
             by_name,
             store: Mutex::new(store),
             audit: Mutex::new(audit),
-            libraries: Mutex::new(Vec::new()),
+            libraries: Mutex::new(Pool::default()),
+            library_freed: std::sync::Condvar::new(),
             limiter: RateLimiter::keyed(quota),
         }))
     }
@@ -72,19 +81,39 @@ impl Services {
         self.by_name.get(name).map(|i| &self.ops[*i])
     }
 
-    /// Run `f` with a library from the pool (opening one if none is free).
+    /// Run `f` with a library from the pool. At most one library per CPU
+    /// exists (each holds the embedding model, and the work is CPU-bound);
+    /// a call that finds none free waits for one.
     pub fn with_library<T>(
         &self,
         f: impl FnOnce(&mut Library) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let taken = self.libraries.lock().expect("pool lock").pop();
-        let mut lib = match taken {
-            Some(l) => l,
-            None => Library::open(&self.cfg)?,
-        };
+        let mut lib = self.take_library()?;
         let out = f(&mut lib);
-        self.libraries.lock().expect("pool lock").push(lib);
+        self.libraries.lock().expect("pool lock").free.push(lib);
+        self.library_freed.notify_one();
         out
+    }
+
+    fn take_library(&self) -> Result<Library, Error> {
+        let cap = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut pool = self.libraries.lock().expect("pool lock");
+        loop {
+            if let Some(l) = pool.free.pop() {
+                return Ok(l);
+            }
+            if pool.open < cap {
+                pool.open += 1;
+                drop(pool);
+                let opened = Library::open(&self.cfg);
+                if opened.is_err() {
+                    self.libraries.lock().expect("pool lock").open -= 1;
+                    self.library_freed.notify_one();
+                }
+                return opened;
+            }
+            pool = self.library_freed.wait(pool).expect("pool lock");
+        }
     }
 
     pub fn authenticate(&self, token: Option<&str>) -> Result<TokenInfo, ApiError> {

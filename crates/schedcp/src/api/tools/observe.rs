@@ -55,8 +55,10 @@ fn system_info(ctx: &Ctx<'_>, _: NoInput) -> Result<SystemInfo, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct SummaryInput {
     /// Sampling window in ms, 100..=10000 (default from the config, 1000).
+    #[schemars(range(min = 100, max = 10000))]
     pub window_ms: Option<u64>,
-    /// Token budget of the answer, 100..=8000 (default 400).
+    /// Token budget of the answer, 200..=8000 (default 400).
+    #[schemars(range(min = 200, max = 8000))]
     pub budget_tokens: Option<usize>,
 }
 
@@ -70,13 +72,23 @@ fn observe_summary(ctx: &Ctx<'_>, i: SummaryInput) -> Result<Summary, ApiError> 
     let budget = i
         .budget_tokens
         .unwrap_or(ctx.services.cfg.observe.summary_budget_tokens);
-    if !(100..=summary::MAX_BUDGET).contains(&budget) {
+    if !(summary::MIN_BUDGET..=summary::MAX_BUDGET).contains(&budget) {
         return Err(ApiError::invalid(format!(
-            "budget_tokens must be 100..={}",
+            "budget_tokens must be {}..={}",
+            summary::MIN_BUDGET,
             summary::MAX_BUDGET
         )));
     }
-    summary::summary(Duration::from_millis(window), budget).map_err(ApiError::internal)
+    summary::summary(Duration::from_millis(window), budget).map_err(|e| {
+        let m = format!("{e:#}");
+        // A budget this machine's smallest summary does not fit is the
+        // caller's to raise, not a server fault.
+        if m.contains("budget") {
+            ApiError::invalid(m.replace("--budget", "budget_tokens"))
+        } else {
+            ApiError::internal(e)
+        }
+    })
 }
 
 pub fn ops() -> Vec<Op> {

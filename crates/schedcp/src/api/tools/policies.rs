@@ -28,8 +28,10 @@ fn pref(name: &str, version: Option<u32>) -> Result<PolicyRef, ApiError> {
 pub struct SearchInput {
     /// What the workload needs or what the scheduler should do, in words
     /// (e.g. "low tail latency for a web server under bursty load").
+    #[schemars(length(min = 1, max = 1000))]
     pub query: String,
     /// Hits to return, 1..=50 (default 5).
+    #[schemars(range(min = 1, max = 50))]
     pub limit: Option<usize>,
     /// Only policies whose latest version is in this state.
     pub state: Option<State>,
@@ -51,6 +53,7 @@ pub struct ListInput {
     /// Skip this many (paging; default 0).
     pub offset: Option<usize>,
     /// At most this many, 1..=200 (default 50).
+    #[schemars(range(min = 1, max = 200))]
     pub limit: Option<usize>,
 }
 
@@ -143,6 +146,7 @@ fn show(ctx: &Ctx<'_>, i: ShowInput) -> Result<ShowOutput, ApiError> {
 pub struct HistoryInput {
     pub name: String,
     /// Newest entries to return of each list, 1..=200 (default 20).
+    #[schemars(range(min = 1, max = 200))]
     pub limit: Option<usize>,
 }
 

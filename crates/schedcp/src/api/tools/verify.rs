@@ -25,6 +25,7 @@ pub struct SubmitInput {
     /// Workloads of the performance comparison (specs as `schedcp lab workloads` lists; default ["wakeup"]).
     pub workloads: Option<Vec<String>>,
     /// Runs per side, 2..=20 (default 4).
+    #[schemars(range(min = 2, max = 20))]
     pub runs: Option<usize>,
     /// Wait up to this many seconds for the result, with progress notifications (default 0: return the job at once).
     pub wait_seconds: Option<f64>,
