@@ -594,3 +594,29 @@ fn scripted_agent_workflow_through_mcp_only() {
         out.len() + check.len()
     );
 }
+
+/// `schedcp bench api` runs its own daemon and sessions and reports every cell.
+#[test]
+fn bench_api_measures_both_tools_at_each_concurrency() {
+    let out = common::schedcp()
+        .args(["-q", "bench", "api", "--clients", "1,3", "--calls", "8"])
+        .args(["--summary-window-ms", "100", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cells = r["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 4, "{r:#}");
+    for c in cells {
+        assert_eq!(c["errors"], 0, "{c}");
+        assert!(c["calls"].as_u64().unwrap() >= 8, "{c}");
+        assert!(c["p50_ms"].as_f64().unwrap() > 0.0);
+        assert!(c["p99_ms"].as_f64().unwrap() >= c["p50_ms"].as_f64().unwrap());
+    }
+    // The summary waits out its window: its latency says the window was honoured.
+    assert!(cells[0]["p50_ms"].as_f64().unwrap() >= 100.0, "{r:#}");
+}

@@ -5,7 +5,9 @@
 //!   libbpf-tools' runqlat on the same workload in the same run.
 //! - [`policy_search`]: policy search latency per backend and size, and
 //!   search quality against substring matching.
+//! - [`api_latency`]: MCP tool-call latency of the daemon under concurrent sessions.
 
+pub mod api_latency;
 pub mod hackbench;
 pub mod pg_scratch;
 pub mod policy_search;

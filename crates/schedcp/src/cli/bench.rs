@@ -41,6 +41,37 @@ pub enum BenchCommand {
     ///   schedcp bench policy-search --postgres-url postgresql://user@127.0.0.1:55432/db
     #[command(verbatim_doc_comment)]
     PolicySearch(PolicySearchArgs),
+    /// MCP tool-call latency of the daemon (observe_summary, policy_search) with concurrent sessions.
+    ///
+    /// Starts the daemon in this process on a private socket and state
+    /// directory, opens N MCP sessions over the socket at once, and has each
+    /// make sequential tools/call requests. Reports p50/p99/max, the spread
+    /// (IQR over median) and throughput per tool and N. Latency is the
+    /// client's, so it includes framing, authentication, the audit append
+    /// and the hop to a blocking thread, not only the service.
+    ///
+    /// Examples:
+    ///   schedcp bench api
+    ///   schedcp bench api --clients 1,8,32 --calls 256 --json
+    #[command(verbatim_doc_comment)]
+    Api(ApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Concurrent sessions to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,32",
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    clients: Vec<u32>,
+    /// Timed calls per tool and client count (split over the sessions).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..=100_000))]
+    calls: u32,
+    /// observe_summary's sampling window (its latency is mostly this).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=10_000))]
+    summary_window_ms: u64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,7 +114,30 @@ pub fn run(cfg: Config, cmd: BenchCommand, quiet: bool) -> Result<i32, Error> {
     match cmd {
         BenchCommand::ProbeOverhead(a) => probe_overhead_cmd(a, quiet),
         BenchCommand::PolicySearch(a) => policy_search_cmd(&cfg, a, quiet),
+        BenchCommand::Api(a) => api_cmd(&cfg, a, quiet),
     }
+}
+
+fn api_cmd(cfg: &Config, a: ApiArgs, quiet: bool) -> Result<i32, Error> {
+    use schedcp::bench::api_latency;
+    let bench = api_latency::Config {
+        clients: a.clients.iter().map(|c| *c as usize).collect(),
+        calls: a.calls as usize,
+        summary_window_ms: a.summary_window_ms,
+    };
+    let pb = output::spinner(quiet || a.json);
+    let report = api_latency::run(cfg, &bench, &mut |msg| {
+        tracing::debug!("{msg}");
+        pb.set_message(msg.to_string());
+    });
+    pb.finish_and_clear();
+    let report = report?;
+    if a.json {
+        output::json(&report)?;
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(exit::OK)
 }
 
 fn probe_overhead_cmd(a: ProbeOverheadArgs, quiet: bool) -> Result<i32, Error> {
