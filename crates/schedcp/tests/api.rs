@@ -196,6 +196,10 @@ fn python_sdk_lists_and_calls_tools_over_http_and_stdio() {
         { "call": "system_info", "args": {} },
         { "call": "policy_search", "args": { "query": "low latency for interactive tasks", "limit": 3 } },
         { "call": "policy_show", "args": { "name": "vtime" } },
+        { "call": "observe_detail", "args": { "topic": "tasks", "limit": 3, "window_ms": 200 } },
+        { "call": "observe_probe", "args": { "probe": "runqlat", "duration_s": 1 } },
+        { "call": "observe_profile", "args": { "tool": "perf-stat", "pid": std::process::id(), "duration_s": 1 } },
+        { "call": "workload_profiles", "args": {} },
     ]);
     let (code, http) = http_sdk(&c, &d, &token, &script);
     assert_eq!(code, Some(0), "{http:?}");
@@ -214,6 +218,11 @@ fn python_sdk_lists_and_calls_tools_over_http_and_stdio() {
         "job_status",
         "verify_report",
         "verify_token_check",
+        "observe_detail",
+        "observe_probe",
+        "observe_profile",
+        "workload_profiles",
+        "observe_benchmark",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -228,6 +237,21 @@ fn python_sdk_lists_and_calls_tools_over_http_and_stdio() {
     assert!(!hits.is_empty() && hits.len() <= 3);
     assert!(hits[0]["reason"].as_str().unwrap().len() > 5);
     assert_eq!(http[3]["structured"]["policy"]["name"], "vtime");
+    let detail = &http[4]["structured"]["detail"];
+    assert_eq!(detail["topic"], "tasks", "{:#}", http[4]);
+    assert!(detail["tasks"].as_array().unwrap().len() <= 3);
+    assert_eq!(http[5]["structured"]["probe"], "runqlat", "{:#}", http[5]);
+    assert!(
+        http[5]["structured"]["events"].as_u64().is_some(),
+        "{:#}",
+        http[5]
+    );
+    assert_eq!(http[6]["structured"]["tool"], "perf-stat", "{:#}", http[6]);
+    assert!(
+        http[7]["structured"]["profiles"].is_array(),
+        "{:#}",
+        http[7]
+    );
 
     // The same over stdio, through the unprivileged bridge.
     let bin = env!("CARGO_BIN_EXE_schedcp");
@@ -459,8 +483,12 @@ fn rest_api_holds_up_against_its_own_openapi_document() {
             "--seed",
             "20261201",
         ])
-        // Starting micro-VMs is not what this test is about.
+        // Starting micro-VMs, or holding probes and profilers attached for
+        // up to 30 s per example, is not what this test is about.
         .args(["--exclude-operation-id", "verify_submit"])
+        .args(["--exclude-operation-id", "observe_benchmark"])
+        .args(["--exclude-operation-id", "observe_probe"])
+        .args(["--exclude-operation-id", "observe_profile"])
         .output()
         .unwrap();
     assert!(

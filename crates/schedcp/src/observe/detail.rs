@@ -11,7 +11,17 @@ use super::sample::{cpu_shares, ticks_per_second, CpuShares, Sampler, TaskDetail
 
 pub const MAX_LIMIT: usize = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Topic {
     /// Per-CPU time shares, context switches, migrations and run-queue wait.
@@ -20,7 +30,17 @@ pub enum Topic {
     Tasks,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskSort {
     Cpu,
@@ -29,7 +49,7 @@ pub enum TaskSort {
     Switches,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "topic", rename_all = "snake_case")]
 pub enum Detail {
     Cpus {
@@ -45,7 +65,7 @@ pub enum Detail {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CpuDetail {
     pub cpu: usize,
     #[serde(flatten)]
@@ -57,7 +77,7 @@ pub struct CpuDetail {
     pub timeslices_per_s: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TaskDetailRow {
     pub tid: i32,
     pub pid: i32,

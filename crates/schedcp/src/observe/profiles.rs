@@ -24,10 +24,11 @@ pub const DEFAULT_COMMAND_TIMEOUT_S: u64 = 600;
 pub const MAX_COMMAND_TIMEOUT_S: u64 = 24 * 3600;
 
 /// A metric a profile can optimise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct MetricInfo {
     pub name: &'static str,
     pub unit: &'static str,
+    #[schemars(with = "String")]
     pub better: Better,
     pub doc: &'static str,
 }
@@ -127,7 +128,7 @@ pub fn metrics_of(kind: WorkloadKind) -> &'static [MetricInfo] {
 }
 
 /// What a profile runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
     /// A program on the host, run directly (no shell), timed wall-clock.
@@ -141,6 +142,7 @@ pub enum Target {
     /// A built-in workload in the micro-VM.
     Lab {
         #[serde(serialize_with = "as_display")]
+        #[schemars(with = "serde_json::Value")]
         workload: WorkloadSpec,
     },
 }
@@ -193,7 +195,7 @@ fn shell_quote(a: &str) -> String {
 }
 
 /// A stored profile.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WorkloadProfile {
     pub id: i64,
     pub name: String,
@@ -201,6 +203,7 @@ pub struct WorkloadProfile {
     pub target: Target,
     pub metric: String,
     pub unit: String,
+    #[schemars(with = "String")]
     pub direction: Better,
     /// RFC 3339, UTC.
     pub created_at: String,
@@ -490,7 +493,7 @@ fn query_one(
 }
 
 /// What [`remove`] deleted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Removed {
     pub profile: WorkloadProfile,
     /// Benchmark run-sets deleted with it.

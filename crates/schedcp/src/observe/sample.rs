@@ -139,7 +139,7 @@ impl Window {
 }
 
 /// CPU time shares over the window, in percent of that CPU (or of all CPUs).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, schemars::JsonSchema)]
 pub struct CpuShares {
     pub busy_pct: f64,
     pub user_pct: f64,

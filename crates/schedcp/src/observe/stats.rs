@@ -40,7 +40,7 @@ pub const DEFAULT_MIN_EFFECT_PCT: f64 = 1.0;
 pub const EXACT_MAX_N: usize = 50;
 
 /// Robust summary of one sample.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub n: usize,
     pub median: f64,
@@ -102,7 +102,7 @@ fn median_of(mut v: Vec<f64>) -> f64 {
 }
 
 /// How a p-value was computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Exact permutation distribution of the rank sum (ties included).
@@ -112,7 +112,7 @@ pub enum Method {
 }
 
 /// Result of a two-sided Mann–Whitney U test of `x` against `y`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct MannWhitney {
     /// Pairs (xᵢ, yⱼ) with yⱼ > xᵢ, ties counting ½. Ranges over 0..=n1·n2;
     /// n1·n2/2 means no tendency either way.
@@ -296,7 +296,7 @@ pub fn hodges_lehmann(x: &[f64], y: &[f64]) -> Option<f64> {
 }
 
 /// A confidence interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Interval {
     pub low: f64,
     pub high: f64,
@@ -359,7 +359,7 @@ fn moses_rank(n1: usize, n2: usize, tail: f64) -> Option<usize> {
 }
 
 /// The judgement of a candidate sample against a baseline sample.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Significantly better in the metric's direction, by at least the minimum effect.
@@ -384,7 +384,7 @@ impl Verdict {
 }
 
 /// What counts as a change.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Criteria {
     /// Significance level of the two-sided test, in (0, 1).
     pub alpha: f64,
@@ -421,11 +421,12 @@ impl Criteria {
 }
 
 /// A candidate sample judged against a baseline sample.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Comparison {
     pub verdict: Verdict,
     /// The verdict in words: the numbers that decided it.
     pub reason: String,
+    #[schemars(with = "String")]
     pub direction: Better,
     pub alpha: f64,
     pub min_effect_pct: f64,

@@ -5,11 +5,20 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use std::sync::atomic::AtomicBool;
+
 use crate::api::auth::Scope;
 use crate::api::error::ApiError;
+use crate::api::jobs::JobStatus;
 use crate::api::ops::{op, Ctx, Method, Op};
+use crate::observe::benchmark::{self, BenchProgress, BenchmarkRequest};
+use crate::observe::detail::{self, Detail, TaskSort, Topic};
+use crate::observe::probes::{self, Filter, ProbeKind, ProbeReport, ProbeRequest};
+use crate::observe::profile::{self, ProfileReport, ProfileRequest, Target, Tool};
+use crate::observe::profiles::{self, WorkloadProfile};
 use crate::observe::scheduler::{self, SchedulerState};
 use crate::observe::summary::{self, Summary};
+use crate::store::Store;
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +100,176 @@ fn observe_summary(ctx: &Ctx<'_>, i: SummaryInput) -> Result<Summary, ApiError> 
     })
 }
 
+/// Longest window an API caller may hold a probe or profiler attached.
+const MAX_API_WINDOW_S: u64 = 30;
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetailInput {
+    /// `cpus` (per-CPU shares, switches, migrations, run-queue wait) or
+    /// `tasks` (per-thread CPU, run delay, slices, migrations, switches).
+    pub topic: Topic,
+    /// Sampling window in ms, 100..=10000 (default 1000).
+    #[schemars(range(min = 100, max = 10000))]
+    pub window_ms: Option<u64>,
+    /// Rows at most (tasks), 1..=500 (default 20).
+    #[schemars(range(min = 1, max = 500))]
+    pub limit: Option<usize>,
+    /// Task order (default cpu).
+    pub sort: Option<TaskSort>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DetailOutput {
+    pub detail: Detail,
+}
+
+fn observe_detail(_: &Ctx<'_>, i: DetailInput) -> Result<DetailOutput, ApiError> {
+    let window = i.window_ms.unwrap_or(1000);
+    if !(100..=10_000).contains(&window) {
+        return Err(ApiError::invalid("window_ms must be 100..=10000"));
+    }
+    let limit = i.limit.unwrap_or(20);
+    if !(1..=detail::MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(format!(
+            "limit must be 1..={}",
+            detail::MAX_LIMIT
+        )));
+    }
+    let d = detail::detail(
+        i.topic,
+        Duration::from_millis(window),
+        limit,
+        i.sort.unwrap_or(TaskSort::Cpu),
+    )
+    .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
+    Ok(DetailOutput { detail: d })
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeInput {
+    /// runqlat (run-queue latency histogram), cputime (on-CPU time per
+    /// task), schedevents (switches, wakeups, migrations per task).
+    pub probe: ProbeKind,
+    /// Seconds attached, 1..=30.
+    #[schemars(range(min = 1, max = 30))]
+    pub duration_s: u64,
+    /// Only this process.
+    pub pid: Option<u32>,
+    /// Only tasks with this name (at most 15 bytes).
+    pub comm: Option<String>,
+    /// Rows of the top list, 1..=100 (default 10).
+    #[schemars(range(min = 1, max = 100))]
+    pub top: Option<usize>,
+}
+
+fn observe_probe(ctx: &Ctx<'_>, i: ProbeInput) -> Result<ProbeReport, ApiError> {
+    if !(1..=MAX_API_WINDOW_S).contains(&i.duration_s) {
+        return Err(ApiError::invalid(format!(
+            "duration_s must be 1..={MAX_API_WINDOW_S}"
+        )));
+    }
+    let top = i.top.unwrap_or(10);
+    if !(1..=100).contains(&top) {
+        return Err(ApiError::invalid("top must be 1..=100"));
+    }
+    let req = ProbeRequest {
+        probe: i.probe,
+        duration: Duration::from_secs(i.duration_s),
+        filter: Filter {
+            pid: i.pid,
+            comm: i.comm,
+        },
+        top,
+        cost: false,
+    };
+    let max = ctx.services.cfg.observe.probe_max_duration_s;
+    Ok(probes::run(&req, max, &AtomicBool::new(false))?)
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileInput {
+    /// perf-stat (counters), perf-sched (scheduler latency per task),
+    /// strace-summary (syscall counts and time).
+    pub tool: Tool,
+    /// The running process to attach to (commands are not run for API callers).
+    pub pid: u32,
+    /// Seconds, 1..=30.
+    #[schemars(range(min = 1, max = 30))]
+    pub duration_s: u64,
+}
+
+fn observe_profile(ctx: &Ctx<'_>, i: ProfileInput) -> Result<ProfileReport, ApiError> {
+    if !(1..=MAX_API_WINDOW_S).contains(&i.duration_s) {
+        return Err(ApiError::invalid(format!(
+            "duration_s must be 1..={MAX_API_WINDOW_S}"
+        )));
+    }
+    let req = ProfileRequest::new(
+        i.tool,
+        Target::Pid(i.pid),
+        Duration::from_secs(i.duration_s),
+    );
+    Ok(profile::profile(&ctx.services.cfg.observe, &req)?)
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProfilesOutput {
+    /// Registered workload profiles (`schedcp observe workload add` registers them).
+    pub profiles: Vec<WorkloadProfile>,
+}
+
+fn workload_profiles(ctx: &Ctx<'_>, _: NoInput) -> Result<ProfilesOutput, ApiError> {
+    let store = Store::open(&ctx.services.cfg)?;
+    Ok(ProfilesOutput {
+        profiles: profiles::list(&store)?,
+    })
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BenchmarkInput {
+    /// A registered workload profile (see workload_profiles).
+    pub profile: String,
+    /// Runs, 1..=100 (default 5).
+    #[schemars(range(min = 1, max = 100))]
+    pub runs: Option<u32>,
+    /// A previous run-set of the same profile to compare against (its id).
+    pub baseline: Option<i64>,
+    /// Wait up to this many seconds for the result, with progress notifications (default 0).
+    pub wait_seconds: Option<f64>,
+}
+
+fn observe_benchmark(ctx: &Ctx<'_>, i: BenchmarkInput) -> Result<JobStatus, ApiError> {
+    let runs = i.runs.unwrap_or(5);
+    if !(1..=benchmark::MAX_RUNS).contains(&runs) {
+        return Err(ApiError::invalid(format!(
+            "runs must be 1..={}",
+            benchmark::MAX_RUNS
+        )));
+    }
+    let cfg = ctx.services.cfg.clone();
+    // Refuse an unknown profile now rather than in the job.
+    profiles::get(&Store::open(&cfg)?, &i.profile)?;
+    let mut req = BenchmarkRequest::new(i.profile.clone(), runs);
+    req.baseline = i.baseline;
+    let title = format!("benchmark {} x{runs}", i.profile);
+    ctx.services
+        .jobs
+        .spawn(&ctx.caller.id, title, move |progress| {
+            let mut store = Store::open(&cfg)?;
+            let lab = crate::lab::Lab::new(cfg.clone());
+            let report = benchmark::run_benchmark(&mut store, Some(&lab), &req, &mut |p| {
+                if let BenchProgress::Run { run, runs } = p {
+                    progress.say(&format!("run {run}/{runs}"));
+                }
+            })?;
+            serde_json::to_value(report).map_err(|e| ApiError::internal(e.into()))
+        })
+}
+
 pub fn ops() -> Vec<Op> {
     vec![
         op("system_info", Scope::Observe, Method::Get, "/system", true,
@@ -99,5 +278,20 @@ pub fn ops() -> Vec<Op> {
         op("observe_summary", Scope::Observe, Method::Get, "/observe/summary", true,
            "A compact (~400 tokens) picture of the machine's CPU scheduling over a short window: utilisation and its spread over CPUs, load, run-queue pressure (PSI), context-switch and wakeup rates, memory, the busiest tasks. The starting point for choosing a scheduler.",
            observe_summary),
+        op("observe_detail", Scope::Observe, Method::Get, "/observe/detail", true,
+           "What the summary condenses, one topic at a time: per-CPU (time shares, context switches, migrations, run-queue wait) or per-thread (CPU, run delay, average slice, migrations, switches), bounded by `limit`.",
+           observe_detail),
+        op("observe_probe", Scope::Observe, Method::Post, "/observe/probe", true,
+           "Attach one of schedcp's eBPF probes to this machine's scheduler for up to 30 s: runqlat (run-queue latency histogram), cputime (on-CPU time per task) or schedevents (switches, wakeups, migrations per task), optionally for one pid or task name. Aggregated in the kernel; detached afterwards.",
+           observe_probe),
+        op("observe_profile", Scope::Observe, Method::Post, "/observe/profile", true,
+           "Profile a running process for up to 30 s with perf stat, perf sched or strace -c, in a sandbox; returns a bounded summary.",
+           observe_profile),
+        op("workload_profiles", Scope::Observe, Method::Get, "/observe/profiles", true,
+           "The registered workload profiles: what to run and which metric judges a scheduler on it (targets of observe_benchmark).",
+           workload_profiles),
+        op("observe_benchmark", Scope::Propose, Method::Post, "/observe/benchmark", false,
+           "Run a registered workload profile N times and judge it against a baseline run-set (Mann-Whitney U, Hodges-Lehmann interval). A job: returns at once (poll job_status) or waits up to wait_seconds with progress notifications.",
+           observe_benchmark).as_job(),
     ]
 }

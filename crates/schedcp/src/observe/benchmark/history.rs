@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::store::Store;
 
 /// One run of a set.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Sample {
     /// The metric's value; `None` when the run failed.
     pub value: Option<f64>,
@@ -40,7 +40,7 @@ impl Sample {
 }
 
 /// Where a lab run-set ran.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LabEnv {
     /// Guest kernel release.
     pub kernel: String,
@@ -62,7 +62,7 @@ pub struct NewRunSet {
 }
 
 /// A recorded run-set.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RunSet {
     pub id: i64,
     pub profile_id: i64,

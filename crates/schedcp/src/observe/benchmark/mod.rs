@@ -75,7 +75,7 @@ pub enum BenchProgress<'a> {
 pub type ProgressFn<'a> = dyn FnMut(BenchProgress<'_>) + 'a;
 
 /// A failed run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Failure {
     /// 1-based.
     pub run: u32,
@@ -83,7 +83,7 @@ pub struct Failure {
 }
 
 /// A run-set and, with a baseline, its verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BenchmarkReport {
     /// Run-set id; pass it as a later benchmark's baseline.
     pub id: i64,
@@ -93,6 +93,7 @@ pub struct BenchmarkReport {
     pub label: String,
     pub metric: String,
     pub unit: String,
+    #[schemars(with = "String")]
     pub direction: Better,
     pub started_at: String,
     pub host_kernel: String,
@@ -110,7 +111,7 @@ pub struct BenchmarkReport {
 }
 
 /// The baseline run-set and the verdict against it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BaselineReport {
     pub id: i64,
     pub label: String,
@@ -272,7 +273,7 @@ pub fn report(
 }
 
 /// One run-set in a profile's history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HistoryEntry {
     pub id: i64,
     pub started_at: String,
@@ -286,7 +287,7 @@ pub struct HistoryEntry {
 }
 
 /// A profile and its newest run-sets.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct History {
     pub profile: WorkloadProfile,
     /// Newest first.

@@ -14,7 +14,7 @@ use super::PREFIX;
 
 /// One loaded program's identity and accumulated run statistics. The
 /// counters only advance while statistics are enabled.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ProgStats {
     pub id: u32,
     pub name: String,
@@ -65,7 +65,7 @@ pub fn programs_by_id(ids: &BTreeSet<u32>) -> Vec<ProgStats> {
 
 /// A set of programs' cost: totals, and the mean per event, where an event
 /// is one program run (one tracepoint hit).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Cost {
     pub programs: Vec<ProgStats>,
     pub run_cnt: u64,
@@ -89,7 +89,7 @@ impl Cost {
 }
 
 /// Our programs and maps (names with the `scp_` prefix) the kernel holds.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Ours {
     pub programs: Vec<(u32, String)>,
     pub maps: Vec<(u32, String)>,

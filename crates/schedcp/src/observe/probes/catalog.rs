@@ -8,7 +8,9 @@ use serde::Serialize;
 use crate::error::Error;
 
 /// A probe of the library.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeKind {
     Runqlat,
@@ -57,7 +59,7 @@ impl fmt::Display for ProbeKind {
 }
 
 /// What `observe probe --list` says about a probe.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ProbeInfo {
     pub name: &'static str,
     pub measures: &'static str,
@@ -70,14 +72,14 @@ pub struct ProbeInfo {
     pub cost: CostDesc,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct MapDesc {
     pub name: &'static str,
     pub kind: &'static str,
     pub bound: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct CostDesc {
     /// What each event costs, in kernel work.
     pub per_event: &'static str,

@@ -17,7 +17,7 @@ use crate::error::Error;
 const NAME: &str = "cputime";
 
 /// One task's time within the window.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TaskTime {
     pub pid: u32,
     pub tgid: u32,
@@ -35,7 +35,7 @@ pub struct TaskTime {
     pub exited: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Cputime {
     pub window_ms: f64,
     /// Tasks seen switching in or out.

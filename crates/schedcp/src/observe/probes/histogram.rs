@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 /// One non-empty slot: values in `[low, high]`, in the histogram's unit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Bucket {
     pub low: u64,
     pub high: u64,

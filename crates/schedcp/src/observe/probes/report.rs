@@ -12,7 +12,7 @@ use super::runqlat::Runqlat;
 use super::schedevents::Schedevents;
 
 /// One bounded probe run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProbeReport {
     pub probe: ProbeKind,
     pub requested_s: u64,
@@ -29,7 +29,7 @@ pub struct ProbeReport {
     pub cost: Option<Cost>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ProbeResult {
     Runqlat(Runqlat),

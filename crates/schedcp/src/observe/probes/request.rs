@@ -17,7 +17,7 @@ pub const MAX_TOP: usize = 1000;
 /// Which tasks a probe counts. Applied in the kernel: the filter is in the
 /// probe's `.rodata`, so tasks it excludes cost a comparison, not a map
 /// update.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Filter {
     /// Only the threads of this process (a tgid).
     pub pid: Option<u32>,

@@ -18,7 +18,7 @@ use crate::error::Error;
 const NAME: &str = "runqlat";
 
 /// Run-queue latency over the window. Latencies are in microseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Runqlat {
     /// Latencies measured (switch-ins of a task whose enqueue was seen).
     pub count: u64,

@@ -17,7 +17,7 @@ use crate::error::Error;
 const NAME: &str = "schedevents";
 
 /// Event counts, in the order of `enum ev_kind` in schedevents.bpf.c.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct EventCounts {
     /// Times a thread was switched out.
     pub switches: u64,
@@ -61,7 +61,7 @@ impl EventCounts {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProcessEvents {
     pub tgid: u32,
     pub comm: String,
@@ -70,7 +70,7 @@ pub struct ProcessEvents {
     pub total: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Schedevents {
     /// Processes with at least one event.
     pub processes: usize,

@@ -24,7 +24,7 @@ const PERF: &str = "/usr/bin/perf";
 const STRACE: &str = "/usr/bin/strace";
 
 /// A profiler binary that may be run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Binary {
     pub path: PathBuf,
     /// Its own version line, e.g. `perf version 6.1.187`.

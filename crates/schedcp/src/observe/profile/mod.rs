@@ -52,7 +52,9 @@ pub const DEFAULT_TOP: usize = 10;
 pub const MAX_TOP: usize = 100;
 
 /// The allowlisted profilers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tool {
     /// `perf stat`: task clock, context switches, migrations, page faults,
@@ -74,7 +76,7 @@ impl Tool {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProfileRequest {
     pub tool: Tool,
     pub target: Target,
@@ -96,7 +98,7 @@ impl ProfileRequest {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProfileReport {
     pub tool: Tool,
     pub target: TargetInfo,
@@ -107,7 +109,7 @@ pub struct ProfileReport {
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TargetInfo {
     Pid {
@@ -120,7 +122,7 @@ pub enum TargetInfo {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Window {
     pub requested_s: f64,
     /// From the profiler's start to its exit.
@@ -129,7 +131,7 @@ pub struct Window {
 }
 
 /// Which binary ran and exactly how.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Profiler {
     #[serde(flatten)]
     pub binary: Binary,
@@ -137,7 +139,7 @@ pub struct Profiler {
     pub commands: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Summary {
     PerfStat(perf_stat::PerfStatSummary),

@@ -38,7 +38,7 @@ const RING_MIB_PER_CPU: u64 = 4;
 /// Bound on each analysis pass over a recording of at most that size.
 const ANALYSIS_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct PerfSchedSummary {
     /// Tasks (threads) that were scheduled in the window, system-wide.
     pub tasks_seen: usize,
@@ -55,7 +55,7 @@ pub struct PerfSchedSummary {
     pub record_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TaskLatency {
     pub comm: String,
     pub tid: u32,
@@ -68,7 +68,7 @@ pub struct TaskLatency {
     pub target: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TargetLatency {
     pub tasks: usize,
     pub switches: u64,

@@ -33,7 +33,7 @@ pub const EVENTS: [&str; 8] = [
 const HARDWARE: [&str; 4] = ["cycles", "instructions", "branches", "branch-misses"];
 const OUT: &str = "stat.csv";
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct PerfStatSummary {
     /// Counted events, in [`EVENTS`] order.
     pub counters: Vec<Counter>,
@@ -47,7 +47,7 @@ pub struct PerfStatSummary {
     pub counted_s: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Counter {
     pub event: String,
     pub value: f64,
@@ -58,7 +58,7 @@ pub struct Counter {
     pub running_pct: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Unit {
     /// Milliseconds of CPU time (task-clock).
@@ -67,7 +67,7 @@ pub enum Unit {
 }
 
 /// Figures computed from the counters; absent when an input is missing.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Derived {
     /// task-clock over wall-clock time: average CPUs busy with the target.
     #[serde(skip_serializing_if = "Option::is_none")]

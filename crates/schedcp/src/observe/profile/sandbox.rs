@@ -97,7 +97,7 @@ pub enum Stop {
 }
 
 /// How a supervised run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Ending {
     /// The profiler exited before the window closed: the command finished,

@@ -22,7 +22,7 @@ use crate::error::Error;
 
 const OUT: &str = "strace.txt";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct StraceSummary {
     /// Distinct system calls made.
     pub syscalls_seen: usize,
@@ -34,7 +34,7 @@ pub struct StraceSummary {
     pub top: Vec<SyscallStat>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SyscallStat {
     pub name: String,
     pub calls: u64,

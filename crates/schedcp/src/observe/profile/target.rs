@@ -16,7 +16,7 @@ use super::Tool;
 use crate::error::Error;
 
 /// What to profile.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     /// A running process (a process id, not a thread id).
