@@ -109,18 +109,28 @@ impl VmSpec<'_> {
 pub fn boot(spec: &VmSpec<'_>, on_message: &mut dyn FnMut(GuestMessage)) -> Result<VmExit> {
     std::fs::write(&spec.report_path, b"")?;
     let start = Instant::now();
-    let mut child = spec
-        .command()
-        .stdin(Stdio::null())
+    let mut cmd = spec.command();
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (install qemu-system-x86: scripts/setup.sh)",
-                spec.qemu
-            )
-        })?;
+        .stderr(Stdio::piped());
+    // If the thread waiting for this VM dies (the daemon stops mid-verify),
+    // the VM dies with it instead of running on unsupervised.
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "starting {} (install qemu-system-x86: scripts/setup.sh)",
+            spec.qemu
+        )
+    })?;
     let stderr = collect_stderr(&mut child);
     let mut reader = ReportReader::new(&spec.report_path);
     let deadline = start + spec.timeout;
