@@ -400,6 +400,23 @@ fn version_col(r: &Row, i: usize) -> Result<u32, Error> {
 }
 
 /// Versions are `integer` columns; numbering never gets near its limit.
+/// The row id of `name@version`; an input error if there is none.
+fn version_id(
+    c: &mut impl postgres::GenericClient,
+    name: &str,
+    version: u32,
+) -> Result<i64, Error> {
+    c.query_opt(
+        "SELECT v.id FROM policy_versions v JOIN policies p ON p.id = v.policy_id
+         WHERE p.name = $1 AND v.version = $2",
+        &[&name, &version_param(version)],
+    )
+    .map_err(pg("finding a version"))?
+    .map(|row| col(&row, 0))
+    .transpose()?
+    .ok_or_else(|| Error::Input(format!("no policy version {name}@{version}")))
+}
+
 fn version_param(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
@@ -837,16 +854,7 @@ impl Repository for PostgresRepo {
         r: &NewVerifyReport,
     ) -> Result<StoredVerifyReport, Error> {
         let mut c = self.client.borrow_mut();
-        let vid: i64 = c
-            .query_opt(
-                "SELECT v.id FROM policy_versions v JOIN policies p ON p.id = v.policy_id
-                 WHERE p.name = $1 AND v.version = $2",
-                &[&name, &version_param(version)],
-            )
-            .map_err(pg("finding a version"))?
-            .map(|row| col(&row, 0))
-            .transpose()?
-            .ok_or_else(|| Error::Input(format!("no policy version {name}@{version}")))?;
+        let vid = version_id(&mut *c, name, version)?;
         let at = now();
         // One statement: atomic without an explicit transaction.
         let id: i64 = c
@@ -934,16 +942,7 @@ impl Repository for PostgresRepo {
             .get_mut()
             .transaction()
             .map_err(pg("starting a transaction"))?;
-        let vid: i64 = tx
-            .query_opt(
-                "SELECT v.id FROM policy_versions v JOIN policies p ON p.id = v.policy_id
-                 WHERE p.name = $1 AND v.version = $2",
-                &[&name, &version_param(version)],
-            )
-            .map_err(pg("finding a version"))?
-            .map(|row| col(&row, 0))
-            .transpose()?
-            .ok_or_else(|| Error::Input(format!("no policy version {name}@{version}")))?;
+        let vid = version_id(&mut tx, name, version)?;
         // A concurrent insert of the same workload makes this wait for it and
         // then do nothing; the SELECT (a new snapshot) sees its row.
         tx.execute(

@@ -93,6 +93,19 @@ pub fn blob_vec(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// The row id of `name@version`; an input error if there is none.
+fn version_id(c: &rusqlite::Connection, name: &str, version: u32) -> Result<i64, Error> {
+    c.query_row(
+        "SELECT v.id FROM policy_versions v JOIN policies p ON p.id = v.policy_id
+         WHERE p.name = ?1 AND v.version = ?2",
+        params![name, version],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(|e| db_err("finding a version", e))?
+    .ok_or_else(|| Error::Input(format!("no policy version {name}@{version}")))
+}
+
 fn parse<T: std::str::FromStr<Err = String>>(s: String) -> rusqlite::Result<T> {
     s.parse().map_err(|e: String| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
@@ -434,16 +447,7 @@ impl Repository for SqliteRepo {
     ) -> Result<StoredVerifyReport, Error> {
         let report = r.report.to_string();
         self.store.write(|tx| -> Result<StoredVerifyReport, Error> {
-            let vid: i64 = tx
-                .query_row(
-                    "SELECT v.id FROM policy_versions v JOIN policies p ON p.id = v.policy_id
-                     WHERE p.name = ?1 AND v.version = ?2",
-                    params![name, version],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| db_err("finding a version", e))?
-                .ok_or_else(|| Error::Input(format!("no policy version {name}@{version}")))?;
+            let vid = version_id(tx, name, version)?;
             let at = now();
             tx.execute(
                 "INSERT INTO verify_reports (version_id, passed, report_sha256, object_sha256,
@@ -528,16 +532,7 @@ impl Repository for SqliteRepo {
         workload_embedding: &[f32],
     ) -> Result<PolicyResult, Error> {
         self.store.write(|tx| -> Result<PolicyResult, Error> {
-            let vid: i64 = tx
-                .query_row(
-                    "SELECT v.id FROM policy_versions v JOIN policies p ON p.id = v.policy_id
-                     WHERE p.name = ?1 AND v.version = ?2",
-                    params![name, version],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| db_err("finding a version", e))?
-                .ok_or_else(|| Error::Input(format!("no policy version {name}@{version}")))?;
+            let vid = version_id(tx, name, version)?;
             tx.execute(
                 "INSERT INTO result_workloads (text, embedding) VALUES (?1, ?2)
                  ON CONFLICT (text) DO NOTHING",
