@@ -26,6 +26,10 @@ impl ReportChannel {
     }
 
     pub fn send(&mut self, msg: &GuestMessage) -> Result<()> {
+        self.send_json(msg)
+    }
+
+    pub fn send_json<T: serde::Serialize>(&mut self, msg: &T) -> Result<()> {
         let mut line = serde_json::to_vec(msg)?;
         line.push(b'\n');
         self.port
@@ -36,7 +40,7 @@ impl ReportChannel {
     }
 }
 
-fn find_port(name: &str) -> Result<PathBuf> {
+pub fn find_port(name: &str) -> Result<PathBuf> {
     let dir = "/sys/class/virtio-ports";
     for entry in fs::read_dir(dir).with_context(|| format!("listing {dir}"))? {
         let entry = entry?;

@@ -13,9 +13,9 @@ use schedcp_proto::workload::{WorkloadResult, WorkloadSpec};
 use schedcp_proto::{JOB_PATH, OBJECT_PATH};
 
 use crate::channel::ReportChannel;
-use crate::loader::{self, LoadError};
-use crate::sched_ext::{self, StateMonitor};
 use crate::{sys, workloads};
+use schedcp_scx::loader::{self, LoadError};
+use schedcp_scx::sysfs::{self as sched_ext, StateMonitor};
 
 pub fn run_job(ch: &mut ReportChannel) -> GuestReport {
     let mut report = GuestReport {

@@ -33,13 +33,7 @@ pub fn mount_pseudo_filesystems() -> Result<()> {
     Ok(())
 }
 
-/// Seconds since the kernel booted.
-pub fn uptime_s() -> f64 {
-    fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
+pub use schedcp_scx::sysfs::uptime_s;
 
 pub fn kernel_release() -> String {
     nix::sys::utsname::uname()

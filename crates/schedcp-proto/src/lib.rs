@@ -7,6 +7,7 @@
 //! error on both sides, not a parse failure at run time.
 
 pub mod job;
+pub mod node;
 pub mod report;
 pub mod workload;
 

@@ -25,6 +25,7 @@ pub struct Config {
     pub observe: ObserveConfig,
     pub policies: crate::policies::PoliciesConfig,
     pub api: ApiConfig,
+    pub deploy: crate::deploy::DeployConfig,
 }
 
 /// `schedcp serve`: where the daemon listens and what it allows.
@@ -199,7 +200,8 @@ impl Config {
     fn validate(&self) -> Result<()> {
         self.lab.validate()?;
         self.policies.validate()?;
-        self.api.validate()
+        self.api.validate()?;
+        self.deploy.validate()
     }
 
     pub fn state_dir(&self) -> PathBuf {

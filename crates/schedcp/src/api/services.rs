@@ -40,6 +40,8 @@ pub struct Services {
     library_freed: std::sync::Condvar,
     pub jobs: Jobs,
     limiter: DefaultKeyedRateLimiter<String>,
+    /// The deploy controller, once the daemon started it.
+    deployer: std::sync::OnceLock<Arc<crate::deploy::Deployer>>,
 }
 
 /// One call at a door.
@@ -70,7 +72,48 @@ impl Services {
             libraries: Mutex::new(Pool::default()),
             library_freed: std::sync::Condvar::new(),
             limiter: RateLimiter::keyed(quota),
+            deployer: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Start the deploy controller (reconciling the kernel with the store)
+    /// and audit every deployment event it makes.
+    pub fn start_deploy(self: &Arc<Self>) -> Result<(), Error> {
+        let weak = Arc::downgrade(self);
+        let sink: crate::deploy::controller::EventSink = Box::new(move |id, event, detail| {
+            if let Some(s) = weak.upgrade() {
+                let peer = id.map_or("node".to_string(), |i| format!("deployment #{i}"));
+                let call = format!("deploy.{event}");
+                let _ = s.audit(&Record {
+                    token: "-",
+                    door: "deploy",
+                    peer: &peer,
+                    call: &call,
+                    args: detail.as_bytes(),
+                    outcome: "ok",
+                    duration_ms: 0.0,
+                });
+            }
+        });
+        let d = crate::deploy::Deployer::start(self.cfg.clone(), Some(sink))?;
+        let _ = self.deployer.set(d);
+        Ok(())
+    }
+
+    /// Stop the deploy controller (daemon shutdown).
+    pub fn stop_deploy(&self) {
+        if let Some(d) = self.deployer.get() {
+            d.stop();
+        }
+    }
+
+    pub fn deployer(&self) -> Result<Arc<crate::deploy::Deployer>, ApiError> {
+        self.deployer.get().cloned().ok_or_else(|| {
+            ApiError::new(
+                Code::Setup,
+                "the deploy service is not running in this daemon",
+            )
+        })
     }
 
     pub fn ops(&self) -> &[Op] {

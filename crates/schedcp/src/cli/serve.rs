@@ -41,6 +41,7 @@ pub fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32, Error> {
         .validate()
         .map_err(|e| Error::Input(format!("{e:#}")))?;
     let services = Services::open(cfg)?;
+    services.start_deploy()?;
     let rt = runtime()?;
     rt.block_on(async move {
         let stop = CancellationToken::new();
@@ -56,7 +57,10 @@ pub fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32, Error> {
             tracing::info!("stopping");
             s.cancel();
         });
-        server::serve(services, stop).await
+        let out = server::serve(services.clone(), stop).await;
+        // Detach what deploy holds and record it before the process ends.
+        services.stop_deploy();
+        out
     })?;
     Ok(exit::OK)
 }

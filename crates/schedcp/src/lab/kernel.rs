@@ -309,6 +309,12 @@ fn fetch_one(
     std::fs::create_dir_all(&staging)?;
     std::fs::copy(&vmlinuz, staging.join("vmlinuz"))?;
     std::fs::copy(&config, staging.join("config"))?;
+    // The lab node's network driver; a failure here only costs the node.
+    if let Err(e) = fetch_net_modules_into(apt, release, &dl, &staging.join(MODULES_DIR), log) {
+        log(&format!(
+            "network driver modules not cached ({e:#}); `schedcp lab node` will fetch them"
+        ));
+    }
     let origin = Origin {
         package: package.to_string(),
         package_version: version.clone(),
@@ -325,6 +331,94 @@ fn fetch_one(
         "cached {release} ({package} {version}) with sched_ext"
     ));
     load_cached(&dest)
+}
+
+/// Where a cached kernel keeps the modules the lab node loads.
+const MODULES_DIR: &str = "modules";
+/// virtio_net and what it needs, in load order. The cloud kernel builds the
+/// virtio network driver as a module; the lab node loads these at boot.
+pub const NET_MODULES: [&str; 3] = ["failover", "net_failover", "virtio_net"];
+
+/// The cached network modules of `k`, in load order, if all are there.
+pub fn net_modules(k: &KernelImage) -> Option<Vec<PathBuf>> {
+    let dir = k.vmlinuz.parent()?.join(MODULES_DIR);
+    NET_MODULES
+        .iter()
+        .map(|m| find_file(&dir, &|n| module_name(n) == Some(m)))
+        .collect()
+}
+
+/// `virtio_net.ko.xz` → `virtio_net`.
+fn module_name(file: &str) -> Option<&str> {
+    file.split_once(".ko").map(|(stem, _)| stem)
+}
+
+/// Fetch the network modules for an already cached kernel (caches made
+/// before the lab node existed have none).
+pub fn fetch_net_modules(
+    cache: &Path,
+    mirror: &str,
+    k: &KernelImage,
+    log: &dyn Fn(&str),
+) -> Result<Vec<PathBuf>> {
+    let apt = PrivateApt::new(cache, mirror)?;
+    log("updating the private apt state for Debian sid");
+    apt.run("apt-get", &["-q", "update"], None)?;
+    let dl = apt.root.join("download");
+    let _ = std::fs::remove_dir_all(&dl);
+    std::fs::create_dir_all(&dl)?;
+    let dir = k
+        .vmlinuz
+        .parent()
+        .ok_or_else(|| anyhow!("kernel has no directory"))?;
+    let staging = dir.join(".modules.partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    fetch_net_modules_into(&apt, &k.release, &dl, &staging, log)?;
+    let _ = std::fs::remove_dir_all(dir.join(MODULES_DIR));
+    std::fs::rename(&staging, dir.join(MODULES_DIR))?;
+    let _ = std::fs::remove_dir_all(&dl);
+    net_modules(k).ok_or_else(|| anyhow!("modules fetched but not found in the cache"))
+}
+
+fn fetch_net_modules_into(
+    apt: &PrivateApt,
+    release: &str,
+    dl: &Path,
+    dest: &Path,
+    log: &dyn Fn(&str),
+) -> Result<()> {
+    let package = format!("linux-modules-{release}");
+    log(&format!(
+        "downloading {package} (network driver for the lab node)"
+    ));
+    let pkg_dir = dl.join("modules-pkg");
+    std::fs::create_dir_all(&pkg_dir)?;
+    apt.run("apt-get", &["-q", "download", &package], Some(&pkg_dir))?;
+    let deb = std::fs::read_dir(&pkg_dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| anyhow!("apt-get download {package} left no .deb"))?;
+    let tree = pkg_dir.join("tree");
+    let st = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&tree)
+        .status()?;
+    if !st.success() {
+        bail!("dpkg-deb -x {} failed", deb.display());
+    }
+    std::fs::create_dir_all(dest)?;
+    for m in NET_MODULES {
+        let found = find_file(&tree, &|n| module_name(n) == Some(m))
+            .ok_or_else(|| anyhow!("{package} has no {m} module"))?;
+        let name = found
+            .file_name()
+            .ok_or_else(|| anyhow!("bad module path"))?;
+        std::fs::copy(&found, dest.join(name))?;
+    }
+    let _ = std::fs::remove_dir_all(&pkg_dir);
+    Ok(())
 }
 
 fn field(control: &str, name: &str) -> Option<String> {

@@ -43,6 +43,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005 api: hashed tokens, audit log head",
         sql: include_str!("migrations/0005_api.sql"),
     },
+    Migration {
+        name: "0006 deploy: deployments, their events and objects, the node's intent",
+        sql: include_str!("migrations/0006_deploy.sql"),
+    },
 ];
 
 /// What [`apply`] did.

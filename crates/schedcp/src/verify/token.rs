@@ -116,7 +116,7 @@ pub struct Expect {
 pub enum TokenError {
     #[error("malformed token: {0}")]
     Malformed(String),
-    #[error("token was signed by another schedcp key (kid {kid}); this machine's key is {ours}")]
+    #[error("token was signed by another schedcp key (kid {kid}); this machine accepts {ours} (add the signer's public key to deploy.trusted_keys to accept it)")]
     ForeignKey { kid: String, ours: String },
     #[error(
         "token signature is invalid under this machine's key: its content or footer was changed after signing"
@@ -219,8 +219,9 @@ impl Keys {
         self.issue_at(binding, ttl, Utc::now())
     }
 
-    /// [`Keys::issue`] with an explicit clock, so tests need not sleep.
-    pub(crate) fn issue_at(
+    /// [`Keys::issue`] with an explicit clock, so tests need not sleep
+    /// (and can sign a token that has already expired).
+    pub fn issue_at(
         &self,
         binding: &Binding,
         ttl: Duration,
@@ -273,71 +274,140 @@ impl Keys {
         expect: &Expect,
         now: DateTime<Utc>,
     ) -> Result<Claims, TokenError> {
-        let (untrusted, footer) = parse_untrusted(token)?;
-        let kid = footer.map(|f| f.kid).ok_or_else(|| {
-            TokenError::Malformed(
-                "no footer with the signing key id (kid); schedcp tokens always carry one".into(),
-            )
-        })?;
-        // Key id before signature: a foreign key fails the signature too,
-        // but "wrong machine" is the useful diagnosis.
-        if kid != self.kid {
-            return Err(TokenError::ForeignKey {
-                kid,
-                ours: self.kid.clone(),
-            });
-        }
-        let trusted =
-            PublicToken::verify(&self.public, &untrusted, None, None).map_err(|e| match e {
-                pasetors::errors::Error::TokenValidation => TokenError::Tampered,
-                other => TokenError::Malformed(format!("cannot verify: {other:?}")),
-            })?;
-        let claims: Claims = serde_json::from_str(trusted.payload()).map_err(|e| {
-            TokenError::Malformed(format!("signed payload is not schedcp claims: {e}"))
-        })?;
-        if claims.iss != ISSUER {
-            return Err(TokenError::Malformed(format!(
-                "issuer is {:?}, expected {ISSUER:?}",
-                claims.iss
-            )));
-        }
-        let exp = claims.expires_at().ok_or_else(|| {
-            TokenError::Malformed(format!("exp {:?} is not RFC 3339", claims.exp))
-        })?;
-        let iat = claims.issued_at().ok_or_else(|| {
-            TokenError::Malformed(format!("iat {:?} is not RFC 3339", claims.iat))
-        })?;
-        if now >= exp {
-            return Err(TokenError::Expired {
-                exp: claims.exp.clone(),
-                ago: human((now - exp).to_std().unwrap_or_default()),
-            });
-        }
-        let ahead = (iat - now).to_std().unwrap_or_default();
-        if ahead > CLOCK_SKEW {
-            return Err(TokenError::NotYetValid {
-                iat: claims.iat.clone(),
-                ahead: human(ahead),
-            });
-        }
-        if let Some(actual) = &expect.object_sha256 {
-            if !claims.object_sha256.eq_ignore_ascii_case(actual) {
-                return Err(TokenError::ObjectMismatch {
-                    token: claims.object_sha256.clone(),
-                    actual: actual.to_ascii_lowercase(),
-                });
-            }
-        }
-        if let Some(actual) = &expect.kernel_release {
-            if claims.kernel_release != *actual {
-                return Err(TokenError::KernelMismatch {
-                    token: claims.kernel_release.clone(),
-                    actual: actual.clone(),
-                });
-            }
-        }
-        Ok(claims)
+        check_with(token, expect, now, Some(self), &[])
     }
+
+    /// This machine's public key as a [`TrustedKey`].
+    pub fn trusted(&self) -> TrustedKey {
+        TrustedKey {
+            kid: self.kid.clone(),
+            public: self.public.clone(),
+        }
+    }
+}
+
+/// A public key whose tokens this machine accepts besides its own: the
+/// verifier of another machine (a lab host signing for the nodes it drives).
+#[derive(Clone)]
+pub struct TrustedKey {
+    kid: String,
+    public: AsymmetricPublicKey<V4>,
+}
+
+impl fmt::Debug for TrustedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustedKey")
+            .field("kid", &self.kid)
+            .finish()
+    }
+}
+
+impl TrustedKey {
+    /// From a `k4.public.…` PASERK (what `Keys::public_paserk` prints).
+    pub fn from_paserk(s: &str) -> Result<TrustedKey, Error> {
+        let public = AsymmetricPublicKey::<V4>::try_from(s.trim()).map_err(|_| {
+            Error::Input(format!(
+                "trusted key {:?} is not a k4.public PASERK (the content of another machine's {PUBLIC_KEY_FILE})",
+                s.get(..24).unwrap_or(s)
+            ))
+        })?;
+        Ok(TrustedKey {
+            kid: key_id(&public),
+            public,
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+/// Verifies `token` against this machine's key and any `trusted` ones.
+pub fn check_trusted(
+    token: &str,
+    expect: &Expect,
+    own: Option<&Keys>,
+    trusted: &[TrustedKey],
+) -> Result<Claims, TokenError> {
+    check_with(token, expect, Utc::now(), own, trusted)
+}
+
+fn check_with(
+    token: &str,
+    expect: &Expect,
+    now: DateTime<Utc>,
+    own: Option<&Keys>,
+    trusted: &[TrustedKey],
+) -> Result<Claims, TokenError> {
+    let (untrusted, footer) = parse_untrusted(token)?;
+    let kid = footer.map(|f| f.kid).ok_or_else(|| {
+        TokenError::Malformed(
+            "no footer with the signing key id (kid); schedcp tokens always carry one".into(),
+        )
+    })?;
+    // Key id before signature: a foreign key fails the signature too,
+    // but "wrong machine" is the useful diagnosis.
+    let public = own
+        .filter(|k| k.kid == kid)
+        .map(|k| &k.public)
+        .or_else(|| trusted.iter().find(|t| t.kid == kid).map(|t| &t.public))
+        .ok_or_else(|| TokenError::ForeignKey {
+            kid: kid.clone(),
+            ours: own
+                .map(|k| k.kid.clone())
+                .into_iter()
+                .chain(trusted.iter().map(|t| t.kid.clone()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    let trusted = PublicToken::verify(public, &untrusted, None, None).map_err(|e| match e {
+        pasetors::errors::Error::TokenValidation => TokenError::Tampered,
+        other => TokenError::Malformed(format!("cannot verify: {other:?}")),
+    })?;
+    let claims: Claims = serde_json::from_str(trusted.payload())
+        .map_err(|e| TokenError::Malformed(format!("signed payload is not schedcp claims: {e}")))?;
+    if claims.iss != ISSUER {
+        return Err(TokenError::Malformed(format!(
+            "issuer is {:?}, expected {ISSUER:?}",
+            claims.iss
+        )));
+    }
+    let exp = claims
+        .expires_at()
+        .ok_or_else(|| TokenError::Malformed(format!("exp {:?} is not RFC 3339", claims.exp)))?;
+    let iat = claims
+        .issued_at()
+        .ok_or_else(|| TokenError::Malformed(format!("iat {:?} is not RFC 3339", claims.iat)))?;
+    if now >= exp {
+        return Err(TokenError::Expired {
+            exp: claims.exp.clone(),
+            ago: human((now - exp).to_std().unwrap_or_default()),
+        });
+    }
+    let ahead = (iat - now).to_std().unwrap_or_default();
+    if ahead > CLOCK_SKEW {
+        return Err(TokenError::NotYetValid {
+            iat: claims.iat.clone(),
+            ahead: human(ahead),
+        });
+    }
+    if let Some(actual) = &expect.object_sha256 {
+        if !claims.object_sha256.eq_ignore_ascii_case(actual) {
+            return Err(TokenError::ObjectMismatch {
+                token: claims.object_sha256.clone(),
+                actual: actual.to_ascii_lowercase(),
+            });
+        }
+    }
+    if let Some(actual) = &expect.kernel_release {
+        if claims.kernel_release != *actual {
+            return Err(TokenError::KernelMismatch {
+                token: claims.kernel_release.clone(),
+                actual: actual.clone(),
+            });
+        }
+    }
+    Ok(claims)
 }
 
 /// Decodes a token WITHOUT checking its signature, times or bindings: for

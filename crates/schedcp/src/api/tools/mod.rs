@@ -1,6 +1,7 @@
 //! Every operation the API offers, grouped by service. A service that does
-//! not exist yet (deploy, tune) has no tools here.
+//! not exist yet (tune) has no tools here.
 
+mod deploy;
 mod observe;
 mod policies;
 mod verify;
@@ -11,5 +12,6 @@ pub fn all() -> Vec<Op> {
     let mut ops = observe::ops();
     ops.extend(policies::ops());
     ops.extend(verify::ops());
+    ops.extend(deploy::ops());
     ops
 }

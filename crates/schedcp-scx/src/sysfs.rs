@@ -1,4 +1,4 @@
-//! The kernel's sched_ext sysfs interface.
+//! The kernel's sched_ext sysfs interface (`/sys/kernel/sched_ext`).
 
 use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,10 +8,29 @@ use std::time::{Duration, Instant};
 
 use schedcp_proto::report::StateSample;
 
-use crate::sys::uptime_s;
-
+const DIR: &str = "/sys/kernel/sched_ext";
 const STATE: &str = "/sys/kernel/sched_ext/state";
 const ROOT_OPS: &str = "/sys/kernel/sched_ext/root/ops";
+const NR_REJECTED: &str = "/sys/kernel/sched_ext/nr_rejected";
+
+/// Whether the running kernel has sched_ext at all (`CONFIG_SCHED_CLASS_EXT`).
+pub fn available() -> bool {
+    std::path::Path::new(DIR).is_dir()
+}
+
+/// Tasks the kernel refused to move to the sched_ext class since boot
+/// (e.g. because a scheduler rejected their policy).
+pub fn nr_rejected() -> Option<u64> {
+    fs::read_to_string(NR_REJECTED).ok()?.trim().parse().ok()
+}
+
+/// Seconds since the kernel booted.
+pub fn uptime_s() -> f64 {
+    fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
 
 pub fn state() -> Option<String> {
     fs::read_to_string(STATE).ok().map(|s| s.trim().to_string())

@@ -2,7 +2,9 @@
 //! struct_ops, the way a production loader would, but without a generated
 //! skeleton: schedcp runs objects it has never seen at build time.
 
+#[path = "loader/btf_vars.rs"]
 mod btf_vars;
+#[path = "loader/verifier_log.rs"]
 pub mod verifier_log;
 
 use std::collections::HashMap;

@@ -1,0 +1,1126 @@
+//! The deploy controller: one thread that owns whatever schedcp has
+//! attached, so the struct_ops link lives exactly as long as the daemon.
+//!
+//! The thread wakes every `health_poll_ms` to check the attached scheduler
+//! (sched_ext state, the ops name the kernel shows, the scheduler's own
+//! exit record) and to collect KPI windows, which are measured on a helper
+//! thread so that health polling never waits for a window. A breach of any
+//! kind goes through one path, [`Controller::roll_back`], which puts the
+//! deployment's last known-good back (or leaves the kernel default) and
+//! records how long that took.
+//!
+//! The store is written before the kernel is touched: a canary row exists
+//! before its scheduler attaches. If the daemon dies, the kernel drops the
+//! struct_ops link with the process, and [`Controller::reconcile`] at the
+//! next start rolls an interrupted canary back and re-attaches the last
+//! known-good.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use schedcp_scx::sysfs;
+
+use super::gate::Admitted;
+use super::kpi::{self, Kpis, Workload};
+use super::record::{self, CanaryPlan, DeployState, Deployment, NewDeployment, Timings};
+use super::thresholds::{breaches, Breach};
+use super::{DeployRequest, Status};
+use crate::config::Config;
+use crate::error::Error;
+use crate::policies::model::{Direction, NewResult, PolicyRef, ResultSource, State, Verdict};
+use crate::policies::Library;
+use crate::store::Store;
+
+/// How long attach and detach may take to show in sysfs.
+const STATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Called for every deployment event (the daemon appends them to its
+/// audit log).
+pub type EventSink = Box<dyn Fn(Option<i64>, &str, &str) + Send>;
+
+/// A message about a deploy in progress, for progress bars and job status.
+pub type Progress = Box<dyn Fn(&str) + Send>;
+
+enum Command {
+    Deploy {
+        admitted: Box<Admitted>,
+        plan: CanaryPlan,
+        workload: Option<Workload>,
+        received: Instant,
+        admission_ms: f64,
+        progress: Progress,
+        reply: Sender<Result<Deployment, Error>>,
+    },
+    Rollback {
+        reason: String,
+        reply: Sender<Result<Deployment, Error>>,
+    },
+    Stop,
+}
+
+/// A deploy request that passed admission.
+pub struct Prepared {
+    pub admitted: Box<Admitted>,
+    pub plan: CanaryPlan,
+    workload: Option<Workload>,
+    received: Instant,
+    admission_ms: f64,
+}
+
+/// The handle the daemon keeps. Cloneable through `Arc`.
+pub struct Deployer {
+    cfg: Config,
+    tx: Mutex<Sender<Command>>,
+    busy: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Deployer {
+    /// Open the store, reconcile the kernel with it, and start the
+    /// controller thread.
+    pub fn start(cfg: Config, sink: Option<EventSink>) -> Result<Arc<Deployer>, Error> {
+        let store = Store::open(&cfg)?;
+        let (tx, rx) = mpsc::channel();
+        let busy = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = {
+            let cfg = cfg.clone();
+            std::thread::Builder::new()
+                .name("deploy".into())
+                .spawn(move || {
+                    let mut c = Controller::new(cfg, store, sink);
+                    let _ = ready_tx.send(c.reconcile());
+                    c.run(rx);
+                })
+                .map_err(|e| Error::Internal(e.into()))?
+        };
+        ready_rx.recv().map_err(|_| {
+            Error::Internal(anyhow::anyhow!("the deploy controller died at start"))
+        })??;
+        Ok(Arc::new(Deployer {
+            cfg,
+            tx: Mutex::new(tx),
+            busy,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// Admit and deploy; returns when the canary passed or was rolled back.
+    pub fn deploy(&self, req: &DeployRequest, progress: Progress) -> Result<Deployment, Error> {
+        let prepared = self.admit(req)?;
+        self.execute(prepared, progress)
+    }
+
+    /// Every check of a deploy request, before anything changes: canary
+    /// length, thresholds, workload, token, object, kernel. Callers that run
+    /// the deploy as a job call this first so refusals come back at once.
+    pub fn admit(&self, req: &DeployRequest) -> Result<Prepared, Error> {
+        let received = Instant::now();
+        let d = &self.cfg.deploy;
+        let canary_s = req.canary_s.unwrap_or(d.canary_s);
+        if !(1..=super::MAX_CANARY_S).contains(&canary_s) {
+            return Err(Error::Input(format!(
+                "canary must be 1..={} seconds, got {canary_s}",
+                super::MAX_CANARY_S
+            )));
+        }
+        let mut thresholds = d.thresholds.clone();
+        for k in &req.kpi {
+            thresholds.set(k)?;
+        }
+        let workload_name = req.workload.clone().or_else(|| d.workload.clone());
+        let workload = workload_name
+            .as_deref()
+            .map(|w| resolve_workload(&self.cfg, w))
+            .transpose()?;
+        let admitted = super::gate::admit(&self.cfg, &req.token, req.object_base64.as_deref())?;
+        let plan = CanaryPlan {
+            canary_s,
+            window_s: d.window_s,
+            thresholds,
+            workload: workload.as_ref().map(Workload::describe),
+        };
+        Ok(Prepared {
+            admission_ms: received.elapsed().as_secs_f64() * 1e3,
+            admitted: Box::new(admitted),
+            plan,
+            workload,
+            received,
+        })
+    }
+
+    /// Run an admitted deploy: baseline, switch, canary, verdict.
+    pub fn execute(&self, p: Prepared, progress: Progress) -> Result<Deployment, Error> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return Err(Error::Input(
+                "another deploy or rollback is in progress; wait for it (schedcp deploy status)"
+                    .into(),
+            ));
+        }
+        let (reply, rx) = mpsc::channel();
+        let sent = self.tx.lock().expect("deploy tx").send(Command::Deploy {
+            admitted: p.admitted,
+            plan: p.plan,
+            workload: p.workload,
+            received: p.received,
+            admission_ms: p.admission_ms,
+            progress,
+            reply,
+        });
+        self.wait(sent.is_ok(), rx)
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// Roll the current deployment back to its last known-good.
+    pub fn rollback(&self, reason: &str) -> Result<Deployment, Error> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return Err(Error::Input(
+                "a deploy is in progress; a rollback now would race it — wait, or let its canary decide"
+                    .into(),
+            ));
+        }
+        let (reply, rx) = mpsc::channel();
+        let sent = self.tx.lock().expect("deploy tx").send(Command::Rollback {
+            reason: reason.to_string(),
+            reply,
+        });
+        self.wait(sent.is_ok(), rx)
+    }
+
+    fn wait(
+        &self,
+        sent: bool,
+        rx: Receiver<Result<Deployment, Error>>,
+    ) -> Result<Deployment, Error> {
+        let out = if sent {
+            rx.recv().unwrap_or_else(|_| {
+                Err(Error::Internal(anyhow::anyhow!(
+                    "the deploy controller stopped before answering"
+                )))
+            })
+        } else {
+            Err(Error::Internal(anyhow::anyhow!(
+                "the deploy controller is not running"
+            )))
+        };
+        self.busy.store(false, Ordering::SeqCst);
+        out
+    }
+
+    pub fn status(&self) -> Result<Status, Error> {
+        status(&self.cfg, self.busy.load(Ordering::SeqCst))
+    }
+
+    /// Detach everything and stop the thread (daemon shutdown). The
+    /// deployment stays current in the store, so the next start re-attaches it.
+    pub fn stop(&self) {
+        let _ = self.tx.lock().expect("deploy tx").send(Command::Stop);
+        if let Some(h) = self.thread.lock().expect("deploy thread").take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Status from the store and sysfs (no daemon needed: `schedcp deploy status`).
+pub fn status(cfg: &Config, busy: bool) -> Result<Status, Error> {
+    let store = Store::open(cfg)?;
+    let current = record::current(&store)?;
+    let last_known_good = current.as_ref().map(|c| match c.previous_id {
+        Some(p) => format!("deployment #{p}"),
+        None => "the kernel default scheduler".into(),
+    });
+    Ok(Status {
+        sched_ext_state: sysfs::state(),
+        kernel_ops: sysfs::root_ops(),
+        current,
+        last_known_good,
+        busy,
+    })
+}
+
+/// A workload name: a registered profile, else a built-in lab workload spec.
+fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
+    use crate::observe::profiles::{self, Target};
+    let store = Store::open(cfg)?;
+    let target = match profiles::get(&store, name) {
+        Ok(p) => p.target,
+        Err(_) => Target::lab(name).map_err(|_| {
+            Error::Input(format!(
+                "workload '{name}' is neither a workload profile (`schedcp observe profile list`) nor a built-in workload spec (`schedcp lab workloads`)"
+            ))
+        })?,
+    };
+    Ok(match target {
+        Target::Command {
+            argv, timeout_s, ..
+        } => Workload::Command {
+            argv,
+            timeout: Duration::from_secs(timeout_s),
+        },
+        Target::Lab { workload } => {
+            let agent = match &cfg.deploy.workload_agent {
+                Some(p) => p.clone(),
+                None => std::env::current_exe()
+                    .map_err(|e| Error::Setup(format!("locating the schedcp binary: {e}")))?
+                    .with_file_name("schedcp-guest"),
+            };
+            if !agent.is_file() {
+                return Err(Error::Setup(format!(
+                    "built-in workloads need the guest agent binary; {} is missing (set deploy.workload_agent)",
+                    agent.display()
+                )));
+            }
+            Workload::Lab {
+                agent,
+                spec: workload,
+            }
+        }
+    })
+}
+
+/// What the controller holds attached.
+struct Held {
+    deployment_id: i64,
+    ops_name: String,
+    scheduler: schedcp_scx::Scheduler,
+}
+
+/// Why a window is being measured.
+enum Purpose {
+    Baseline,
+    Canary,
+    Active,
+}
+
+struct Measuring {
+    purpose: Purpose,
+    rx: Receiver<Result<Kpis, Error>>,
+}
+
+/// A deploy between request and verdict.
+struct InFlight {
+    id: Option<i64>,
+    admitted: Box<Admitted>,
+    plan: CanaryPlan,
+    workload: Option<Workload>,
+    received: Instant,
+    progress: Progress,
+    reply: Sender<Result<Deployment, Error>>,
+    baseline: Option<Kpis>,
+    windows: Vec<Kpis>,
+    timings: Timings,
+    canary_until: Option<Instant>,
+}
+
+struct Controller {
+    cfg: Config,
+    store: Store,
+    sink: Option<EventSink>,
+    held: Option<Held>,
+    inflight: Option<InFlight>,
+    measuring: Option<Measuring>,
+    /// Baseline of the active deployment, for passive checks once active.
+    active_baseline: Option<Kpis>,
+    next_active_check: Option<Instant>,
+}
+
+/// What tripped the breaker.
+enum Trip {
+    Kpi(Vec<Breach>),
+    Health,
+}
+
+impl Controller {
+    fn new(cfg: Config, store: Store, sink: Option<EventSink>) -> Self {
+        Controller {
+            cfg,
+            store,
+            sink,
+            held: None,
+            inflight: None,
+            measuring: None,
+            active_baseline: None,
+            next_active_check: None,
+        }
+    }
+
+    fn event(&mut self, id: Option<i64>, event: &str, detail: &str) {
+        tracing::info!(deployment = id, "deploy {event}: {detail}");
+        if let Err(e) = record::event(&mut self.store, id, event, detail) {
+            tracing::error!("recording deploy event: {e}");
+        }
+        if let Some(sink) = &self.sink {
+            sink(id, event, detail);
+        }
+    }
+
+    fn transition(
+        &mut self,
+        id: i64,
+        to: DeployState,
+        current: Option<i64>,
+        event: &str,
+        why: &str,
+    ) {
+        tracing::info!(deployment = id, "deploy {event}: {why}");
+        if let Err(e) = record::transition(&mut self.store, id, to, current, event, why) {
+            tracing::error!("recording deploy transition: {e}");
+        }
+        if let Some(sink) = &self.sink {
+            sink(Some(id), event, why);
+        }
+    }
+
+    /// Make the kernel match the store after a (re)start.
+    fn reconcile(&mut self) -> Result<(), Error> {
+        let current = record::current(&self.store)?;
+        if sysfs::state().as_deref() == Some("enabled") {
+            let ops = sysfs::root_ops().unwrap_or_default();
+            self.event(
+                current.as_ref().map(|c| c.id),
+                "foreign_scheduler",
+                &format!("at start the kernel already runs sched_ext scheduler '{ops}', which schedcp does not hold; leaving it alone and attaching nothing"),
+            );
+            return Ok(());
+        }
+        let Some(d) = current else {
+            return Ok(());
+        };
+        match d.state {
+            DeployState::Canary => {
+                let why = format!(
+                    "the daemon stopped during the canary of deployment #{} ({}@{}); its verdict is unknown, so it does not stay",
+                    d.id, d.policy, d.version
+                );
+                self.roll_back(&d, &why, Instant::now(), None);
+            }
+            DeployState::Active => match self.attach(&d) {
+                Ok(()) => {
+                    self.event(
+                        Some(d.id),
+                        "reattached",
+                        &format!(
+                            "{}@{} re-attached after a daemon restart (it is the last known-good)",
+                            d.policy, d.version
+                        ),
+                    );
+                    self.active_baseline = d.baseline.clone();
+                    self.schedule_active_check();
+                }
+                Err(e) => {
+                    let why = format!("could not re-attach after a restart: {e}");
+                    self.roll_back(&d, &why, Instant::now(), None);
+                }
+            },
+            _ => {
+                // The intent points at an ended deployment: a crash between
+                // two writes cannot do this (they share a transaction), so
+                // say so and run the default.
+                self.event(
+                    Some(d.id),
+                    "inconsistent",
+                    &format!(
+                        "node intent points at {} deployment #{}; running the kernel default",
+                        d.state.as_str(),
+                        d.id
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, rx: Receiver<Command>) {
+        let poll = Duration::from_millis(self.cfg.deploy.health_poll_ms);
+        loop {
+            match rx.recv_timeout(poll) {
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    self.shutdown();
+                    return;
+                }
+                Ok(cmd) => self.command(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.check_health();
+            self.collect_window();
+            self.start_window_if_due();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(inf) = self.inflight.take() {
+            let _ = inf.reply.send(Err(Error::Internal(anyhow::anyhow!(
+                "the daemon is stopping"
+            ))));
+            if let Some(id) = inf.id {
+                // Leave it current in canary: the next start rolls it back.
+                self.event(
+                    Some(id),
+                    "interrupted",
+                    "the daemon stopped during the canary",
+                );
+            }
+        }
+        if let Some(h) = self.held.take() {
+            self.event(
+                Some(h.deployment_id),
+                "detached",
+                "the daemon is stopping; the scheduler detaches with it and is re-attached at the next start",
+            );
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Deploy {
+                admitted,
+                plan,
+                workload,
+                received,
+                admission_ms,
+                progress,
+                reply,
+            } => {
+                progress(&format!(
+                    "admitted {}@{} (object {}…): measuring the baseline",
+                    admitted.claims.policy,
+                    admitted.claims.version,
+                    &admitted.object_sha256[..12]
+                ));
+                let timings = Timings {
+                    admission_ms: Some(admission_ms),
+                    ..Default::default()
+                };
+                self.inflight = Some(InFlight {
+                    id: None,
+                    admitted,
+                    plan,
+                    workload,
+                    received,
+                    progress,
+                    reply,
+                    baseline: None,
+                    windows: Vec::new(),
+                    timings,
+                    canary_until: None,
+                });
+                // A passive check in progress measures the old scheduler
+                // only; drop it and measure the baseline afresh.
+                self.measuring = None;
+                self.start_window(Purpose::Baseline);
+            }
+            Command::Rollback { reason, reply } => {
+                let out = match record::current(&self.store) {
+                    Ok(Some(d)) => {
+                        let t = Instant::now();
+                        self.roll_back(&d, &format!("manual rollback: {reason}"), t, None);
+                        record::get(&self.store, d.id).and_then(|o| {
+                            o.ok_or_else(|| Error::Internal(anyhow::anyhow!("deployment vanished")))
+                        })
+                    }
+                    Ok(None) => Err(Error::Input(
+                        "nothing is deployed: the kernel's default scheduler is running".into(),
+                    )),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(out);
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn start_window(&mut self, purpose: Purpose) {
+        let window = Duration::from_secs(self.cfg.deploy.window_s);
+        // Active checks are passive: no workload on a production machine.
+        let workload = match purpose {
+            Purpose::Active => None,
+            _ => self.inflight.as_ref().and_then(|i| i.workload.clone()),
+        };
+        let (tx, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("deploy-kpi".into())
+            .spawn(move || {
+                let _ = tx.send(kpi::measure(window, workload.as_ref()));
+            });
+        match spawned {
+            Ok(_) => self.measuring = Some(Measuring { purpose, rx }),
+            Err(e) => tracing::error!("starting a KPI window: {e}"),
+        }
+    }
+
+    fn start_window_if_due(&mut self) {
+        if self.measuring.is_some() {
+            return;
+        }
+        if let Some(inf) = &self.inflight {
+            if inf.id.is_some() {
+                self.start_window(Purpose::Canary);
+            }
+            return;
+        }
+        if self.held.is_some() && self.next_active_check.is_some_and(|t| Instant::now() >= t) {
+            self.start_window(Purpose::Active);
+        }
+    }
+
+    fn schedule_active_check(&mut self) {
+        let every = self.cfg.deploy.active_check_s;
+        self.next_active_check = (every > 0).then(|| Instant::now() + Duration::from_secs(every));
+    }
+
+    fn collect_window(&mut self) {
+        let Some(m) = &self.measuring else { return };
+        let result = match m.rx.try_recv() {
+            Ok(r) => r,
+            Err(mpsc::TryRecvError::Empty) => return,
+            Err(mpsc::TryRecvError::Disconnected) => Err(Error::Internal(anyhow::anyhow!(
+                "the KPI window thread died"
+            ))),
+        };
+        let Some(m) = self.measuring.take() else {
+            return;
+        };
+        match m.purpose {
+            Purpose::Baseline => self.after_baseline(result),
+            Purpose::Canary => self.after_canary_window(result),
+            Purpose::Active => self.after_active_window(result),
+        }
+    }
+
+    fn after_baseline(&mut self, result: Result<Kpis, Error>) {
+        let Some(mut inf) = self.inflight.take() else {
+            return;
+        };
+        let baseline = match result {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = inf.reply.send(Err(Error::Internal(anyhow::anyhow!(
+                    "measuring the baseline failed, nothing was changed: {e}"
+                ))));
+                return;
+            }
+        };
+        inf.timings.baseline_ms = Some(baseline.window_s * 1e3);
+        let previous = record::current(&self.store)
+            .ok()
+            .flatten()
+            .filter(|d| d.state == DeployState::Active);
+        let a = &inf.admitted;
+        let new = NewDeployment {
+            policy: &a.claims.policy,
+            version: a.claims.version,
+            ops_name: &a.claims.ops_name,
+            object: &a.object,
+            token_jti: &a.claims.jti,
+            kernel_release: &a.kernel_release,
+            previous_id: previous.as_ref().map(|p| p.id),
+            plan: &inf.plan,
+            baseline: Some(&baseline),
+        };
+        let id = match record::insert_canary(&mut self.store, &new) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = inf.reply.send(Err(e));
+                return;
+            }
+        };
+        if let Some(sink) = &self.sink {
+            sink(
+                Some(id),
+                "canary_started",
+                &format!("{}@{}", a.claims.policy, a.claims.version),
+            );
+        }
+        inf.id = Some(id);
+        inf.baseline = Some(baseline);
+        // The switch: the previous scheduler goes, the candidate comes.
+        let t = Instant::now();
+        self.held = None;
+        let attached = record::get(&self.store, id)
+            .and_then(|d| d.ok_or_else(|| Error::Internal(anyhow::anyhow!("deployment vanished"))))
+            .and_then(|d| self.attach(&d).map(|_| d));
+        inf.timings.switch_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+        inf.timings.request_to_attached_ms = Some(inf.received.elapsed().as_secs_f64() * 1e3);
+        match attached {
+            Ok(_) => {
+                (inf.progress)(&format!(
+                    "attached in {:.0} ms; canary for {} s",
+                    inf.timings.switch_ms.unwrap_or(0.0),
+                    inf.plan.canary_s
+                ));
+                inf.canary_until = Some(Instant::now() + Duration::from_secs(inf.plan.canary_s));
+                self.inflight = Some(inf);
+            }
+            Err(e) => {
+                let d = record::get(&self.store, id).ok().flatten();
+                self.inflight = Some(inf);
+                if let Some(d) = d {
+                    self.roll_back(
+                        &d,
+                        &format!("attach failed: {e}"),
+                        Instant::now(),
+                        Some(Trip::Health),
+                    );
+                }
+            }
+        }
+    }
+
+    fn after_canary_window(&mut self, result: Result<Kpis, Error>) {
+        let Some(inf) = self.inflight.as_mut() else {
+            return;
+        };
+        let Some(id) = inf.id else { return };
+        let window = match result {
+            Ok(k) => k,
+            Err(e) => {
+                // A window that cannot be measured is not evidence of health.
+                let why = format!("a canary KPI window failed: {e}");
+                if let Ok(Some(d)) = record::get(&self.store, id) {
+                    self.roll_back(&d, &why, Instant::now(), Some(Trip::Health));
+                }
+                return;
+            }
+        };
+        let detected = Instant::now();
+        let found = breaches(
+            &inf.plan.thresholds,
+            inf.baseline.as_ref().unwrap_or(&Kpis::default()),
+            &window,
+        );
+        inf.windows.push(window);
+        let n = inf.windows.len();
+        let _ = record::save_measurements(&mut self.store, id, &inf.windows, &inf.timings);
+        if !found.is_empty() {
+            let why = format!(
+                "KPI breach in canary window {n}: {}",
+                found
+                    .iter()
+                    .map(Breach::describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            if let Ok(Some(d)) = record::get(&self.store, id) {
+                self.roll_back(&d, &why, detected, Some(Trip::Kpi(found)));
+            }
+            return;
+        }
+        (inf.progress)(&format!(
+            "canary window {n}: every KPI within its threshold"
+        ));
+        if inf.canary_until.is_some_and(|t| Instant::now() >= t) {
+            self.promote(id);
+        }
+    }
+
+    fn after_active_window(&mut self, result: Result<Kpis, Error>) {
+        self.schedule_active_check();
+        let (Ok(window), Some(base), Some(h)) = (result, self.active_baseline.clone(), &self.held)
+        else {
+            return;
+        };
+        let id = h.deployment_id;
+        let mut t = record::get(&self.store, id)
+            .ok()
+            .flatten()
+            .map(|d| d.plan.thresholds)
+            .unwrap_or_default();
+        // Passive windows run no workload: only the passive KPIs compare.
+        t.workload_regression_pct = f64::INFINITY;
+        let found = breaches(&t, &base, &window);
+        if !found.is_empty() {
+            let why = format!(
+                "KPI breach while active: {}",
+                found
+                    .iter()
+                    .map(Breach::describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            if let Ok(Some(d)) = record::get(&self.store, id) {
+                self.roll_back(&d, &why, Instant::now(), Some(Trip::Kpi(found)));
+            }
+        }
+    }
+
+    /// The canary passed: the deployment becomes active, its predecessor superseded.
+    fn promote(&mut self, id: i64) {
+        let Some(mut inf) = self.inflight.take() else {
+            return;
+        };
+        inf.timings.request_to_active_ms = Some(inf.received.elapsed().as_secs_f64() * 1e3);
+        let _ = record::save_measurements(&mut self.store, id, &inf.windows, &inf.timings);
+        let d = record::get(&self.store, id).ok().flatten();
+        if let Some(prev) = d.as_ref().and_then(|d| d.previous_id) {
+            self.transition(
+                prev,
+                DeployState::Superseded,
+                Some(id),
+                "superseded",
+                &format!("deployment #{id} passed its canary"),
+            );
+        }
+        self.transition(
+            id,
+            DeployState::Active,
+            Some(id),
+            "active",
+            &format!(
+                "canary passed: {} windows, every KPI within its threshold",
+                inf.windows.len()
+            ),
+        );
+        self.active_baseline = inf.baseline.clone();
+        self.schedule_active_check();
+        if let Some(d) = &d {
+            self.record_policy_result(d, &inf, None);
+        }
+        (inf.progress)("canary passed: active");
+        let out = record::get(&self.store, id)
+            .and_then(|o| o.ok_or_else(|| Error::Internal(anyhow::anyhow!("deployment vanished"))));
+        let _ = inf.reply.send(out);
+    }
+
+    /// Health of what we hold: still enabled, still ours, no exit record.
+    fn check_health(&mut self) {
+        let Some(h) = &self.held else { return };
+        let detected = Instant::now();
+        let state = sysfs::state().unwrap_or_default();
+        let ops = sysfs::root_ops();
+        let problem = if let Some(exit) = h.scheduler.exit_info() {
+            Some(format!(
+                "the scheduler exited: {} ({}){}",
+                exit.kind_name,
+                exit.reason,
+                if exit.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", exit.message)
+                }
+            ))
+        } else if state != "enabled" {
+            Some(format!(
+                "sched_ext state is '{state}', not 'enabled': the kernel ejected the scheduler (error exit or watchdog stall)"
+            ))
+        } else if ops.as_deref() != Some(h.ops_name.as_str()) {
+            Some(format!(
+                "the kernel now runs '{}', not '{}'",
+                ops.unwrap_or_default(),
+                h.ops_name
+            ))
+        } else {
+            None
+        };
+        let Some(why) = problem else { return };
+        let id = h.deployment_id;
+        if let Ok(Some(d)) = record::get(&self.store, id) {
+            self.roll_back(&d, &why, detected, Some(Trip::Health));
+        }
+    }
+
+    /// Load `d`'s object and attach it; on success we hold it.
+    fn attach(&mut self, d: &Deployment) -> Result<(), Error> {
+        let bytes = record::object(&self.store, &d.object_sha256)?;
+        let dir = tempfile::tempdir().map_err(|e| Error::Internal(e.into()))?;
+        let path = dir.path().join("scheduler.bpf.o");
+        std::fs::write(&path, &bytes).map_err(|e| Error::Internal(e.into()))?;
+        let mut sched = schedcp_scx::load(&path, &[]).map_err(|e| match e {
+            schedcp_scx::LoadError::Prepare(e) => {
+                Error::Input(format!("preparing the object: {e:#}"))
+            }
+            schedcp_scx::LoadError::Rejected { error, log } => {
+                Error::Input(format!("the kernel refused the object: {error}\n{log}"))
+            }
+        })?;
+        sched
+            .attach()
+            .map_err(|e| Error::Input(format!("attaching: {e:#}")))?;
+        if !sysfs::wait_for_state("enabled", STATE_TIMEOUT) {
+            return Err(Error::Input(format!(
+                "attached, but sched_ext state is '{}' after {STATE_TIMEOUT:?}",
+                sysfs::state().unwrap_or_default()
+            )));
+        }
+        self.held = Some(Held {
+            deployment_id: d.id,
+            ops_name: sysfs::root_ops().unwrap_or_else(|| d.ops_name.clone()),
+            scheduler: sched,
+        });
+        Ok(())
+    }
+
+    /// The one rollback path: detach `d`, restore its last known-good (or
+    /// the default), record everything, answer a waiting deploy.
+    fn roll_back(&mut self, d: &Deployment, why: &str, detected: Instant, trip: Option<Trip>) {
+        self.measuring = None;
+        // Detach by dropping the link; wait for the kernel to let go.
+        if let Some(h) = self.held.take() {
+            drop(h);
+            sysfs::wait_for_state("disabled", STATE_TIMEOUT);
+        }
+        let mut restored = None;
+        if let Some(prev_id) = d.previous_id {
+            match record::get(&self.store, prev_id) {
+                Ok(Some(prev)) => match self.attach(&prev) {
+                    Ok(()) => restored = Some(prev),
+                    Err(e) => self.event(
+                        Some(prev_id),
+                        "restore_failed",
+                        &format!("could not re-attach the last known-good: {e}; running the kernel default"),
+                    ),
+                },
+                _ => self.event(Some(prev_id), "restore_failed", "last known-good missing from the store"),
+            }
+        }
+        let elapsed_ms = detected.elapsed().as_secs_f64() * 1e3;
+        let target = restored.as_ref().map(|p| p.id);
+        let to = match &restored {
+            Some(p) => format!("deployment #{} ({}@{})", p.id, p.policy, p.version),
+            None => "the kernel default scheduler".into(),
+        };
+        self.transition(
+            d.id,
+            DeployState::RolledBack,
+            target,
+            "rolled_back",
+            &format!("{why}; rolled back to {to} in {elapsed_ms:.0} ms"),
+        );
+        if let Some(p) = &restored {
+            if p.state != DeployState::Active {
+                self.transition(
+                    p.id,
+                    DeployState::Active,
+                    Some(p.id),
+                    "restored",
+                    &format!("restored by the rollback of deployment #{}", d.id),
+                );
+            }
+            self.active_baseline = p.baseline.clone();
+            self.schedule_active_check();
+        } else {
+            self.next_active_check = None;
+        }
+        // Timings and the reply belong to the in-flight deploy if this was it.
+        let inflight = self
+            .inflight
+            .take_if(|i| i.id == Some(d.id) || i.id.is_none());
+        let mut timings = inflight
+            .as_ref()
+            .map(|i| i.timings.clone())
+            .unwrap_or_else(|| d.timings.clone());
+        timings.breach_to_rollback_ms = Some(elapsed_ms);
+        let windows = inflight
+            .as_ref()
+            .map(|i| i.windows.clone())
+            .unwrap_or_else(|| d.windows.clone());
+        let _ = record::save_measurements(&mut self.store, d.id, &windows, &timings);
+        if let Some(inf) = &inflight {
+            (inf.progress)(&format!("rolled back to {to}: {why}"));
+        }
+        if trip.is_some() {
+            let fresh = record::get(&self.store, d.id)
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| d.clone());
+            match &inflight {
+                Some(inf) => self.record_policy_result(&fresh, inf, trip.as_ref()),
+                None => self.record_trip_result(&fresh, trip.as_ref()),
+            }
+        }
+        if let Some(inf) = inflight {
+            let out = record::get(&self.store, d.id).and_then(|o| {
+                o.ok_or_else(|| Error::Internal(anyhow::anyhow!("deployment vanished")))
+            });
+            let _ = inf.reply.send(out);
+        }
+    }
+
+    fn record_policy_result(&mut self, d: &Deployment, inf: &InFlight, trip: Option<&Trip>) {
+        if trip.is_some() {
+            return self.record_trip_result(d, trip);
+        }
+        // Passed: the workload metric (or run-queue p99) against the baseline.
+        let base = inf.baseline.as_ref();
+        let res = match (
+            base.and_then(|b| b.workload.clone()),
+            inf.windows.last().and_then(|w| w.workload.clone()),
+        ) {
+            (Some(b), Some(_)) => {
+                let vals: Vec<f64> = inf
+                    .windows
+                    .iter()
+                    .filter_map(|w| w.workload.as_ref().map(|x| x.value))
+                    .collect();
+                let med = crate::observe::stats::median(&vals).unwrap_or(b.value);
+                let lower = b.better != "higher";
+                (
+                    b.metric.clone(),
+                    b.unit.clone(),
+                    lower,
+                    med,
+                    b.value,
+                    b.what.clone(),
+                )
+            }
+            _ => {
+                let vals: Vec<f64> = inf.windows.iter().filter_map(|w| w.runq_p99_us).collect();
+                let b = base.and_then(|b| b.runq_p99_us).unwrap_or(0.0);
+                let med = crate::observe::stats::median(&vals).unwrap_or(b);
+                (
+                    "runq_p99".to_string(),
+                    "us".to_string(),
+                    true,
+                    med,
+                    b,
+                    "this machine's own load".to_string(),
+                )
+            }
+        };
+        let (metric, unit, lower, value, baseline, what) = res;
+        let change = if baseline.abs() > f64::EPSILON {
+            let raw = (value - baseline) / baseline * 100.0;
+            if lower {
+                -raw
+            } else {
+                raw
+            }
+        } else {
+            0.0
+        };
+        let verdict = if change > 5.0 {
+            Verdict::Improved
+        } else if change < -5.0 {
+            Verdict::Regressed
+        } else {
+            Verdict::NoChange
+        };
+        self.record_result(
+            d,
+            NewResult {
+                workload: format!("deploy canary: {what}"),
+                workload_description: format!(
+                    "canary of a deployment on {} under {what}",
+                    d.kernel_release
+                ),
+                metric,
+                unit,
+                direction: if lower {
+                    Direction::Lower
+                } else {
+                    Direction::Higher
+                },
+                value,
+                baseline: Some(baseline),
+                improvement_pct: Some(change),
+                p_value: None,
+                // One baseline window: a canary guards, it does not prove.
+                significant: false,
+                verdict,
+                source: ResultSource::Deploy,
+                environment: format!("deploy canary on {}", d.kernel_release),
+            },
+            true,
+        );
+    }
+
+    fn record_trip_result(&mut self, d: &Deployment, trip: Option<&Trip>) {
+        let (metric, unit, lower, value, baseline) = match trip {
+            Some(Trip::Kpi(b)) if !b.is_empty() => {
+                let b = &b[0];
+                (
+                    b.kpi.clone(),
+                    b.unit.clone(),
+                    b.lower_is_better,
+                    b.observed,
+                    b.baseline,
+                )
+            }
+            _ => (
+                "scheduler_failures".to_string(),
+                "count".to_string(),
+                true,
+                1.0,
+                0.0,
+            ),
+        };
+        let change = if baseline.abs() > f64::EPSILON {
+            let raw = (value - baseline) / baseline * 100.0;
+            if lower {
+                -raw
+            } else {
+                raw
+            }
+        } else {
+            -100.0
+        };
+        self.record_result(
+            d,
+            NewResult {
+                workload: "deploy circuit breaker".into(),
+                workload_description: format!(
+                    "production deployment on {} tripped the circuit breaker",
+                    d.kernel_release
+                ),
+                metric,
+                unit,
+                direction: if lower {
+                    Direction::Lower
+                } else {
+                    Direction::Higher
+                },
+                value,
+                baseline: Some(baseline),
+                improvement_pct: Some(change),
+                p_value: None,
+                // A breach of a safety limit or a crash is decisive.
+                significant: true,
+                verdict: Verdict::Regressed,
+                source: ResultSource::Deploy,
+                environment: format!("deploy on {}", d.kernel_release),
+            },
+            false,
+        );
+    }
+
+    /// Into the policy repository, so curation learns from deployments. A
+    /// version this machine's library does not hold is noted, not fatal.
+    fn record_result(&mut self, d: &Deployment, res: NewResult, passed: bool) {
+        let pref = PolicyRef {
+            name: d.policy.clone(),
+            version: Some(d.version),
+        };
+        let outcome = (|| -> Result<String, Error> {
+            let mut lib = Library::open(&self.cfg)?;
+            let v = lib.get(&pref)?;
+            if passed {
+                let why = format!("deployment #{} passed its canary", d.id);
+                if v.state == State::Candidate {
+                    lib.transition(
+                        &pref,
+                        State::Verified,
+                        &format!("deploy token {} from the verifier", d.token_jti),
+                    )?;
+                }
+                if matches!(v.state, State::Candidate | State::Verified) {
+                    lib.transition(&pref, State::Deployed, &why)?;
+                }
+            }
+            let rec = lib.record_result(&pref, res)?;
+            Ok(format!("result #{} recorded for {}", rec.result.id, v.id()))
+        })();
+        match outcome {
+            Ok(msg) => self.event(Some(d.id), "policy_result", &msg),
+            Err(e) => self.event(
+                Some(d.id),
+                "policy_result_skipped",
+                &format!("{}@{}: {e}", d.policy, d.version),
+            ),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Admission: nothing reaches the kernel unless its token checks out for
+//! this exact object, on this kernel, on a machine that has sched_ext.
+//! Checks run in the order token → object → sched_ext → kernel release, so
+//! the first refusal is the most useful one.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::{decode_object, DeployConfig, MAX_OBJECT_BYTES};
+use crate::config::Config;
+use crate::error::Error;
+use crate::verify::pipeline::object_store;
+use crate::verify::token::{self, Claims, Expect, Keys, TrustedKey};
+
+/// A request that passed every check.
+#[derive(Debug)]
+pub struct Admitted {
+    pub claims: Claims,
+    pub object: Vec<u8>,
+    pub object_sha256: String,
+    pub kernel_release: String,
+}
+
+/// Check `token` (and the object it must match) for deployment here.
+pub fn admit(cfg: &Config, token: &str, object_b64: Option<&str>) -> Result<Admitted, Error> {
+    let keys = Keys::load_or_create(&cfg.state_dir())?;
+    let trusted = trusted_keys(&cfg.deploy)?;
+    // Signature, key and expiry first: an unverified token tells us nothing
+    // worth acting on, not even where to find the object.
+    let claims = token::check_trusted(token, &Expect::default(), Some(&keys), &trusted)?;
+    if !claims.sched_ext {
+        return Err(Error::Input(format!(
+            "token for {}@{} was issued without a sched_ext attach test (the verifying kernel had no sched_ext); verify it in the lab first",
+            claims.policy, claims.version
+        )));
+    }
+    let object = match object_b64 {
+        Some(b64) => decode_object(b64)?,
+        None => read_kept_object(&object_store(cfg), &claims.object_sha256)?,
+    };
+    if object.len() > MAX_OBJECT_BYTES {
+        return Err(Error::Input(format!(
+            "object is {} bytes; at most {MAX_OBJECT_BYTES} are accepted",
+            object.len()
+        )));
+    }
+    let object_sha256 = hex::encode(Sha256::digest(&object));
+    let kernel_release = crate::lab::host_kernel_release();
+    if !schedcp_scx::sysfs::available() {
+        return Err(Error::Setup(format!(
+            "this kernel ({kernel_release}) has no sched_ext (/sys/kernel/sched_ext is missing): \
+             it was built without CONFIG_SCHED_CLASS_EXT, so no BPF scheduler can attach here. \
+             Deploy on a kernel with sched_ext (6.12 or newer, built with it), or use \
+             `schedcp lab node` to run a sched_ext machine in a micro-VM"
+        )));
+    }
+    // Now the bindings: this object, this kernel.
+    token::check_trusted(
+        token,
+        &Expect {
+            object_sha256: Some(object_sha256.clone()),
+            kernel_release: Some(kernel_release.clone()),
+        },
+        Some(&keys),
+        &trusted,
+    )?;
+    Ok(Admitted {
+        claims,
+        object,
+        object_sha256,
+        kernel_release,
+    })
+}
+
+pub fn trusted_keys(cfg: &DeployConfig) -> Result<Vec<TrustedKey>, Error> {
+    cfg.trusted_keys
+        .iter()
+        .map(|k| TrustedKey::from_paserk(k))
+        .collect()
+}
+
+fn read_kept_object(store: &Path, sha256: &str) -> Result<Vec<u8>, Error> {
+    let path = store.join(format!("{sha256}.bpf.o"));
+    std::fs::read(&path).map_err(|e| {
+        Error::Input(format!(
+            "no object given and none kept for this token ({}: {e}); pass the verified object \
+             (--object FILE, or object_base64 in the API)",
+            path.display()
+        ))
+    })
+}

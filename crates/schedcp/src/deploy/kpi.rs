@@ -1,0 +1,195 @@
+//! The KPIs a deployment is judged by, measured over one window: run-queue
+//! latency (the observe service's runqlat probe), PSI cpu pressure, tasks
+//! sched_ext refused (`nr_rejected`), and optionally the metric of a
+//! workload run during the window.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use schedcp_proto::workload::{Better, WorkloadResult, WorkloadSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::observe::probes::{self, Filter, ProbeKind, ProbeResult};
+
+/// One window's measurements.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Kpis {
+    pub window_s: f64,
+    /// Run-queue latency percentiles (µs), from the runqlat probe's log2
+    /// histogram (each within its slot's factor of two).
+    pub runq_p50_us: Option<f64>,
+    pub runq_p99_us: Option<f64>,
+    pub runq_samples: u64,
+    /// Share of the window in which some runnable task waited for a CPU
+    /// (`/proc/pressure/cpu` "some"), in percent.
+    pub psi_cpu_some_pct: Option<f64>,
+    /// Tasks sched_ext refused during the window.
+    pub nr_rejected: Option<u64>,
+    /// The workload's metric, if one ran.
+    pub workload: Option<WorkloadKpi>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WorkloadKpi {
+    /// What ran: a lab workload spec or a profile's command line.
+    pub what: String,
+    pub metric: String,
+    pub unit: String,
+    /// `lower` or `higher` is better.
+    pub better: String,
+    pub value: f64,
+}
+
+/// What runs during a window to load the machine and give a metric.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// A built-in lab workload, run by the guest agent binary in its
+    /// standalone mode (`schedcp-guest workload SPEC`).
+    Lab { agent: PathBuf, spec: WorkloadSpec },
+    /// A program; its wall-clock time is the metric.
+    Command {
+        argv: Vec<String>,
+        timeout: Duration,
+    },
+}
+
+impl Workload {
+    pub fn describe(&self) -> String {
+        match self {
+            Workload::Lab { spec, .. } => spec.to_string(),
+            Workload::Command { argv, .. } => argv.join(" "),
+        }
+    }
+
+    fn run(&self) -> Result<WorkloadKpi, Error> {
+        match self {
+            Workload::Lab { agent, spec } => run_lab(agent, spec),
+            Workload::Command { argv, timeout } => run_command(argv, *timeout),
+        }
+    }
+}
+
+fn run_lab(agent: &Path, spec: &WorkloadSpec) -> Result<WorkloadKpi, Error> {
+    let out = Command::new(agent)
+        .arg("workload")
+        .arg(spec.to_string())
+        .output()
+        .map_err(|e| Error::Setup(format!("running {}: {e}", agent.display())))?;
+    if !out.status.success() {
+        return Err(Error::Internal(anyhow::anyhow!(
+            "workload {spec} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let r: WorkloadResult = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Internal(anyhow::anyhow!("workload {spec} output: {e}")))?;
+    let m = r.primary_metric().ok_or_else(|| {
+        Error::Internal(anyhow::anyhow!(
+            "workload {spec} reported no primary metric"
+        ))
+    })?;
+    Ok(WorkloadKpi {
+        what: spec.to_string(),
+        metric: m.name.clone(),
+        unit: m.unit.clone(),
+        better: match m.better {
+            Better::Lower => "lower",
+            Better::Higher => "higher",
+        }
+        .into(),
+        value: m.value,
+    })
+}
+
+fn run_command(argv: &[String], timeout: Duration) -> Result<WorkloadKpi, Error> {
+    let t0 = Instant::now();
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Input(format!("cannot run {}: {e}", argv[0])))?;
+    loop {
+        if let Some(st) = child.try_wait().map_err(|e| Error::Internal(e.into()))? {
+            if !st.success() {
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "{} exited with {st}",
+                    argv.join(" ")
+                )));
+            }
+            break;
+        }
+        if t0.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Internal(anyhow::anyhow!(
+                "{} ran longer than {timeout:?}",
+                argv.join(" ")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(WorkloadKpi {
+        what: argv.join(" "),
+        metric: "wall_time".into(),
+        unit: "ms".into(),
+        better: "lower".into(),
+        value: t0.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// Measures one window: the runqlat probe stays attached while the
+/// workload runs (or, without one, for `window`).
+pub fn measure(window: Duration, workload: Option<&Workload>) -> Result<Kpis, Error> {
+    let psi0 = psi_cpu_some_total_us();
+    let rej0 = schedcp_scx::sysfs::nr_rejected();
+    let t0 = Instant::now();
+    let (result, wl) = probes::observe(
+        ProbeKind::Runqlat,
+        &Filter::default(),
+        1,
+        |_| match workload {
+            Some(w) => Some(w.run()),
+            None => {
+                std::thread::sleep(window);
+                None
+            }
+        },
+    )?;
+    let elapsed = t0.elapsed();
+    let psi1 = psi_cpu_some_total_us();
+    let rej1 = schedcp_scx::sysfs::nr_rejected();
+    let ProbeResult::Runqlat(rq) = result else {
+        return Err(Error::Internal(anyhow::anyhow!(
+            "runqlat returned another result"
+        )));
+    };
+    Ok(Kpis {
+        window_s: elapsed.as_secs_f64(),
+        runq_p50_us: rq.p50_us,
+        runq_p99_us: rq.p99_us,
+        runq_samples: rq.count,
+        psi_cpu_some_pct: match (psi0, psi1) {
+            (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / 1e4 / elapsed.as_secs_f64()),
+            _ => None,
+        },
+        nr_rejected: match (rej0, rej1) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        },
+        workload: wl.transpose()?,
+    })
+}
+
+/// `some total=` of /proc/pressure/cpu: microseconds since boot.
+fn psi_cpu_some_total_us() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
