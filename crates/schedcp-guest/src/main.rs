@@ -37,15 +37,15 @@ fn main() {
             sys::power_off();
         }
     };
+    if node::is_node() {
+        node::run(&mut channel);
+    }
     let _ = channel.send(&GuestMessage::Hello {
         kernel_release: sys::kernel_release(),
         uptime_s: sys::uptime_s(),
         nr_cpus: sys::nr_cpus(),
         sched_ext_state: sched_ext::state(),
     });
-    if node::is_node() {
-        node::run(&mut channel);
-    }
     let report = run::run_job(&mut channel);
     if let Err(e) = channel.send(&GuestMessage::Done(Box::new(report))) {
         eprintln!("schedcp-guest: could not send the report: {e:#}");

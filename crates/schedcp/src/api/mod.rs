@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod jobs;
 pub mod mcp;

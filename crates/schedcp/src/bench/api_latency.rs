@@ -5,18 +5,16 @@
 //! so it includes the MCP framing, authentication, the rate limiter, the
 //! audit append and the blocking-pool hop, not only the service.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::auth::{self, Scope};
-use crate::api::server::{self, HANDSHAKE};
+use crate::api::client::Session;
+use crate::api::server;
 use crate::api::Services;
 use crate::config::Config as SchedcpConfig;
 use crate::error::Error;
@@ -82,68 +80,6 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// One MCP session over the socket, speaking newline-delimited JSON-RPC.
-struct Session {
-    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
-    writer: tokio::net::unix::OwnedWriteHalf,
-    next_id: u64,
-}
-
-impl Session {
-    async fn open(socket: &Path, token: &str) -> anyhow::Result<Session> {
-        let (r, mut w) = UnixStream::connect(socket).await?.into_split();
-        let mut reader = BufReader::new(r);
-        w.write_all(format!("{HANDSHAKE} {token}\n").as_bytes())
-            .await?;
-        let mut line = String::new();
-        reader.read_line(&mut line).await?;
-        anyhow::ensure!(line.trim() == "OK", "handshake refused: {line}");
-        let mut s = Session {
-            reader,
-            writer: w,
-            next_id: 0,
-        };
-        s.request(
-            "initialize",
-            json!({ "protocolVersion": "2025-06-18", "capabilities": {},
-                    "clientInfo": { "name": "schedcp-bench", "version": "0" } }),
-        )
-        .await?;
-        s.send(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
-            .await?;
-        Ok(s)
-    }
-
-    async fn send(&mut self, v: &Value) -> anyhow::Result<()> {
-        let mut text = v.to_string();
-        text.push('\n');
-        self.writer.write_all(text.as_bytes()).await?;
-        Ok(())
-    }
-
-    async fn request(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))
-            .await?;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            anyhow::ensure!(
-                self.reader.read_line(&mut line).await? > 0,
-                "session closed"
-            );
-            let v: Value = serde_json::from_str(&line)?;
-            if v["id"] == json!(id) {
-                if let Some(e) = v.get("error") {
-                    anyhow::bail!("{e}");
-                }
-                return Ok(v["result"].clone());
-            }
-        }
-    }
 }
 
 pub fn run(

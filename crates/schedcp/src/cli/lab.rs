@@ -41,6 +41,28 @@ pub enum LabCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Boot a lab node: a long-running micro-VM with the sched_ext kernel whose
+    /// init runs this schedcp's daemon, reachable from this host over REST and
+    /// MCP on a loopback port. Use it to try `schedcp deploy --url` on a real
+    /// sched_ext kernel when this machine has none. Runs until Ctrl-C.
+    ///
+    /// The node trusts tokens signed by this machine's verifier key, so
+    /// objects verified here deploy there.
+    ///
+    /// Examples:
+    ///   schedcp lab node                 # prints URL and an API token, then waits
+    ///   schedcp lab node --json          # {"url": ..., "token": ...} on one line
+    #[command(verbatim_doc_comment)]
+    Node {
+        /// Virtual CPUs.
+        #[arg(long, default_value_t = 2)]
+        vcpus: u32,
+        /// Guest memory in MiB (the initramfs carries schedcp and the embedding model).
+        #[arg(long, default_value_t = 2048)]
+        mem_mib: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the built-in workloads and their parameters.
     Workloads {
         #[arg(long)]
@@ -123,7 +145,59 @@ pub fn run(cfg: Config, cmd: LabCommand, quiet: bool) -> Result<i32, Error> {
         LabCommand::Demo(a) => run_demo(cfg, a, quiet),
         LabCommand::FetchKernel { refresh, json } => fetch_kernel(cfg, refresh, json, quiet),
         LabCommand::Workloads { json } => workloads(json),
+        LabCommand::Node {
+            vcpus,
+            mem_mib,
+            json,
+        } => node(cfg, vcpus, mem_mib, json, quiet),
     }
+}
+
+fn node(cfg: Config, vcpus: u32, mem_mib: u32, json: bool, quiet: bool) -> Result<i32, Error> {
+    schedcp::config::check_vm_size(vcpus, mem_mib, 60)
+        .map_err(|e| Error::Input(format!("{e:#}")))?;
+    let lab = Lab::new(cfg);
+    let pb = output::spinner(quiet || json);
+    let opts = schedcp::lab::node::NodeOptions {
+        vcpus,
+        mem_mib,
+        lifetime: Duration::from_secs(schedcp::config::MAX_TIMEOUT_S),
+        ..Default::default()
+    };
+    pb.set_message("booting the lab node");
+    let node = schedcp::lab::node::Node::start(&lab, &opts, &|m| {
+        tracing::info!("{m}");
+        pb.set_message(m.to_string());
+    })?;
+    pb.finish_and_clear();
+    if json {
+        output::json_compact(&serde_json::json!({
+            "url": node.url, "token": node.token, "kernel_release": node.kernel_release,
+            "run_dir": node.run_dir,
+        }))?;
+    } else {
+        println!("lab node up: kernel {} (sched_ext)", node.kernel_release);
+        println!("  REST  {}/v1   MCP  {}/mcp", node.url, node.url);
+        println!("  token {}", node.token);
+        println!(
+            "  console log {}",
+            node.run_dir.join("console.log").display()
+        );
+        println!(
+            "try:  schedcp deploy status --url {} --api-token <token>",
+            node.url
+        );
+        println!("Ctrl-C stops the node.");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(e.into()))?;
+    rt.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    drop(node);
+    Ok(exit::OK)
 }
 
 fn request(cfg: &Config, policy: &str, set: Vec<(String, String)>, vm: &VmArgs) -> LabRequest {

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod deploy;
 mod doctor;
 mod lab;
 mod observe;
@@ -64,6 +65,8 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Verify a scheduler: sandboxed compile, static analysis, kernel verifier and trials in the micro-VM, signed token.
     Verify(verify::VerifyArgs),
+    /// Deploy a verified scheduler under a canary with automatic rollback; status, history, rollback.
+    Deploy(deploy::DeployArgs),
     /// The daemon: holds the services, serves MCP and REST to agents (root).
     Serve(serve::ServeArgs),
     /// MCP on stdio for an agent, forwarded to the daemon with your token (unprivileged).
@@ -107,6 +110,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Policy(c) => policy::run(cfg, c, cli.quiet),
         Command::Bench(c) => bench::run(cfg, c, cli.quiet),
         Command::Verify(a) => verify::run(cfg, a, cli.quiet),
+        Command::Deploy(a) => deploy::run(cfg, a, cli.quiet),
         Command::Serve(a) => serve::serve(cfg, a),
         Command::Mcp(a) => serve::mcp(cfg, a),
         Command::Token(c) => token::run(cfg, c),

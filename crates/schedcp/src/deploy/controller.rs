@@ -1090,37 +1090,51 @@ impl Controller {
 
     /// Into the policy repository, so curation learns from deployments. A
     /// version this machine's library does not hold is noted, not fatal.
+    /// Runs on its own thread: opening the library may load the embedding
+    /// model, and the controller must keep polling health meanwhile.
     fn record_result(&mut self, d: &Deployment, res: NewResult, passed: bool) {
-        let pref = PolicyRef {
-            name: d.policy.clone(),
-            version: Some(d.version),
-        };
-        let outcome = (|| -> Result<String, Error> {
-            let mut lib = Library::open(&self.cfg)?;
-            let v = lib.get(&pref)?;
-            if passed {
-                let why = format!("deployment #{} passed its canary", d.id);
-                if v.state == State::Candidate {
-                    lib.transition(
-                        &pref,
-                        State::Verified,
-                        &format!("deploy token {} from the verifier", d.token_jti),
-                    )?;
+        let cfg = self.cfg.clone();
+        let d = d.clone();
+        let spawned = std::thread::Builder::new()
+            .name("deploy-curation".into())
+            .spawn(move || {
+                let pref = PolicyRef {
+                    name: d.policy.clone(),
+                    version: Some(d.version),
+                };
+                let outcome = (|| -> Result<String, Error> {
+                    let mut lib = Library::open(&cfg)?;
+                    let v = lib.get(&pref)?;
+                    if passed {
+                        let why = format!("deployment #{} passed its canary", d.id);
+                        if v.state == State::Candidate {
+                            lib.transition(
+                                &pref,
+                                State::Verified,
+                                &format!("deploy token {} from the verifier", d.token_jti),
+                            )?;
+                        }
+                        if matches!(v.state, State::Candidate | State::Verified) {
+                            lib.transition(&pref, State::Deployed, &why)?;
+                        }
+                    }
+                    let rec = lib.record_result(&pref, res)?;
+                    Ok(format!("result #{} recorded for {}", rec.result.id, v.id()))
+                })();
+                let (event, detail) = match outcome {
+                    Ok(msg) => ("policy_result", msg),
+                    Err(e) => (
+                        "policy_result_skipped",
+                        format!("{}@{}: {e}", d.policy, d.version),
+                    ),
+                };
+                tracing::info!(deployment = d.id, "deploy {event}: {detail}");
+                if let Ok(mut store) = Store::open(&cfg) {
+                    let _ = record::event(&mut store, Some(d.id), event, &detail);
                 }
-                if matches!(v.state, State::Candidate | State::Verified) {
-                    lib.transition(&pref, State::Deployed, &why)?;
-                }
-            }
-            let rec = lib.record_result(&pref, res)?;
-            Ok(format!("result #{} recorded for {}", rec.result.id, v.id()))
-        })();
-        match outcome {
-            Ok(msg) => self.event(Some(d.id), "policy_result", &msg),
-            Err(e) => self.event(
-                Some(d.id),
-                "policy_result_skipped",
-                &format!("{}@{}: {e}", d.policy, d.version),
-            ),
+            });
+        if let Err(e) = spawned {
+            tracing::error!("recording the deploy result: {e}");
         }
     }
 }

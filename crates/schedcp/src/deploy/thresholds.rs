@@ -18,6 +18,10 @@ pub struct Thresholds {
     pub runq_p99_ratio: f64,
     /// ... and by at least this many microseconds.
     pub runq_p99_min_increase_us: f64,
+    /// Judge run-queue p99 only over windows with at least this many
+    /// samples on both sides: on an idle machine the p99 of a few hundred
+    /// wakeups is a handful of outliers, not a KPI.
+    pub runq_min_samples: u64,
     /// Breach when PSI cpu "some" rises by more than this many percentage points.
     pub psi_cpu_some_increase_pct: f64,
     /// Breach when the workload's metric is worse than the baseline's by more than this percent.
@@ -33,6 +37,7 @@ impl Default for Thresholds {
         Thresholds {
             runq_p99_ratio: 4.0,
             runq_p99_min_increase_us: 5_000.0,
+            runq_min_samples: 2_000,
             psi_cpu_some_increase_pct: 30.0,
             workload_regression_pct: 25.0,
             nr_rejected_max: 0,
@@ -44,6 +49,7 @@ impl Default for Thresholds {
 pub const NAMES: &[&str] = &[
     "runq_p99_ratio",
     "runq_p99_min_increase_us",
+    "runq_min_samples",
     "psi_cpu_some_increase_pct",
     "workload_regression_pct",
     "nr_rejected_max",
@@ -65,6 +71,7 @@ impl Thresholds {
         match name {
             "runq_p99_ratio" => self.runq_p99_ratio = v,
             "runq_p99_min_increase_us" => self.runq_p99_min_increase_us = v,
+            "runq_min_samples" => self.runq_min_samples = v as u64,
             "psi_cpu_some_increase_pct" => self.psi_cpu_some_increase_pct = v,
             "workload_regression_pct" => self.workload_regression_pct = v,
             "nr_rejected_max" => self.nr_rejected_max = v as u64,
@@ -138,7 +145,8 @@ impl Breach {
 /// Every KPI of `window` that breaches `t` relative to `baseline`.
 pub fn breaches(t: &Thresholds, baseline: &Kpis, window: &Kpis) -> Vec<Breach> {
     let mut out = Vec::new();
-    if let (Some(b), Some(o)) = (baseline.runq_p99_us, window.runq_p99_us) {
+    let enough = baseline.runq_samples.min(window.runq_samples) >= t.runq_min_samples;
+    if let (Some(b), Some(o), true) = (baseline.runq_p99_us, window.runq_p99_us, enough) {
         if o > b * t.runq_p99_ratio && o - b > t.runq_p99_min_increase_us {
             out.push(Breach {
                 kpi: "runq_p99".into(),
@@ -214,6 +222,7 @@ mod tests {
         Kpis {
             window_s: 5.0,
             runq_p99_us: Some(p99),
+            runq_samples: 10_000,
             psi_cpu_some_pct: Some(psi),
             nr_rejected: Some(0),
             workload: Some(WorkloadKpi {

@@ -50,6 +50,11 @@ impl Initramfs {
         Ok(())
     }
 
+    /// An empty directory (and its parents).
+    pub fn add_dir(&mut self, path: &str) {
+        self.mkdir_p(path.trim_start_matches('/'));
+    }
+
     fn mkdir_p(&mut self, path: &str) {
         let mut cur = String::new();
         for part in path.split('/').filter(|p| !p.is_empty()) {

@@ -6,6 +6,7 @@
 pub mod compare;
 pub mod initramfs;
 pub mod kernel;
+pub mod node;
 pub mod qemu;
 pub mod report;
 
@@ -442,8 +443,9 @@ impl Lab {
             report_path: run_dir.join("report.jsonl"),
             console_path: run_dir.join("console.log"),
             timeout: req.timeout,
+            extra_args: Vec::new(),
         };
-        qemu::boot(&spec, &mut |m| {
+        qemu::boot(&spec, &mut |m: GuestMessage| {
             progress(Progress::Guest(&m));
             messages.push(m);
         })
@@ -475,6 +477,11 @@ impl Lab {
             fs.add_host_file(OBJECT_PATH, obj, 0o644)?;
         }
         fs.write_to(out)
+    }
+
+    /// The accelerator the configuration asks for, as this host can give it.
+    pub fn accelerator(&self) -> Result<Accelerator, Error> {
+        self.choose_accel(self.cfg.lab.accel).map(|(a, _)| a)
     }
 
     fn choose_accel(&self, want: Accel) -> Result<(Accelerator, Option<String>), Error> {
@@ -515,7 +522,7 @@ impl Lab {
         (s.host_kernel == host_kernel_release()).then_some(s)
     }
 
-    fn remember_kvm(&self, usable: bool, reason: Option<String>) {
+    pub(crate) fn remember_kvm(&self, usable: bool, reason: Option<String>) {
         let s = KvmStatus {
             host_kernel: host_kernel_release(),
             usable,

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use schedcp_proto::report::GuestMessage;
 use schedcp_proto::REPORT_PORT_NAME;
 use serde::Serialize;
 
@@ -44,6 +43,8 @@ pub struct VmSpec<'a> {
     pub report_path: PathBuf,
     pub console_path: PathBuf,
     pub timeout: Duration,
+    /// More devices (the lab node's network and control port).
+    pub extra_args: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -98,7 +99,8 @@ impl VmSpec<'_> {
             .args([
                 "-device",
                 &format!("virtserialport,chardev=report,name={REPORT_PORT_NAME}"),
-            ]);
+            ])
+            .args(&self.extra_args);
         c
     }
 }
@@ -106,7 +108,10 @@ impl VmSpec<'_> {
 /// Boot the VM and wait for it to power off, to fail, or to hit the
 /// watchdog. Every complete report line is handed to `on_message` as it
 /// arrives, so callers can show progress.
-pub fn boot(spec: &VmSpec<'_>, on_message: &mut dyn FnMut(GuestMessage)) -> Result<VmExit> {
+pub fn boot<M: serde::de::DeserializeOwned>(
+    spec: &VmSpec<'_>,
+    on_message: &mut dyn FnMut(M),
+) -> Result<VmExit> {
     std::fs::write(&spec.report_path, b"")?;
     let start = Instant::now();
     let mut cmd = spec.command();
@@ -219,7 +224,7 @@ impl ReportReader {
         }
     }
 
-    fn poll(&mut self, on_message: &mut dyn FnMut(GuestMessage)) {
+    fn poll<M: serde::de::DeserializeOwned>(&mut self, on_message: &mut dyn FnMut(M)) {
         let Ok(mut f) = File::open(&self.path) else {
             return;
         };
@@ -237,7 +242,7 @@ impl ReportReader {
             line.clear();
             if self.partial.ends_with('\n') {
                 let text = std::mem::take(&mut self.partial);
-                match serde_json::from_str::<GuestMessage>(text.trim()) {
+                match serde_json::from_str::<M>(text.trim()) {
                     Ok(msg) => on_message(msg),
                     Err(e) => {
                         tracing::warn!("unparseable report line from guest: {e}: {}", text.trim())

@@ -1,0 +1,342 @@
+//! `schedcp deploy`: a client of the daemon that holds the deployed
+//! scheduler — the local one over its socket, or another machine (a lab
+//! node) over REST with `--url`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use schedcp::api::auth::{self, Scope};
+use schedcp::api::client::{Rest, Session};
+use schedcp::config::Config;
+use schedcp::deploy::{self, DeployState, Deployment, Status};
+use schedcp::error::{exit, Error};
+use schedcp::store::Store;
+use serde_json::{json, Value};
+
+use super::output;
+
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "\
+The deploy service attaches only schedulers that carry a token from
+`schedcp verify`. Before the switch it measures a KPI baseline; during the
+canary it compares every window with it:
+  runq_p99                 run-queue latency p99 (runqlat probe)
+  psi_cpu_some             /proc/pressure/cpu
+  nr_rejected              tasks sched_ext refused
+  workload metric          with --workload (a profile name or a lab workload spec)
+and it polls the scheduler's health (error exit, watchdog stall, ejection)
+every deploy.health_poll_ms. Any breach rolls back to the last known-good
+scheduler (or the kernel default) at once. Thresholds (--kpi NAME=VALUE):
+  runq_p99_ratio=4 runq_p99_min_increase_us=5000 runq_min_samples=2000
+  psi_cpu_some_increase_pct=30 workload_regression_pct=25 nr_rejected_max=0
+
+Examples:
+  schedcp verify vtime                       # prints a token; keeps the object
+  schedcp deploy --token \"$(cat vtime.token)\" --canary 60
+  schedcp deploy --token-file vtime.token --workload batch --kpi workload_regression_pct=10
+  schedcp deploy status
+  schedcp deploy history --limit 5
+  schedcp deploy rollback --reason \"p99 alarms on the web tier\"
+  schedcp deploy status --url http://127.0.0.1:7433 --api-token $TOKEN   # a lab node
+
+Exit codes: 0 active (or done), 2 refused, 3 this kernel has no sched_ext /
+no daemon, 4 the canary failed and the scheduler was rolled back."
+)]
+pub struct DeployArgs {
+    #[command(subcommand)]
+    pub command: Option<DeployCommand>,
+    /// The deployment token from `schedcp verify`.
+    #[arg(long, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// Read the deployment token from this file.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The verified object (default: the one `verify` kept on the daemon's machine).
+    #[arg(long, value_name = "FILE")]
+    pub object: Option<PathBuf>,
+    /// Canary length in seconds (default: deploy.canary_s).
+    #[arg(long, value_name = "SECONDS")]
+    pub canary: Option<u64>,
+    /// Threshold override, NAME=VALUE (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub kpi: Vec<String>,
+    /// Workload run in each canary window: a workload profile or a lab workload spec.
+    #[arg(long)]
+    pub workload: Option<String>,
+    #[command(flatten)]
+    pub remote: Remote,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Remote {
+    /// A daemon over REST (e.g. a lab node) instead of the local socket.
+    #[arg(long, global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// API token for the daemon (default: $SCHEDCP_TOKEN; as root on the
+    /// local socket, a 10-minute token is created and revoked afterwards).
+    #[arg(long, global = true, env = "SCHEDCP_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// What runs now: sched_ext state, the current deployment, its last known-good.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past deployments and every deploy event, newest first.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll the current deployment back to its last known-good now.
+    Rollback {
+        /// Why (kept in the history and the audit log).
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cfg: Config, a: DeployArgs, quiet: bool) -> Result<i32, Error> {
+    match a.command {
+        Some(DeployCommand::Status { json }) => status(&cfg, &a.remote, json || a.json),
+        Some(DeployCommand::History { limit, json }) => {
+            history(&cfg, &a.remote, limit, json || a.json)
+        }
+        Some(DeployCommand::Rollback { reason, json }) => {
+            let d: Deployment = serde_json::from_value(call(
+                &cfg,
+                &a.remote,
+                "deploy_rollback",
+                json!({ "reason": reason }),
+            )?)
+            .map_err(|e| Error::Internal(e.into()))?;
+            show(&d, json || a.json)?;
+            Ok(exit::OK)
+        }
+        None => deploy_cmd(&cfg, &a, quiet),
+    }
+}
+
+fn deploy_cmd(cfg: &Config, a: &DeployArgs, quiet: bool) -> Result<i32, Error> {
+    let token = match (&a.token, &a.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| Error::Input(format!("reading {}: {e}", f.display())))?
+            .trim()
+            .to_string(),
+        (None, None) => {
+            return Err(Error::Input(
+                "give --token or --token-file (from `schedcp verify`), or a subcommand: status, history, rollback".into(),
+            ))
+        }
+    };
+    let object_base64 = a
+        .object
+        .as_ref()
+        .map(|p| {
+            std::fs::read(p)
+                .map(|b| {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(b)
+                })
+                .map_err(|e| Error::Input(format!("reading {}: {e}", p.display())))
+        })
+        .transpose()?;
+    if a.remote.url.is_none() {
+        // Check here first: a machine without sched_ext, a bad or expired
+        // token, a wrong object get a precise answer without a daemon.
+        deploy::gate::admit(cfg, &token, object_base64.as_deref())?;
+    }
+    let canary = a.canary.unwrap_or(cfg.deploy.canary_s);
+    let args = json!({
+        "token": token,
+        "object_base64": object_base64,
+        "canary_s": a.canary,
+        "kpi": a.kpi,
+        "workload": a.workload,
+        "wait_seconds": (canary + 600).min(3600),
+    });
+    let pb = output::spinner(quiet || a.json);
+    pb.set_message(format!("deploying: baseline, switch, {canary} s canary"));
+    let job = call(cfg, &a.remote, "deploy", args)?;
+    pb.finish_and_clear();
+    let result = match job["state"].as_str() {
+        Some("succeeded") => job["result"].clone(),
+        Some("failed") => {
+            return Err(Error::Input(
+                job["error"]
+                    .as_str()
+                    .unwrap_or("the deploy job failed")
+                    .to_string(),
+            ))
+        }
+        _ => return Err(Error::Internal(anyhow::anyhow!(
+            "the deploy did not finish in time; follow it with `schedcp deploy status` (job {})",
+            job["id"].as_str().unwrap_or("?")
+        ))),
+    };
+    let d: Deployment = serde_json::from_value(result).map_err(|e| Error::Internal(e.into()))?;
+    show(&d, a.json)?;
+    Ok(if d.state == DeployState::Active {
+        exit::OK
+    } else {
+        exit::SCHEDULER
+    })
+}
+
+fn status(cfg: &Config, remote: &Remote, json: bool) -> Result<i32, Error> {
+    let s: Status = match &remote.url {
+        Some(_) => serde_json::from_value(call(cfg, remote, "deploy_status", json!({}))?)
+            .map_err(|e| Error::Internal(e.into()))?,
+        None => deploy::controller::status(cfg, false)?,
+    };
+    if json {
+        output::json(&s)?;
+        return Ok(exit::OK);
+    }
+    println!(
+        "sched_ext: {}{}",
+        s.sched_ext_state.as_deref().unwrap_or("not in this kernel"),
+        s.kernel_ops
+            .as_deref()
+            .map(|o| format!(" ({o})"))
+            .unwrap_or_default()
+    );
+    match &s.current {
+        Some(d) => {
+            println!(
+                "deployment #{} {}@{}: {} since {}",
+                d.id,
+                d.policy,
+                d.version,
+                d.state.as_str(),
+                d.requested_at
+            );
+            println!(
+                "rollback goes to: {}",
+                s.last_known_good.as_deref().unwrap_or("-")
+            );
+        }
+        None => println!("no deployment: the kernel's default scheduler runs"),
+    }
+    Ok(exit::OK)
+}
+
+fn history(cfg: &Config, remote: &Remote, limit: usize, json: bool) -> Result<i32, Error> {
+    let v = match &remote.url {
+        Some(_) => call(cfg, remote, "deploy_history", json!({ "limit": limit }))?,
+        None => {
+            let store = Store::open(cfg)?;
+            json!({
+                "deployments": deploy::record::list(&store, limit)?,
+                "events": deploy::record::events(&store, limit)?,
+            })
+        }
+    };
+    if json {
+        output::json(&v)?;
+        return Ok(exit::OK);
+    }
+    let deployments: Vec<Deployment> =
+        serde_json::from_value(v["deployments"].clone()).map_err(|e| Error::Internal(e.into()))?;
+    if deployments.is_empty() {
+        println!("no deployments yet");
+    }
+    for d in &deployments {
+        println!(
+            "#{:<4} {:<24} {:<11} {}  {}",
+            d.id,
+            format!("{}@{}", d.policy, d.version),
+            d.state.as_str(),
+            d.requested_at,
+            d.reason.as_deref().unwrap_or("")
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn show(d: &Deployment, json: bool) -> Result<(), Error> {
+    if json {
+        return output::json(d);
+    }
+    println!(
+        "deployment #{} {}@{}: {}",
+        d.id,
+        d.policy,
+        d.version,
+        d.state.as_str()
+    );
+    if let Some(r) = &d.reason {
+        println!("  {r}");
+    }
+    let t = &d.timings;
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
+    println!(
+        "  request→attached {}  request→active {}  breach→rollback {}",
+        ms(t.request_to_attached_ms),
+        ms(t.request_to_active_ms),
+        ms(t.breach_to_rollback_ms)
+    );
+    Ok(())
+}
+
+/// Call a tool of the daemon: REST with `--url`, else the local socket.
+fn call(cfg: &Config, remote: &Remote, tool: &str, args: Value) -> Result<Value, Error> {
+    if let Some(url) = &remote.url {
+        let token = remote.api_token.clone().ok_or_else(|| {
+            Error::Input("--url needs an API token (--api-token or $SCHEDCP_TOKEN)".into())
+        })?;
+        let rest = Rest::new(url, &token, Duration::from_secs(3700))?;
+        return rest.call(tool, &args).map_err(Error::from);
+    }
+    let (token, temporary) = match &remote.api_token {
+        Some(t) => (t.clone(), None),
+        None if nix::unistd::geteuid().is_root() => {
+            let mut store = Store::open(cfg)?;
+            let (info, t) = auth::create(
+                &mut store,
+                "deploy-cli",
+                &[Scope::Deploy, Scope::Observe],
+                Some(Duration::from_secs(600)),
+            )?;
+            (t, Some(info.id))
+        }
+        None => {
+            return Err(Error::Input(
+                "no API token: set $SCHEDCP_TOKEN or --api-token (a token with scope deploy)"
+                    .into(),
+            ))
+        }
+    };
+    let socket = cfg.api.socket.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(e.into()))?;
+    let out = rt.block_on(async {
+        let mut s = Session::open(&socket, &token).await.map_err(|e| {
+            Error::Setup(format!(
+                "cannot reach the schedcp daemon at {}: {e:#}; start it with `schedcp serve` (it holds deployed schedulers)",
+                socket.display()
+            ))
+        })?;
+        s.call(tool, args).await.map_err(Error::from)
+    });
+    if let Some(id) = temporary {
+        if let Ok(mut store) = Store::open(cfg) {
+            let _ = auth::revoke(&mut store, &id);
+        }
+    }
+    out
+}
