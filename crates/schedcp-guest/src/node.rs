@@ -144,6 +144,7 @@ fn wait_or_command(
             Ok(NodeCommand::KillDaemon) => {
                 let _ = child.kill();
             }
+            Ok(NodeCommand::KillProcess(comm)) => kill_by_comm(&comm),
             Ok(NodeCommand::PowerOff) => {
                 stopping.store(true, Ordering::SeqCst);
                 // SIGTERM: the daemon detaches what it deployed and exits.
@@ -286,4 +287,23 @@ fn sockaddr_in(addr: [u8; 4]) -> libc::sockaddr {
     };
     // SAFETY: sockaddr_in and sockaddr have the same size on Linux.
     unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// SIGKILL every process whose `/proc/PID/comm` is `comm`.
+fn kill_by_comm(comm: &str) {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if name.trim() == comm {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }

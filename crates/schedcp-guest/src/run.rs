@@ -5,17 +5,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use schedcp_proto::job::{GuestJob, SchedulerJob};
+use schedcp_proto::job::{GuestJob, Runner, SchedulerJob};
 use schedcp_proto::report::{
     exit_kind_name, ExitInfo, GuestMessage, GuestReport, RunRecord, SchedulerOutcome, StepKind,
 };
 use schedcp_proto::workload::{WorkloadResult, WorkloadSpec};
-use schedcp_proto::{JOB_PATH, OBJECT_PATH};
+use schedcp_proto::{BINARY_PATH, JOB_PATH, OBJECT_PATH};
 
 use crate::channel::ReportChannel;
 use crate::{sys, workloads};
 use schedcp_scx::loader::{self, LoadError};
 use schedcp_scx::sysfs::{self as sched_ext, StateMonitor};
+use schedcp_scx::ExternalScheduler;
 
 pub fn run_job(ch: &mut ReportChannel) -> GuestReport {
     let mut report = GuestReport {
@@ -169,6 +170,23 @@ fn attach_run_detach(
         let lines = sys::sched_ext_kernel_messages();
         exit_from_kernel_log(lines.get(kmsg_seen..).unwrap_or_default())
     };
+    if let Runner::Binary {
+        args,
+        start_timeout_ms,
+    } = &sched.runner
+    {
+        let start_timeout = Duration::from_millis(*start_timeout_ms);
+        return binary_run_detach(
+            ch,
+            spec,
+            args,
+            start_timeout,
+            state_timeout,
+            outcome,
+            workload,
+            &exit_from_kmsg,
+        );
+    }
     let loaded = step(ch, StepKind::Load, || {
         match loader::load(Path::new(OBJECT_PATH), &sched.rodata) {
             Ok(s) => Ok(s),
@@ -235,6 +253,83 @@ fn attach_run_detach(
     outcome.state_transitions = monitor.finish();
     outcome.exit = scheduler.exit_info().or_else(exit_from_kmsg);
     detached
+}
+
+/// The same trial for a scheduler that is its own program: start it (its
+/// load and the kernel verifier happen inside), wait for `enabled`, run the
+/// workload, stop it with SIGINT and wait for `disabled`.
+#[allow(clippy::too_many_arguments)]
+fn binary_run_detach(
+    ch: &mut ReportChannel,
+    spec: &WorkloadSpec,
+    args: &[String],
+    start_timeout: Duration,
+    state_timeout: Duration,
+    outcome: &mut SchedulerOutcome,
+    workload: &mut Option<Result<WorkloadResult, String>>,
+    exit_from_kmsg: &dyn Fn() -> Option<ExitInfo>,
+) -> Result<(), String> {
+    let monitor = StateMonitor::start(Vec::new());
+    let mut process = step(ch, StepKind::Load, || {
+        ExternalScheduler::spawn(
+            Path::new(BINARY_PATH),
+            args,
+            Path::new("/tmp/scheduler.out"),
+        )
+        .map_err(|e| format!("{e:#}"))
+    })?;
+    outcome.loaded = true;
+    let attached = step(ch, StepKind::Attach, || process.wait_enabled(start_timeout));
+    monitor.sample();
+    if let Err(e) = attached {
+        outcome.verifier_log = Some(process.output_tail());
+        process.stop(state_timeout);
+        outcome.state_transitions = monitor.finish();
+        outcome.exit = exit_from_kmsg();
+        return Err(e);
+    }
+    outcome.attached = true;
+    outcome.attached_at_s = Some(sys::uptime_s());
+    outcome.ops_name = sched_ext::root_ops();
+
+    *workload = Some(run_workload(ch, spec));
+    outcome.survived_workload = sched_ext::state().as_deref() == Some("enabled")
+        && sched_ext::root_ops() == outcome.ops_name
+        && process.exit_status().is_none();
+
+    let detached = step(ch, StepKind::Detach, || {
+        let (status, killed) = process.stop(state_timeout);
+        if killed {
+            return Err(format!(
+                "the scheduler ignored SIGINT for {} ms and was killed",
+                state_timeout.as_millis()
+            ));
+        }
+        if !sched_ext::wait_for_state("disabled", state_timeout) {
+            return Err(format!(
+                "sched_ext state is still '{}' after the scheduler exited",
+                sched_ext::state().unwrap_or_default()
+            ));
+        }
+        match status {
+            Some(s) if s.success() => Ok(()),
+            Some(s) => Err(format!(
+                "the scheduler exited with {} on SIGINT: {}",
+                schedcp_scx::process::describe(s),
+                tail_lines(&process.output_tail(), 5)
+            )),
+            None => Err("the scheduler's exit status is unknown".into()),
+        }
+    });
+    outcome.detached_cleanly = detached.is_ok();
+    outcome.state_transitions = monitor.finish();
+    outcome.exit = exit_from_kmsg();
+    detached
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 fn run_workload(ch: &mut ReportChannel, spec: &WorkloadSpec) -> Result<WorkloadResult, String> {

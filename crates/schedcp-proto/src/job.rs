@@ -31,6 +31,25 @@ pub struct SchedulerJob {
     pub object_sha256: String,
     /// Values written into `.rodata` variables before load (tunables).
     pub rodata: Vec<RodataValue>,
+    /// How the scheduler is started: our loader on a BPF object, or a
+    /// scheduler program that loads itself.
+    #[serde(default)]
+    pub runner: Runner,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Runner {
+    /// `OBJECT_PATH`, loaded and attached through struct_ops by the agent.
+    #[default]
+    Object,
+    /// `BINARY_PATH`, an scx scheduler binary run as a supervised process
+    /// with these arguments and stopped with SIGINT.
+    Binary {
+        args: Vec<String>,
+        /// How long loading (the kernel verifier included) may take.
+        start_timeout_ms: u64,
+    },
 }
 
 /// A `const volatile` global set before load.

@@ -24,3 +24,5 @@ pub const REPORT_PORT_NAME: &str = "org.schedcp.report.0";
 pub const JOB_PATH: &str = "/schedcp/job.json";
 /// Path of the scheduler object inside the initramfs.
 pub const OBJECT_PATH: &str = "/schedcp/scheduler.bpf.o";
+/// Path of an external scheduler binary inside the initramfs.
+pub const BINARY_PATH: &str = "/schedcp/scheduler.bin";

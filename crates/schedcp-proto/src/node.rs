@@ -68,27 +68,55 @@ pub enum NodeMessage {
 }
 
 /// Commands on the control port, one per line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeCommand {
     /// SIGKILL the daemon (a crash, as far as it knows); init restarts it.
     KillDaemon,
+    /// SIGKILL every process with this command name (`/proc/PID/comm`):
+    /// fault injection, e.g. a supervised scheduler binary dying.
+    KillProcess(String),
     /// Stop the daemon with SIGTERM and power off.
     PowerOff,
 }
 
 impl NodeCommand {
-    pub fn as_str(self) -> &'static str {
+    pub fn to_line(&self) -> String {
         match self {
-            NodeCommand::KillDaemon => "kill-daemon",
-            NodeCommand::PowerOff => "poweroff",
+            NodeCommand::KillDaemon => "kill-daemon".into(),
+            NodeCommand::KillProcess(comm) => format!("kill-process {comm}"),
+            NodeCommand::PowerOff => "poweroff".into(),
         }
     }
 
     pub fn parse(line: &str) -> Option<NodeCommand> {
-        match line.trim() {
-            "kill-daemon" => Some(NodeCommand::KillDaemon),
-            "poweroff" => Some(NodeCommand::PowerOff),
-            _ => None,
+        match line.trim().split_once(' ') {
+            Some(("kill-process", comm)) if !comm.trim().is_empty() => {
+                Some(NodeCommand::KillProcess(comm.trim().to_string()))
+            }
+            Some(_) => None,
+            None => match line.trim() {
+                "kill-daemon" => Some(NodeCommand::KillDaemon),
+                "poweroff" => Some(NodeCommand::PowerOff),
+                _ => None,
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_through_their_lines() {
+        for c in [
+            NodeCommand::KillDaemon,
+            NodeCommand::KillProcess("scx_bpfland".into()),
+            NodeCommand::PowerOff,
+        ] {
+            assert_eq!(NodeCommand::parse(&c.to_line()), Some(c));
+        }
+        assert_eq!(NodeCommand::parse("kill-process "), None);
+        assert_eq!(NodeCommand::parse("reboot"), None);
     }
 }

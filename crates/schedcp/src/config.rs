@@ -61,8 +61,8 @@ impl ApiConfig {
         if !(1..=16).contains(&self.max_jobs) {
             bail!("api.max_jobs must be 1..=16");
         }
-        if !(4096..=16 << 20).contains(&self.max_request_bytes) {
-            bail!("api.max_request_bytes must be 4 KiB..=16 MiB");
+        if !(4096..=64 << 20).contains(&self.max_request_bytes) {
+            bail!("api.max_request_bytes must be 4 KiB..=64 MiB");
         }
         if let Some(h) = &self.http {
             let addr: std::net::SocketAddr = h

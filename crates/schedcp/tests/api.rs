@@ -592,6 +592,14 @@ fn scripted_agent_workflow_through_mcp_only() {
         out[5]
     );
     assert_eq!(out[6]["structured"]["policy"]["state"], "verified");
+    // The same job over plain REST, with and without a wait in the query.
+    let auth = format!("Authorization: Bearer {token}");
+    for q in ["", "&wait_seconds=1"] {
+        let url = format!("{}/v1/jobs?id={}{q}", d.url(), job["id"].as_str().unwrap());
+        let (status, body, _) = curl(&["-H", &auth, &url]);
+        assert_eq!(status, 200, "GET {url}: {body:#}");
+        assert_eq!(body["state"], "succeeded", "GET {url}: {body:#}");
+    }
 
     let (_, check) = http_sdk(
         &c,

@@ -309,6 +309,8 @@ impl Services {
         let wait_s = if op.job {
             args.as_object_mut()
                 .and_then(|o| o.remove("wait_seconds"))
+                // A GET query serializes an absent wait as null.
+                .filter(|w| !w.is_null())
                 .map(|w| {
                     w.as_f64()
                         .filter(|w| (0.0..=3600.0).contains(w))

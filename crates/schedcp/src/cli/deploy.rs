@@ -181,10 +181,12 @@ fn deploy_cmd(cfg: &Config, a: &DeployArgs, quiet: bool) -> Result<i32, Error> {
                     .to_string(),
             ))
         }
-        _ => return Err(Error::Internal(anyhow::anyhow!(
+        _ => {
+            return Err(Error::Internal(anyhow::anyhow!(
             "the deploy did not finish in time; follow it with `schedcp deploy status` (job {})",
             job["id"].as_str().unwrap_or("?")
-        ))),
+        )))
+        }
     };
     let d: Deployment = serde_json::from_value(result).map_err(|e| Error::Internal(e.into()))?;
     show(&d, a.json)?;

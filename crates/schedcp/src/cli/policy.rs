@@ -11,7 +11,7 @@ use schedcp::policies::model::{
 };
 use schedcp::policies::search::SearchQuery;
 use schedcp::policies::transfer::Export;
-use schedcp::policies::{validate, Library};
+use schedcp::policies::{external, validate, Library};
 
 use super::output;
 
@@ -93,6 +93,30 @@ pub enum PolicyCommand {
         policy: PolicyRef,
         #[arg(long)]
         reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install an external scx scheduler from the catalogue, pinned.
+    ///
+    /// Runs `cargo install <crate>@<catalogue version> --locked` into
+    /// schedcp's cache (<cache>/external/<crate>-<version>/), stripped, and
+    /// records the binary's SHA-256, the crate version and the toolchain.
+    /// Needs cargo (Rust >= 1.91), clang with the BPF target and libclang;
+    /// a first build takes several minutes. It runs third-party build
+    /// scripts as you: an operator's action, not offered to agents.
+    /// Then `schedcp verify NAME` trials the binary in the micro-VM and
+    /// issues the token `schedcp deploy` needs.
+    ///
+    /// Examples:
+    ///   schedcp policy install-external scx_bpfland
+    ///   schedcp policy install-external scx_lavd --force --json
+    #[command(verbatim_doc_comment)]
+    InstallExternal {
+        /// An external policy of the library (`schedcp policy list`, origin external).
+        name: String,
+        /// Build and install again even if an intact install exists.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -192,7 +216,7 @@ pub fn run(cfg: Config, cmd: PolicyCommand, quiet: bool) -> Result<i32, Error> {
             policy,
             source,
             json,
-        } => show(&lib, &policy, source, json)?,
+        } => show(&cfg, &lib, &policy, source, json)?,
         PolicyCommand::Add(a) => {
             let p = read_new_policy(&a)?;
             let v = lib.add(p)?;
@@ -332,6 +356,40 @@ pub fn run(cfg: Config, cmd: PolicyCommand, quiet: bool) -> Result<i32, Error> {
                 println!("retired {}", v.id());
             }
         }
+        PolicyCommand::InstallExternal { name, force, json } => {
+            let pb = output::spinner(quiet || json);
+            pb.set_message(format!("installing {name} with cargo"));
+            let m = external::install(&cfg, &lib, &name, force, &mut |line| {
+                pb.set_message(line.to_string())
+            });
+            pb.finish_and_clear();
+            let m = m?;
+            if json {
+                output::json(&m)?;
+            } else {
+                println!(
+                    "{} {} {} {}
+  binary {} ({} bytes)
+  sha256 {}
+  built by {}{}
+next: schedcp verify {}",
+                    if m.already { "already installed:" } else { "installed:" },
+                    m.policy,
+                    m.crate_name,
+                    m.crate_version,
+                    m.binary.display(),
+                    m.size_bytes,
+                    m.sha256,
+                    m.rustc,
+                    if m.already {
+                        String::new()
+                    } else {
+                        format!(" in {:.0} s", m.build_s)
+                    },
+                    m.policy
+                );
+            }
+        }
         PolicyCommand::Export { out } => {
             let e = lib.export()?;
             let text = serde_json::to_string_pretty(&e).map_err(|e| Error::Internal(e.into()))?;
@@ -367,7 +425,7 @@ pub fn run(cfg: Config, cmd: PolicyCommand, quiet: bool) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
-fn show(lib: &Library, r: &PolicyRef, source: bool, json: bool) -> Result<(), Error> {
+fn show(cfg: &Config, lib: &Library, r: &PolicyRef, source: bool, json: bool) -> Result<(), Error> {
     let v = lib.get(r)?;
     let pinned = PolicyRef {
         name: v.name.clone(),
@@ -415,10 +473,21 @@ fn show(lib: &Library, r: &PolicyRef, source: bool, json: bool) -> Result<(), Er
     }
     match &v.body {
         Body::External(x) => {
-            println!(
-                "install: cargo install {} --version {} (binary {})",
-                x.crate_name, x.version, x.binary
-            );
+            match external::installed(cfg, x) {
+                Ok(Some(m)) => println!(
+                    "installed: {} (sha256 {}…, {} bytes, {} by {})",
+                    m.binary.display(),
+                    &m.sha256[..16],
+                    m.size_bytes,
+                    m.installed_at,
+                    m.rustc
+                ),
+                Ok(None) => println!(
+                    "not installed: `schedcp policy install-external {}` (cargo install {}@{} --locked)",
+                    v.name, x.crate_name, x.version
+                ),
+                Err(e) => println!("install: {e}"),
+            }
             for f in &x.flags {
                 let d = f
                     .default

@@ -18,10 +18,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use schedcp_scx::sysfs;
+use schedcp_scx::{sysfs, Artefact, ExternalScheduler};
 
 use super::gate::Admitted;
 use super::kpi::{self, Kpis, Workload};
@@ -288,7 +289,19 @@ fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
 struct Held {
     deployment_id: i64,
     ops_name: String,
-    scheduler: schedcp_scx::Scheduler,
+    attachment: Attachment,
+}
+
+/// A BPF object whose struct_ops link we own, or a scheduler program we
+/// supervise (it owns its link; stopping it detaches).
+enum Attachment {
+    Object(schedcp_scx::Scheduler),
+    Process {
+        process: ExternalScheduler,
+        binary: PathBuf,
+        log: PathBuf,
+        restarts: u32,
+    },
 }
 
 /// Why a window is being measured.
@@ -314,6 +327,8 @@ struct InFlight {
     reply: Sender<Result<Deployment, Error>>,
     baseline: Option<Kpis>,
     windows: Vec<Kpis>,
+    /// Consecutive canary windows with a KPI breach so far.
+    breach_streak: u32,
     timings: Timings,
     canary_until: Option<Instant>,
 }
@@ -327,6 +342,8 @@ struct Controller {
     measuring: Option<Measuring>,
     /// Baseline of the active deployment, for passive checks once active.
     active_baseline: Option<Kpis>,
+    /// Consecutive passive windows with a breach while active.
+    active_streak: u32,
     next_active_check: Option<Instant>,
 }
 
@@ -346,6 +363,7 @@ impl Controller {
             inflight: None,
             measuring: None,
             active_baseline: None,
+            active_streak: 0,
             next_active_check: None,
         }
     }
@@ -411,6 +429,7 @@ impl Controller {
                         ),
                     );
                     self.active_baseline = d.baseline.clone();
+                    self.active_streak = 0;
                     self.schedule_active_check();
                 }
                 Err(e) => {
@@ -507,6 +526,7 @@ impl Controller {
                     reply,
                     baseline: None,
                     windows: Vec::new(),
+                    breach_streak: 0,
                     timings,
                     canary_until: None,
                 });
@@ -698,19 +718,33 @@ impl Controller {
         let n = inf.windows.len();
         let _ = record::save_measurements(&mut self.store, id, &inf.windows, &inf.timings);
         if !found.is_empty() {
+            inf.breach_streak += 1;
+            let needed = inf.plan.thresholds.consecutive_windows;
+            let what = found
+                .iter()
+                .map(Breach::describe)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if inf.breach_streak < needed {
+                // Not yet a verdict: the canary runs on (past its end if
+                // need be) until the streak trips or a clean window ends it.
+                let note = format!(
+                    "canary window {n}: {what} ({} of {needed} consecutive windows to trip)",
+                    inf.breach_streak
+                );
+                (inf.progress)(&note);
+                self.event(Some(id), "kpi_warning", &note);
+                return;
+            }
             let why = format!(
-                "KPI breach in canary window {n}: {}",
-                found
-                    .iter()
-                    .map(Breach::describe)
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                "KPI breach in {needed} consecutive canary windows (last: window {n}): {what}"
             );
             if let Ok(Some(d)) = record::get(&self.store, id) {
                 self.roll_back(&d, &why, detected, Some(Trip::Kpi(found)));
             }
             return;
         }
+        inf.breach_streak = 0;
         (inf.progress)(&format!(
             "canary window {n}: every KPI within its threshold"
         ));
@@ -734,18 +768,37 @@ impl Controller {
         // Passive windows run no workload: only the passive KPIs compare.
         t.workload_regression_pct = f64::INFINITY;
         let found = breaches(&t, &base, &window);
-        if !found.is_empty() {
-            let why = format!(
-                "KPI breach while active: {}",
+        if found.is_empty() {
+            self.active_streak = 0;
+            return;
+        }
+        self.active_streak += 1;
+        if self.active_streak < t.consecutive_windows {
+            let note = format!(
+                "passive window while active: {} ({} of {} consecutive windows to trip)",
                 found
                     .iter()
                     .map(Breach::describe)
                     .collect::<Vec<_>>()
-                    .join("; ")
+                    .join("; "),
+                self.active_streak,
+                t.consecutive_windows
             );
-            if let Ok(Some(d)) = record::get(&self.store, id) {
-                self.roll_back(&d, &why, Instant::now(), Some(Trip::Kpi(found)));
-            }
+            self.event(Some(id), "kpi_warning", &note);
+            return;
+        }
+        self.active_streak = 0;
+        let why = format!(
+            "KPI breach in {} consecutive windows while active: {}",
+            t.consecutive_windows,
+            found
+                .iter()
+                .map(Breach::describe)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        if let Ok(Some(d)) = record::get(&self.store, id) {
+            self.roll_back(&d, &why, Instant::now(), Some(Trip::Kpi(found)));
         }
     }
 
@@ -777,6 +830,7 @@ impl Controller {
             ),
         );
         self.active_baseline = inf.baseline.clone();
+        self.active_streak = 0;
         self.schedule_active_check();
         if let Some(d) = &d {
             self.record_policy_result(d, &inf, None);
@@ -789,11 +843,64 @@ impl Controller {
 
     /// Health of what we hold: still enabled, still ours, no exit record.
     fn check_health(&mut self) {
-        let Some(h) = &self.held else { return };
+        let in_canary = self.inflight.is_some();
+        let max_restarts = self.cfg.deploy.external_max_restarts;
+        let start_timeout = Duration::from_secs(self.cfg.deploy.external_start_s);
+        let Some(h) = &mut self.held else { return };
         let detected = Instant::now();
+        // A dead scheduler process: restart it while active (bounded), or trip.
+        let mut died = None;
+        if let Attachment::Process {
+            process,
+            binary,
+            log,
+            restarts,
+        } = &mut h.attachment
+        {
+            if let Some(status) = process.exit_status() {
+                let what = format!(
+                    "the scheduler process exited ({}): {}",
+                    schedcp_scx::process::describe(status),
+                    last_lines(&process.output_tail(), 3)
+                );
+                if !in_canary && *restarts < max_restarts {
+                    sysfs::wait_for_state("disabled", STATE_TIMEOUT);
+                    let restarted = ExternalScheduler::spawn(binary, &[], log)
+                        .map_err(|e| format!("{e:#}"))
+                        .and_then(|mut p| p.wait_enabled(start_timeout).map(|_| p));
+                    match restarted {
+                        Ok(p) => {
+                            *process = p;
+                            *restarts += 1;
+                            let (id, n) = (h.deployment_id, *restarts);
+                            h.ops_name = sysfs::root_ops().unwrap_or_default();
+                            self.event(
+                                Some(id),
+                                "restarted",
+                                &format!("{what}; restarted ({n} of at most {max_restarts})"),
+                            );
+                            return;
+                        }
+                        Err(e) => died = Some(format!("{what}; the restart failed: {e}")),
+                    }
+                } else {
+                    died = Some(if in_canary {
+                        format!("{what} during the canary")
+                    } else {
+                        format!("{what}; restarted {max_restarts} times already")
+                    });
+                }
+            }
+        }
         let state = sysfs::state().unwrap_or_default();
         let ops = sysfs::root_ops();
-        let problem = if let Some(exit) = h.scheduler.exit_info() {
+        let exit = match &h.attachment {
+            Attachment::Object(s) => s.exit_info(),
+            Attachment::Process { .. } => None,
+        };
+        let problem = if died.is_some() {
+            died
+        } else if let Some(exit) = exit {
             Some(format!(
                 "the scheduler exited: {} ({}){}",
                 exit.kind_name,
@@ -824,9 +931,13 @@ impl Controller {
         }
     }
 
-    /// Load `d`'s object and attach it; on success we hold it.
+    /// Load `d`'s object and attach it (or start its scheduler binary); on
+    /// success we hold it.
     fn attach(&mut self, d: &Deployment) -> Result<(), Error> {
         let bytes = record::object(&self.store, &d.object_sha256)?;
+        if Artefact::of(&bytes) == Some(Artefact::Executable) {
+            return self.start_binary(d, &bytes);
+        }
         let dir = tempfile::tempdir().map_err(|e| Error::Internal(e.into()))?;
         let path = dir.path().join("scheduler.bpf.o");
         std::fs::write(&path, &bytes).map_err(|e| Error::Internal(e.into()))?;
@@ -850,7 +961,47 @@ impl Controller {
         self.held = Some(Held {
             deployment_id: d.id,
             ops_name: sysfs::root_ops().unwrap_or_else(|| d.ops_name.clone()),
-            scheduler: sched,
+            attachment: Attachment::Object(sched),
+        });
+        Ok(())
+    }
+
+    /// Start an external scheduler binary under supervision. The binary is
+    /// written (0700, by hash) under the state dir, so what runs is exactly
+    /// what the token was checked against; its output goes to a per-deployment log.
+    fn start_binary(&mut self, d: &Deployment, bytes: &[u8]) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = self.cfg.state_dir().join("deploy");
+        let io = |what: &str, e: std::io::Error| Error::Setup(format!("{what}: {e}"));
+        std::fs::create_dir_all(dir.join("bin"))
+            .and_then(|_| std::fs::create_dir_all(dir.join("logs")))
+            .map_err(|e| io(&format!("creating {}", dir.display()), e))?;
+        let binary = dir.join("bin").join(&d.object_sha256);
+        let intact = std::fs::read(&binary)
+            .map(|b| b == bytes)
+            .unwrap_or(false);
+        if !intact {
+            let tmp = binary.with_extension("tmp");
+            std::fs::write(&tmp, bytes)
+                .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)))
+                .and_then(|_| std::fs::rename(&tmp, &binary))
+                .map_err(|e| io(&format!("writing {}", binary.display()), e))?;
+        }
+        let log = dir.join("logs").join(format!("{}.log", d.id));
+        let mut process = ExternalScheduler::spawn(&binary, &[], &log)
+            .map_err(|e| Error::Input(format!("{e:#}")))?;
+        process
+            .wait_enabled(Duration::from_secs(self.cfg.deploy.external_start_s))
+            .map_err(Error::Input)?;
+        self.held = Some(Held {
+            deployment_id: d.id,
+            ops_name: sysfs::root_ops().unwrap_or_else(|| d.ops_name.clone()),
+            attachment: Attachment::Process {
+                process,
+                binary,
+                log,
+                restarts: 0,
+            },
         });
         Ok(())
     }
@@ -902,6 +1053,7 @@ impl Controller {
                 );
             }
             self.active_baseline = p.baseline.clone();
+            self.active_streak = 0;
             self.schedule_active_check();
         } else {
             self.next_active_check = None;
@@ -993,17 +1145,11 @@ impl Controller {
         } else {
             0.0
         };
-        let verdict = if change > 5.0 {
-            Verdict::Improved
-        } else if change < -5.0 {
-            Verdict::Regressed
-        } else {
-            Verdict::NoChange
-        };
         self.record_result(
             d,
             NewResult {
-                workload: format!("deploy canary: {what}"),
+                // Result workloads are identifiers; the description says which load ran.
+                workload: "deploy_canary".into(),
                 workload_description: format!(
                     "canary of a deployment on {} under {what}",
                     d.kernel_release
@@ -1019,9 +1165,10 @@ impl Controller {
                 baseline: Some(baseline),
                 improvement_pct: Some(change),
                 p_value: None,
-                // One baseline window: a canary guards, it does not prove.
+                // One baseline window: a canary guards, it does not prove,
+                // so the change is evidence for search, never a verdict.
                 significant: false,
-                verdict,
+                verdict: Verdict::NoChange,
                 source: ResultSource::Deploy,
                 environment: format!("deploy canary on {}", d.kernel_release),
             },
@@ -1062,7 +1209,7 @@ impl Controller {
         self.record_result(
             d,
             NewResult {
-                workload: "deploy circuit breaker".into(),
+                workload: "deploy_breaker".into(),
                 workload_description: format!(
                     "production deployment on {} tripped the circuit breaker",
                     d.kernel_release
@@ -1137,4 +1284,9 @@ impl Controller {
             tracing::error!("recording the deploy result: {e}");
         }
     }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::{decode_object, DeployConfig, MAX_OBJECT_BYTES};
+use schedcp_scx::Artefact;
+
+use super::{decode_object, DeployConfig, MAX_BINARY_BYTES, MAX_OBJECT_BYTES};
 use crate::config::Config;
 use crate::error::Error;
 use crate::verify::pipeline::object_store;
@@ -18,6 +20,8 @@ use crate::verify::token::{self, Claims, Expect, Keys, TrustedKey};
 pub struct Admitted {
     pub claims: Claims,
     pub object: Vec<u8>,
+    /// A BPF object we load, or a scheduler binary we supervise.
+    pub artefact: Artefact,
     pub object_sha256: String,
     pub kernel_release: String,
 }
@@ -39,9 +43,18 @@ pub fn admit(cfg: &Config, token: &str, object_b64: Option<&str>) -> Result<Admi
         Some(b64) => decode_object(b64)?,
         None => read_kept_object(&object_store(cfg), &claims.object_sha256)?,
     };
-    if object.len() > MAX_OBJECT_BYTES {
+    let artefact = Artefact::of(&object).ok_or_else(|| {
+        Error::Input(
+            "the object is neither a BPF object (ELF, EM_BPF) nor an x86-64 scheduler binary".into(),
+        )
+    })?;
+    let limit = match artefact {
+        Artefact::BpfObject => MAX_OBJECT_BYTES,
+        Artefact::Executable => MAX_BINARY_BYTES,
+    };
+    if object.len() > limit {
         return Err(Error::Input(format!(
-            "object is {} bytes; at most {MAX_OBJECT_BYTES} are accepted",
+            "the object is {} bytes; at most {limit} are accepted",
             object.len()
         )));
     }
@@ -68,6 +81,7 @@ pub fn admit(cfg: &Config, token: &str, object_b64: Option<&str>) -> Result<Admi
     Ok(Admitted {
         claims,
         object,
+        artefact,
         object_sha256,
         kernel_release,
     })
@@ -81,6 +95,12 @@ pub fn trusted_keys(cfg: &DeployConfig) -> Result<Vec<TrustedKey>, Error> {
 }
 
 fn read_kept_object(store: &Path, sha256: &str) -> Result<Vec<u8>, Error> {
+    // The verifier keeps BPF objects as .bpf.o and scheduler binaries as .bin.
+    let binary = store.join(format!("{sha256}.bin"));
+    if binary.is_file() {
+        return std::fs::read(&binary)
+            .map_err(|e| Error::Input(format!("reading {}: {e}", binary.display())));
+    }
     let path = store.join(format!("{sha256}.bpf.o"));
     std::fs::read(&path).map_err(|e| {
         Error::Input(format!(

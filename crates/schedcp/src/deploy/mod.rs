@@ -36,6 +36,8 @@ use crate::error::Error;
 pub const MAX_CANARY_S: u64 = 24 * 3600;
 /// Largest BPF object accepted for deployment.
 pub const MAX_OBJECT_BYTES: usize = 4 << 20;
+/// Largest external scheduler binary accepted for deployment.
+pub const MAX_BINARY_BYTES: usize = 32 << 20;
 
 /// `[deploy]` in the config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +66,12 @@ pub struct DeployConfig {
     /// The guest agent binary, which runs built-in workloads; default:
     /// next to the schedcp binary.
     pub workload_agent: Option<PathBuf>,
+    /// How long an external scheduler binary may take from start to
+    /// `enabled`, seconds.
+    pub external_start_s: u64,
+    /// How often an active external scheduler whose process died is
+    /// restarted before the breaker rolls it back (never during a canary).
+    pub external_max_restarts: u32,
 }
 
 impl Default for DeployConfig {
@@ -77,6 +85,8 @@ impl Default for DeployConfig {
             trusted_keys: Vec::new(),
             workload: None,
             workload_agent: None,
+            external_start_s: 60,
+            external_max_restarts: 2,
         }
     }
 }
@@ -91,6 +101,12 @@ impl DeployConfig {
         }
         if !(10..=5000).contains(&self.health_poll_ms) {
             anyhow::bail!("deploy.health_poll_ms must be 10..=5000");
+        }
+        if !(1..=600).contains(&self.external_start_s) {
+            anyhow::bail!("deploy.external_start_s must be 1..=600");
+        }
+        if self.external_max_restarts > 100 {
+            anyhow::bail!("deploy.external_max_restarts must be 0..=100");
         }
         self.thresholds
             .validate()
@@ -109,8 +125,9 @@ impl DeployConfig {
 pub struct DeployRequest {
     /// The deployment token `verify` issued (`v4.public.…`).
     pub token: String,
-    /// The BPF object, base64. Without it, the object the verifier kept on
-    /// this machine under the token's hash is used.
+    /// The BPF object (or, for an external scheduler, its binary), base64.
+    /// Without it, what the verifier kept on this machine under the
+    /// token's hash is used.
     #[serde(default)]
     pub object_base64: Option<String>,
     /// Canary length, seconds (default: deploy.canary_s).
@@ -143,9 +160,9 @@ pub struct Status {
 
 pub(crate) fn decode_object(b64: &str) -> Result<Vec<u8>, Error> {
     use base64::Engine as _;
-    if b64.len() > MAX_OBJECT_BYTES * 4 / 3 + 8 {
+    if b64.len() > MAX_BINARY_BYTES * 4 / 3 + 8 {
         return Err(Error::Input(format!(
-            "object_base64 is {} bytes; objects up to {MAX_OBJECT_BYTES} bytes are accepted",
+            "object_base64 is {} bytes; BPF objects up to {MAX_OBJECT_BYTES} bytes and scheduler binaries up to {MAX_BINARY_BYTES} bytes are accepted",
             b64.len()
         )));
     }

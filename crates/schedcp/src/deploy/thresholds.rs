@@ -28,6 +28,10 @@ pub struct Thresholds {
     pub workload_regression_pct: f64,
     /// Breach when more than this many tasks are rejected by sched_ext in a window.
     pub nr_rejected_max: u64,
+    /// Trip the breaker when KPIs breach in this many consecutive windows:
+    /// one noisy window is not a regression. Health failures (error exit,
+    /// watchdog, a dead loader) trip at once regardless.
+    pub consecutive_windows: u32,
 }
 
 impl Default for Thresholds {
@@ -41,6 +45,7 @@ impl Default for Thresholds {
             psi_cpu_some_increase_pct: 30.0,
             workload_regression_pct: 25.0,
             nr_rejected_max: 0,
+            consecutive_windows: 2,
         }
     }
 }
@@ -53,6 +58,7 @@ pub const NAMES: &[&str] = &[
     "psi_cpu_some_increase_pct",
     "workload_regression_pct",
     "nr_rejected_max",
+    "consecutive_windows",
 ];
 
 impl Thresholds {
@@ -75,6 +81,14 @@ impl Thresholds {
             "psi_cpu_some_increase_pct" => self.psi_cpu_some_increase_pct = v,
             "workload_regression_pct" => self.workload_regression_pct = v,
             "nr_rejected_max" => self.nr_rejected_max = v as u64,
+            "consecutive_windows" => {
+                if v.fract() != 0.0 || !(1.0..=10.0).contains(&v) {
+                    return Err(Error::Input(format!(
+                        "consecutive_windows must be a whole number 1..=10, got {value}"
+                    )));
+                }
+                self.consecutive_windows = v as u32
+            }
             other => {
                 return Err(Error::Input(format!(
                     "unknown KPI threshold '{other}'; known: {}",
@@ -115,6 +129,12 @@ impl Thresholds {
             return bad(format!(
                 "workload_regression_pct must be between 0 and 1000, got {}",
                 self.workload_regression_pct
+            ));
+        }
+        if !(1..=10).contains(&self.consecutive_windows) {
+            return bad(format!(
+                "consecutive_windows must be 1..=10, got {}",
+                self.consecutive_windows
             ));
         }
         Ok(())
@@ -262,5 +282,9 @@ mod tests {
         assert!(t.set("bogus=1").unwrap_err().to_string().contains("known:"));
         assert!(t.set("runq_p99_ratio=0.5").is_err());
         assert!(t.set("nope").is_err());
+        t.set("consecutive_windows=1").unwrap();
+        assert_eq!(t.consecutive_windows, 1);
+        assert!(t.set("consecutive_windows=1.5").is_err());
+        assert!(t.set("consecutive_windows=0").is_err());
     }
 }

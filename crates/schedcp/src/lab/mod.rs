@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use schedcp_proto::job::{GuestJob, PlannedRun, RodataValue, SchedulerJob};
+use schedcp_proto::job::{GuestJob, PlannedRun, RodataValue, Runner, SchedulerJob};
 use schedcp_proto::report::GuestMessage;
 use schedcp_proto::workload::WorkloadSpec;
-use schedcp_proto::{JOB_PATH, OBJECT_PATH};
+use schedcp_proto::{BINARY_PATH, JOB_PATH, OBJECT_PATH};
 use serde::{Deserialize, Serialize};
 
 use crate::bpf::compile::{CompileError, CompiledObject, Compiler};
@@ -36,12 +36,14 @@ pub enum PolicyRef {
     Default,
     Builtin(String),
     File(PathBuf),
-    /// An object compiled earlier (the verifier's): run exactly these bytes,
-    /// so what is verified is what a token is issued for.
+    /// An artefact built earlier (the verifier's object, or an installed
+    /// scheduler binary): run exactly these bytes, so what is verified is
+    /// what a token is issued for.
     Object {
         name: String,
         path: PathBuf,
         sha256: String,
+        runner: Runner,
     },
 }
 
@@ -181,18 +183,26 @@ impl Lab {
                     .map_err(|e| Error::Input(format!("{e:#}")))?;
                 (p.meta.name.clone(), p.source.to_string(), rodata)
             }
-            PolicyRef::Object { name, path, sha256 } => {
+            PolicyRef::Object {
+                name,
+                path,
+                sha256,
+                runner,
+            } => {
                 let bytes = std::fs::read(path).map_err(|e| {
-                    Error::Input(format!("cannot read BPF object {}: {e}", path.display()))
+                    Error::Input(format!("cannot read {}: {e}", path.display()))
                 })?;
                 let actual = hex::encode(sha2::Sha256::digest(&bytes));
                 if &actual != sha256 {
                     return Err(Error::Input(format!(
-                        "BPF object {} changed since it was verified (sha256 {actual}, expected {sha256})",
+                        "{} changed since it was verified (sha256 {actual}, expected {sha256})",
                         path.display()
                     )));
                 }
-                let copy = workdir.join("scheduler.bpf.o");
+                let copy = workdir.join(match runner {
+                    Runner::Object => "scheduler.bpf.o",
+                    Runner::Binary { .. } => "scheduler.bin",
+                });
                 std::fs::write(&copy, &bytes)
                     .map_err(|e| Error::Internal(anyhow::anyhow!("copying the object: {e}")))?;
                 let object = CompiledObject {
@@ -205,6 +215,7 @@ impl Lab {
                     name: name.clone(),
                     object_sha256: object.sha256.clone(),
                     rodata: Vec::new(),
+                    runner: runner.clone(),
                 };
                 return Ok(Some((job, object)));
             }
@@ -271,6 +282,7 @@ impl Lab {
             name,
             object_sha256: object.sha256.clone(),
             rodata,
+            runner: Runner::Object,
         };
         Ok(Some((job, object)))
     }
@@ -462,9 +474,9 @@ impl Lab {
     ) -> anyhow::Result<()> {
         let mut fs = initramfs::Initramfs::new();
         fs.add_host_file("/init", agent, 0o755)?;
-        for lib in initramfs::shared_libraries(agent)? {
-            let guest_path = lib.display().to_string();
-            fs.add_host_file(&guest_path, &lib, 0o755)?;
+        let agent_libs = initramfs::shared_libraries(agent)?;
+        for lib in &agent_libs {
+            fs.add_host_file(&lib.display().to_string(), lib, 0o755)?;
         }
         // libbpf resolves Kconfig externs from /boot/config-$(uname -r).
         fs.add_host_file(
@@ -473,8 +485,18 @@ impl Lab {
             0o644,
         )?;
         fs.add_file(JOB_PATH, 0o644, &serde_json::to_vec_pretty(job)?);
-        if let Some(obj) = object {
-            fs.add_host_file(OBJECT_PATH, obj, 0o644)?;
+        let runner = job.scheduler.as_ref().map(|s| &s.runner);
+        match (object, runner) {
+            (Some(bin), Some(Runner::Binary { .. })) => {
+                fs.add_host_file(BINARY_PATH, bin, 0o755)?;
+                for lib in initramfs::shared_libraries(bin)? {
+                    if !agent_libs.contains(&lib) {
+                        fs.add_host_file(&lib.display().to_string(), &lib, 0o755)?;
+                    }
+                }
+            }
+            (Some(obj), _) => fs.add_host_file(OBJECT_PATH, obj, 0o644)?,
+            (None, _) => {}
         }
         fs.write_to(out)
     }

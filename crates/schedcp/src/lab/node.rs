@@ -41,7 +41,7 @@ pub struct NodeOptions {
     pub schedcp: Option<PathBuf>,
     pub vcpus: u32,
     pub mem_mib: u32,
-    /// Extra TOML appended to the node daemon's config (e.g. `[deploy]` settings).
+    /// More keys of the node daemon's `[deploy]` table (TOML lines).
     pub config_extra: String,
     /// Wall-clock limit for the whole VM.
     pub lifetime: Duration,
@@ -148,13 +148,15 @@ impl Node {
             "cache_dir = \"{NODE_CACHE}\"\nstate_dir = \"/var/lib/schedcp\"\n\n\
              [api]\nsocket = \"/run/schedcp/schedcp.sock\"\nhttp = \"0.0.0.0:{GUEST_PORT}\"\n\
              # QEMU's user network delivers the host's connections from 10.0.2.2.\n\
-             allow_remote_http = true\nrate_per_s = 100\nrate_burst = 200\nmax_request_bytes = 8388608\n\n\
+             allow_remote_http = true\nrate_per_s = 100\nrate_burst = 200\nmax_request_bytes = 50331648\n\n\
              [deploy]\ntrusted_keys = [\"{}\"]\nworkload_agent = \"/usr/bin/schedcp-guest\"\n{}\n",
             keys.public_paserk(),
             opts.config_extra
         );
+        log("seeding the node's policy library on the host");
+        let seed = seed_store(lab, &run_dir)?;
         build_initramfs(
-            &agent, &schedcp, &kernel, &modules, &model_dir, &spec, &config, &initrd,
+            &agent, &schedcp, &kernel, &modules, &model_dir, &seed, &spec, &config, &initrd,
         )
         .map_err(|e| Error::Setup(format!("building the node's initramfs: {e:#}")))?;
 
@@ -316,7 +318,7 @@ impl Node {
                 "connecting to the node's control port: {e}"
             ))
         })?;
-        s.write_all(format!("{}\n", cmd.as_str()).as_bytes())
+        s.write_all(format!("{}\n", cmd.to_line()).as_bytes())
             .map_err(|e| Error::Internal(e.into()))?;
         Ok(())
     }
@@ -334,6 +336,16 @@ impl Node {
             std::thread::sleep(Duration::from_millis(100));
         }
         Ok(())
+    }
+
+    /// SIGKILL every process named `comm` on the node (fault injection).
+    pub fn kill_process(&self, comm: &str) -> Result<(), Error> {
+        if comm.is_empty() || comm.len() > 15 || comm.contains(char::is_whitespace) {
+            return Err(Error::Input(format!(
+                "'{comm}' is not a process command name (1-15 characters, no spaces)"
+            )));
+        }
+        self.control(NodeCommand::KillProcess(comm.to_string()))
     }
 
     /// How many times the daemon has been started.
@@ -449,6 +461,26 @@ fn free_port() -> Result<u16, Error> {
         .port())
 }
 
+/// The node's store with its policy library already imported. Importing
+/// embeds every built-in and catalogue policy with the sentence model,
+/// which takes seconds here and many minutes under TCG; the files are the
+/// same either way, so the host does it once and the node starts with them.
+fn seed_store(lab: &Lab, run_dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let dir = run_dir.join("seed");
+    let mut cfg = lab.config().clone();
+    cfg.state_dir = Some(dir.clone());
+    cfg.policies.backend = crate::policies::Backend::Sqlite;
+    drop(crate::policies::Library::open(&cfg)?);
+    let db = dir.join(crate::store::DB_FILE);
+    let mut files = vec![db.clone()];
+    // A WAL left behind by another reader is part of the database.
+    let wal = db.with_extension("db-wal");
+    if wal.metadata().is_ok_and(|m| m.len() > 0) {
+        files.push(wal);
+    }
+    Ok(files)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_initramfs(
     agent: &Path,
@@ -456,6 +488,7 @@ fn build_initramfs(
     kernel: &kernel::KernelImage,
     modules: &[PathBuf],
     model_dir: &Path,
+    seed: &[PathBuf],
     spec: &NodeSpec,
     config: &str,
     out: &Path,
@@ -494,6 +527,13 @@ fn build_initramfs(
             let dest = guest_model.join(e.file_name());
             fs.add_host_file(&dest.display().to_string(), &e.path(), 0o644)?;
         }
+    }
+    for f in seed {
+        fs.add_host_file(
+            &Path::new("/var/lib/schedcp").join(file_name(f)).display().to_string(),
+            f,
+            0o600,
+        )?;
     }
     fs.add_file(NODE_CONFIG, 0o600, config.as_bytes());
     fs.add_file(NODE_PATH, 0o644, &serde_json::to_vec_pretty(spec)?);

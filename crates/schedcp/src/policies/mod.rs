@@ -16,6 +16,7 @@ pub mod builtin;
 pub mod catalog;
 pub mod curation;
 pub mod embed;
+pub mod external;
 pub mod meta;
 pub mod model;
 pub mod repo;

@@ -16,6 +16,13 @@
 //! 6. `token`: a signed deployment token bound to the object, the report,
 //!    the kernel it was verified on and the ops name.
 //!
+//! An external scheduler (an scx binary from the catalogue, installed with
+//! `schedcp policy install-external`) has no source to compile or object
+//! to analyse: its first stage is `install` (the pinned binary and its
+//! hash), `static` is skipped, and its verification is the dynamic trial —
+//! stages 3–5 run the binary itself in the micro-VM, started by the guest
+//! and stopped with SIGINT, and the token binds the binary's hash.
+//!
 //! Stages 3–5 share one VM (boot ≈ 2.5 s under TCG): the guest runs the
 //! whole plan in one boot and loads a fresh scheduler instance for each
 //! candidate run, so no BPF state leaks from one run into the next, and
@@ -24,7 +31,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use schedcp_proto::job::PlannedRun;
+use schedcp_proto::job::{PlannedRun, Runner};
 use schedcp_proto::report::{GuestMessage, RunRecord, StepKind};
 use schedcp_proto::workload::WorkloadSpec;
 use serde_json::json;
@@ -33,12 +40,13 @@ use sha2::{Digest, Sha256};
 use super::analyze;
 use super::report::{Stage, StageVerdict, VerifyReport};
 use super::token::{Binding, Keys};
-use crate::bpf::compile::{CompileError, Compiler};
+use crate::bpf::compile::{CompileError, CompiledObject, Compiler};
 use crate::config::Config;
 use crate::error::Error;
 use crate::lab::report::{LabReport, Outcome};
 use crate::lab::{Lab, LabRequest, PolicyRef, Progress};
 use crate::observe::stats;
+use crate::policies::external::Installed;
 
 /// Smallest share of an equal split any equal-weight hog may get.
 pub const MIN_SHARE_PCT: f64 = 50.0;
@@ -55,8 +63,15 @@ pub struct Subject {
     pub version: u32,
     /// How the subject was named on the command line.
     pub label: String,
+    /// The scheduler source; for an external binary, its catalogue spec.
     pub source: String,
+    /// Set for an external scheduler: the installed binary to trial.
+    pub binary: Option<Installed>,
 }
+
+/// How long an external scheduler may take to load and attach in the VM
+/// (its BPF goes through the kernel verifier, slow under TCG).
+const BINARY_START_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -239,7 +254,11 @@ pub fn verify(
         token: None,
     };
     let names = [
-        "compile",
+        if subject.binary.is_some() {
+            "install"
+        } else {
+            "compile"
+        },
         "static",
         "kernel",
         "correctness",
@@ -269,78 +288,17 @@ fn run_stages(
     workdir: &Path,
     report: &mut VerifyReport,
 ) -> Result<bool, Error> {
-    // 1. Sandboxed compile.
-    (ctx.progress)("compiling in the sandbox");
-    let t = Instant::now();
-    let include_dir =
-        crate::bpf::include::include_dir(&ctx.cfg.cache_dir()).map_err(Error::Internal)?;
-    let compiler = Compiler::new(ctx.cfg.lab.clang.clone(), include_dir);
-    let file = format!("{}.bpf.c", subject.policy);
-    let object = match compiler.compile(&file, &subject.source, workdir) {
-        Ok(o) => o,
-        Err(CompileError::Tool(e)) => return Err(Error::Setup(format!("{e:#}"))),
-        Err(e) => {
-            let detail = match &e {
-                CompileError::Diagnostics { diagnostics, .. } => {
-                    json!({ "diagnostics": diagnostics })
-                }
-                _ => serde_json::Value::Null,
-            };
-            ctx.push(
-                "compile",
-                since(t),
-                StageVerdict::Fail,
-                vec![e.to_string()],
-                detail,
-            );
-            return Ok(false);
-        }
-    };
-    report.object_sha256 = Some(object.sha256.clone());
-    ctx.push(
-        "compile",
-        since(t),
-        StageVerdict::Pass,
-        vec![format!(
-            "{} bytes, sha256 {}",
-            object.size_bytes,
-            &object.sha256[..16]
-        )],
-        json!({ "object": object }),
-    );
-
-    // 2. Static analysis.
-    (ctx.progress)("static analysis");
-    let t = Instant::now();
-    let analysis = analyze::analyze(&object.path, &analyze::Limits::default())?;
-    let reasons: Vec<String> = analysis
-        .findings
-        .iter()
-        .map(|f| {
-            let severity = match f.severity {
-                analyze::Severity::Error => "error",
-                analyze::Severity::Warning => "warning",
-            };
-            format!("{severity} {}: {}", f.code, f.message)
-        })
-        .collect();
-    let verdict = if !analysis.passed() {
-        StageVerdict::Fail
-    } else if analysis.findings.is_empty() {
-        StageVerdict::Pass
-    } else {
-        StageVerdict::Warn
-    };
-    report.ops_name = analysis.ops.as_ref().map(|o| o.name.clone());
-    let detail = serde_json::to_value(&analysis).unwrap_or_default();
-    if !ctx.push("static", since(t), verdict, reasons, detail) {
+    let Some((object, runner)) = (match &subject.binary {
+        Some(installed) => install_stage(ctx, installed, workdir, report)?,
+        None => compile_stages(ctx, subject, workdir, report)?,
+    }) else {
         return Ok(false);
-    }
-
+    };
     let candidate = PolicyRef::Object {
         name: subject.policy.clone(),
         path: object.path.clone(),
         sha256: object.sha256.clone(),
+        runner,
     };
 
     // 3–5 run in one VM: the fairness trial under the candidate (its load
@@ -615,6 +573,153 @@ fn run_stages(
         json!({ "report_sha256": binding.report_sha256 }),
     );
     Ok(true)
+}
+
+
+/// Stages 1–2 for a source: sandboxed compile, static analysis. `None`
+/// when a stage failed (it is in the report).
+fn compile_stages(
+    ctx: &mut Ctx<'_>,
+    subject: &Subject,
+    workdir: &Path,
+    report: &mut VerifyReport,
+) -> Result<Option<(CompiledObject, Runner)>, Error> {
+    // 1. Sandboxed compile.
+    (ctx.progress)("compiling in the sandbox");
+    let t = Instant::now();
+    let include_dir =
+        crate::bpf::include::include_dir(&ctx.cfg.cache_dir()).map_err(Error::Internal)?;
+    let compiler = Compiler::new(ctx.cfg.lab.clang.clone(), include_dir);
+    let file = format!("{}.bpf.c", subject.policy);
+    let object = match compiler.compile(&file, &subject.source, workdir) {
+        Ok(o) => o,
+        Err(CompileError::Tool(e)) => return Err(Error::Setup(format!("{e:#}"))),
+        Err(e) => {
+            let detail = match &e {
+                CompileError::Diagnostics { diagnostics, .. } => {
+                    json!({ "diagnostics": diagnostics })
+                }
+                _ => serde_json::Value::Null,
+            };
+            ctx.push(
+                "compile",
+                since(t),
+                StageVerdict::Fail,
+                vec![e.to_string()],
+                detail,
+            );
+            return Ok(None);
+        }
+    };
+    report.object_sha256 = Some(object.sha256.clone());
+    ctx.push(
+        "compile",
+        since(t),
+        StageVerdict::Pass,
+        vec![format!(
+            "{} bytes, sha256 {}",
+            object.size_bytes,
+            &object.sha256[..16]
+        )],
+        json!({ "object": object }),
+    );
+
+    // 2. Static analysis.
+    (ctx.progress)("static analysis");
+    let t = Instant::now();
+    let analysis = analyze::analyze(&object.path, &analyze::Limits::default())?;
+    let reasons: Vec<String> = analysis
+        .findings
+        .iter()
+        .map(|f| {
+            let severity = match f.severity {
+                analyze::Severity::Error => "error",
+                analyze::Severity::Warning => "warning",
+            };
+            format!("{severity} {}: {}", f.code, f.message)
+        })
+        .collect();
+    let verdict = if !analysis.passed() {
+        StageVerdict::Fail
+    } else if analysis.findings.is_empty() {
+        StageVerdict::Pass
+    } else {
+        StageVerdict::Warn
+    };
+    report.ops_name = analysis.ops.as_ref().map(|o| o.name.clone());
+    let detail = serde_json::to_value(&analysis).unwrap_or_default();
+    if !ctx.push("static", since(t), verdict, reasons, detail) {
+        return Ok(None);
+    }
+    Ok(Some((object, Runner::Object)))
+}
+
+/// Stage 1 for an external scheduler: the pinned, installed binary, copied
+/// into the work directory (so it is kept by hash with the report).
+fn install_stage(
+    ctx: &mut Ctx<'_>,
+    installed: &Installed,
+    workdir: &Path,
+    report: &mut VerifyReport,
+) -> Result<Option<(CompiledObject, Runner)>, Error> {
+    let t = Instant::now();
+    let bytes = std::fs::read(&installed.binary).map_err(|e| {
+        Error::Setup(format!(
+            "reading {}: {e}; install it again with `schedcp policy install-external {} --force`",
+            installed.binary.display(),
+            installed.policy
+        ))
+    })?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    if sha256 != installed.sha256 {
+        ctx.push(
+            "install",
+            since(t),
+            StageVerdict::Fail,
+            vec![format!(
+                "{} changed since it was installed (sha256 {sha256}, recorded {})",
+                installed.binary.display(),
+                installed.sha256
+            )],
+            serde_json::Value::Null,
+        );
+        return Ok(None);
+    }
+    let path = workdir.join(format!("{}.bin", installed.policy));
+    std::fs::write(&path, &bytes).map_err(|e| Error::Internal(e.into()))?;
+    report.object_sha256 = Some(sha256.clone());
+    ctx.push(
+        "install",
+        since(t),
+        StageVerdict::Pass,
+        vec![format!(
+            "{} {} ({} bytes, sha256 {}), built by {}",
+            installed.crate_name,
+            installed.crate_version,
+            bytes.len(),
+            &sha256[..16],
+            installed.rustc
+        )],
+        serde_json::to_value(installed).unwrap_or_default(),
+    );
+    ctx.push(
+        "static",
+        0.0,
+        StageVerdict::Skipped,
+        vec!["a prebuilt scheduler program: its BPF is embedded in the binary and checked by the kernel verifier when it loads (next stage)".into()],
+        serde_json::Value::Null,
+    );
+    let object = CompiledObject {
+        path,
+        sha256,
+        size_bytes: bytes.len() as u64,
+        compile_ms: 0.0,
+    };
+    let runner = Runner::Binary {
+        args: Vec::new(),
+        start_timeout_ms: BINARY_START_TIMEOUT.as_millis() as u64,
+    };
+    Ok(Some((object, runner)))
 }
 
 /// Where verified objects are kept: `<state>/verified/<object sha256>.bpf.o`,

@@ -12,7 +12,7 @@ use crate::bpf::compile::MAX_SOURCE_BYTES;
 use crate::config::Config;
 use crate::error::Error;
 use crate::policies::model::{Body, NewVerifyReport, PolicyRef};
-use crate::policies::Library;
+use crate::policies::{external, Library};
 
 /// Resolve a target: a `.bpf.c` path (anything with `/` or ending in `.c`)
 /// or `policy[@version]` from the repository.
@@ -25,17 +25,30 @@ pub fn subject(cfg: &Config, target: &str) -> Result<Subject, Error> {
     let lib = Library::open(cfg)?;
     let v = lib.get(&r)?;
     let label = v.id();
-    let Body::Bpf { source } = v.body else {
-        return Err(Error::Input(format!(
-            "{label} is an external scheduler binary; it is verified by its trial in the micro-VM when deployed, not compiled here"
-        )));
-    };
-    Ok(Subject {
-        policy: v.name,
-        version: v.version,
-        label,
-        source,
-    })
+    match v.body {
+        Body::Bpf { source } => Ok(Subject {
+            policy: v.name,
+            version: v.version,
+            label,
+            source,
+            binary: None,
+        }),
+        Body::External(spec) => {
+            let installed = external::installed(cfg, &spec)?.ok_or_else(|| {
+                Error::Setup(format!(
+                    "{label} is an external scheduler ({} {}) and is not installed; install it with `schedcp policy install-external {}` (builds it with cargo, several minutes), then verify again",
+                    spec.crate_name, spec.version, v.name
+                ))
+            })?;
+            Ok(Subject {
+                policy: v.name,
+                version: v.version,
+                label,
+                source: serde_json::to_string(&spec).map_err(|e| Error::Internal(e.into()))?,
+                binary: Some(installed),
+            })
+        }
+    }
 }
 
 fn file_subject(target: &str) -> Result<Subject, Error> {
@@ -79,6 +92,7 @@ fn file_subject(target: &str) -> Result<Subject, Error> {
         version: 0,
         label: target.into(),
         source,
+        binary: None,
     })
 }
 
@@ -145,8 +159,14 @@ fn keep(store: &Path, work: &Path, r: &VerifyReport) -> Result<(), Error> {
         |e: std::io::Error| Error::Internal(anyhow::anyhow!("keeping the verified object: {e}"));
     for entry in std::fs::read_dir(work).map_err(io)? {
         let p = entry.map_err(io)?.path();
-        if p.extension().is_some_and(|e| e == "o") {
-            std::fs::copy(&p, store.join(format!("{sha}.bpf.o"))).map_err(io)?;
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("o") => {
+                std::fs::copy(&p, store.join(format!("{sha}.bpf.o"))).map_err(io)?;
+            }
+            Some("bin") => {
+                std::fs::copy(&p, store.join(format!("{sha}.bin"))).map_err(io)?;
+            }
+            _ => {}
         }
     }
     let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.into()))?;

@@ -135,6 +135,7 @@ pub struct JobInput {
     /// The id verify_submit returned.
     pub id: String,
     /// Wait up to this many seconds for the job to end, with progress notifications (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_seconds: Option<f64>,
 }
 
