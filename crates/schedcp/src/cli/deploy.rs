@@ -27,11 +27,19 @@ canary it compares every window with it:
   psi_cpu_some             /proc/pressure/cpu
   nr_rejected              tasks sched_ext refused
   workload metric          with --workload (a profile name or a lab workload spec)
-and it polls the scheduler's health (error exit, watchdog stall, ejection)
-every deploy.health_poll_ms. Any breach rolls back to the last known-good
-scheduler (or the kernel default) at once. Thresholds (--kpi NAME=VALUE):
+and it polls the scheduler's health (error exit, watchdog stall, ejection,
+a dead scheduler process) every deploy.health_poll_ms. A health failure
+rolls back to the last known-good scheduler (or the kernel default) at
+once; a KPI breach does when it holds for consecutive_windows windows in a
+row (one noisy window is not a regression). Thresholds (--kpi NAME=VALUE):
   runq_p99_ratio=4 runq_p99_min_increase_us=5000 runq_min_samples=2000
   psi_cpu_some_increase_pct=30 workload_regression_pct=25 nr_rejected_max=0
+  consecutive_windows=2
+
+External scx schedulers (`schedcp policy install-external scx_bpfland`, then
+`schedcp verify scx_bpfland`) deploy the same way: the daemon runs the
+verified binary as a supervised child, stops it with SIGINT, and restarts it
+up to deploy.external_max_restarts times while active before rolling back.
 
 Examples:
   schedcp verify vtime                       # prints a token; keeps the object
@@ -41,6 +49,7 @@ Examples:
   schedcp deploy history --limit 5
   schedcp deploy rollback --reason \"p99 alarms on the web tier\"
   schedcp deploy status --url http://127.0.0.1:7433 --api-token $TOKEN   # a lab node
+  schedcp deploy --token-file bpfland.token --object ~/.local/state/schedcp/verified/<sha256>.bin
 
 Exit codes: 0 active (or done), 2 refused, 3 this kernel has no sched_ext /
 no daemon, 4 the canary failed and the scheduler was rolled back."

@@ -217,7 +217,7 @@ pub fn breaches(t: &Thresholds, baseline: &Kpis, window: &Kpis) -> Vec<Breach> {
             };
             if worse_pct > t.workload_regression_pct {
                 out.push(Breach {
-                    kpi: format!("workload {}", o.metric),
+                    kpi: format!("workload_{}", o.metric),
                     baseline: b.value,
                     observed: o.value,
                     limit: format!(
