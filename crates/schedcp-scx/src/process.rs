@@ -151,7 +151,7 @@ impl ExternalScheduler {
         (self.exited, true)
     }
 
-    /// The last few KiB the scheduler printed.
+    /// The last few KiB the scheduler printed, without terminal colours.
     pub fn output_tail(&self) -> String {
         let Ok(mut f) = File::open(&self.output) else {
             return String::new();
@@ -160,7 +160,7 @@ impl ExternalScheduler {
         let _ = f.seek(SeekFrom::Start(len.saturating_sub(OUTPUT_TAIL_BYTES)));
         let mut buf = Vec::new();
         let _ = f.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
+        strip_ansi(&String::from_utf8_lossy(&buf))
     }
 }
 
@@ -168,6 +168,26 @@ impl Drop for ExternalScheduler {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// Drop ANSI escape sequences (`ESC [ ... final-byte`): scx schedulers
+/// colour their logs even when writing to a file.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// "exit code 1", "killed by signal 9".
@@ -193,6 +213,14 @@ mod tests {
         assert_eq!(Artefact::of(&bpf), Some(Artefact::BpfObject));
         assert_eq!(Artefact::of(b"#!/bin/sh\necho hi\n"), None);
         assert_eq!(Artefact::of(b""), None);
+    }
+
+    #[test]
+    fn colours_are_stripped_from_output() {
+        assert_eq!(
+            strip_ansi("\x1b[0m\x1b[34m[INFO] \x1b[0mscheduler flags: 0x36"),
+            "[INFO] scheduler flags: 0x36"
+        );
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! - [`policy_search`]: policy search latency per backend and size, and
 //!   search quality against substring matching.
 //! - [`api_latency`]: MCP tool-call latency of the daemon under concurrent sessions.
+//! - [`canary_overhead`]: what a deploy canary's KPI window costs the workload.
 
 pub mod api_latency;
+pub mod canary_overhead;
 pub mod hackbench;
 pub mod pg_scratch;
 pub mod policy_search;

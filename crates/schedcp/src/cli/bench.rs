@@ -1,6 +1,7 @@
 //! `schedcp bench ...`: benchmarks of schedcp itself.
 
 use clap::{Args, Subcommand};
+use schedcp::bench::canary_overhead;
 use schedcp::bench::probe_overhead::{self, MAX_RUNS};
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
@@ -55,6 +56,33 @@ pub enum BenchCommand {
     ///   schedcp bench api --clients 1,8,32 --calls 256 --json
     #[command(verbatim_doc_comment)]
     Api(ApiArgs),
+    /// What a deploy canary costs the workload it watches.
+    ///
+    /// Runs a lab workload on this host N times bare and N times inside a
+    /// canary KPI window (the runqlat probe attached, PSI and nr_rejected
+    /// read around it: the deploy controller's own code path), alternating
+    /// the order, and reports both sides' median, range and spread, the
+    /// ratio, the overhead in percent and a Mann-Whitney p-value. Needs
+    /// root (BPF). Needs no sched_ext: the canary's cost is the probe's.
+    ///
+    /// Examples:
+    ///   schedcp bench canary-overhead
+    ///   schedcp bench canary-overhead --workload pingpong:loops=2000 --runs 9 --json
+    #[command(verbatim_doc_comment)]
+    CanaryOverhead(CanaryOverheadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CanaryOverheadArgs {
+    /// A lab workload spec (`schedcp lab workloads`).
+    #[arg(long, default_value = "wakeup:duration_ms=2000")]
+    workload: schedcp_proto::workload::WorkloadSpec,
+    /// Runs per side.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(2..=canary_overhead::MAX_RUNS as i64))]
+    runs: u32,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -115,7 +143,35 @@ pub fn run(cfg: Config, cmd: BenchCommand, quiet: bool) -> Result<i32, Error> {
         BenchCommand::ProbeOverhead(a) => probe_overhead_cmd(a, quiet),
         BenchCommand::PolicySearch(a) => policy_search_cmd(&cfg, a, quiet),
         BenchCommand::Api(a) => api_cmd(&cfg, a, quiet),
+        BenchCommand::CanaryOverhead(a) => canary_overhead_cmd(&cfg, a, quiet),
     }
+}
+
+fn canary_overhead_cmd(cfg: &Config, a: CanaryOverheadArgs, quiet: bool) -> Result<i32, Error> {
+    let agent = match &cfg.deploy.workload_agent {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| Error::Setup(format!("locating the schedcp binary: {e}")))?
+            .with_file_name("schedcp-guest"),
+    };
+    let bench = canary_overhead::Config {
+        agent,
+        workload: a.workload,
+        runs: a.runs,
+    };
+    let pb = output::spinner(quiet || a.json);
+    let report = canary_overhead::run(&bench, &mut |msg| {
+        tracing::debug!("{msg}");
+        pb.set_message(msg.to_string());
+    });
+    pb.finish_and_clear();
+    let report = report?;
+    if a.json {
+        output::json(&report)?;
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(exit::OK)
 }
 
 fn api_cmd(cfg: &Config, a: ApiArgs, quiet: bool) -> Result<i32, Error> {

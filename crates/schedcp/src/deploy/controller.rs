@@ -857,7 +857,18 @@ impl Controller {
             restarts,
         } = &mut h.attachment
         {
-            if let Some(status) = process.exit_status() {
+            // A dying process releases its struct_ops link before it is a
+            // zombie: the kernel shows 'disabling' a moment before we can
+            // see the exit. Give it that moment, so a death is a death.
+            let mut exited = process.exit_status();
+            if exited.is_none() && sysfs::state().as_deref() != Some("enabled") {
+                let until = Instant::now() + Duration::from_secs(1);
+                while exited.is_none() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(10));
+                    exited = process.exit_status();
+                }
+            }
+            if let Some(status) = exited {
                 let what = format!(
                     "the scheduler process exited ({}): {}",
                     schedcp_scx::process::describe(status),
@@ -973,10 +984,17 @@ impl Controller {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = self.cfg.state_dir().join("deploy");
         let io = |what: &str, e: std::io::Error| Error::Setup(format!("{what}: {e}"));
-        std::fs::create_dir_all(dir.join("bin"))
+        // bin/<sha256>/<policy>: by hash, under the name `ps` shows.
+        let bin_dir = dir.join("bin").join(&d.object_sha256);
+        std::fs::create_dir_all(&bin_dir)
             .and_then(|_| std::fs::create_dir_all(dir.join("logs")))
             .map_err(|e| io(&format!("creating {}", dir.display()), e))?;
-        let binary = dir.join("bin").join(&d.object_sha256);
+        let name: String = d
+            .policy
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .collect();
+        let binary = bin_dir.join(if name.is_empty() { "scheduler".into() } else { name });
         let intact = std::fs::read(&binary)
             .map(|b| b == bytes)
             .unwrap_or(false);

@@ -63,7 +63,7 @@ impl Workload {
         }
     }
 
-    fn run(&self) -> Result<WorkloadKpi, Error> {
+    pub fn run(&self) -> Result<WorkloadKpi, Error> {
         match self {
             Workload::Lab { agent, spec } => run_lab(agent, spec),
             Workload::Command { argv, timeout } => run_command(argv, *timeout),
