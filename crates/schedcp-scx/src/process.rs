@@ -246,7 +246,10 @@ mod tests {
     fn sigint_stops_a_cooperative_process_and_an_early_exit_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let args = vec!["-c".to_string(), "trap 'exit 0' INT; while :; do sleep 0.05; done".to_string()];
+        let args = vec![
+            "-c".to_string(),
+            "trap 'exit 0' INT; while :; do sleep 0.05; done".to_string(),
+        ];
         let mut p = ExternalScheduler::spawn(Path::new("/bin/sh"), &args, &out).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         let (status, killed) = p.stop(Duration::from_secs(5));
@@ -255,9 +258,15 @@ mod tests {
 
         // On this host (no sched_ext) nothing ever shows enabled: an exit
         // before attach is reported with the program's own words.
-        let args = vec!["-c".to_string(), "echo 'no sched_ext here' >&2; exit 3".to_string()];
+        let args = vec![
+            "-c".to_string(),
+            "echo 'no sched_ext here' >&2; exit 3".to_string(),
+        ];
         let mut p = ExternalScheduler::spawn(Path::new("/bin/sh"), &args, &out).unwrap();
         let e = p.wait_enabled(Duration::from_secs(5)).unwrap_err();
-        assert!(e.contains("exit code 3") && e.contains("no sched_ext here"), "{e}");
+        assert!(
+            e.contains("exit code 3") && e.contains("no sched_ext here"),
+            "{e}"
+        );
     }
 }

@@ -23,7 +23,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 fn status(node: &Rest) -> Value {
-    node.call("deploy_status", &json!({})).expect("deploy_status")
+    node.call("deploy_status", &json!({}))
+        .expect("deploy_status")
 }
 
 fn events(node: &Rest) -> Vec<Value> {
@@ -71,7 +72,11 @@ fn scx_bpfland_installs_verifies_and_deploys_as_a_supervised_binary() {
     assert_eq!(m["crate_version"], "1.1.4");
     let binary = PathBuf::from(m["binary"].as_str().unwrap());
     let sha = hex::encode(Sha256::digest(std::fs::read(&binary).unwrap()));
-    assert_eq!(m["sha256"], sha.as_str(), "the manifest's hash is the binary's");
+    assert_eq!(
+        m["sha256"],
+        sha.as_str(),
+        "the manifest's hash is the binary's"
+    );
     let out = schedcp(&["policy", "install-external", "fifo"]);
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
     assert!(
@@ -161,9 +166,7 @@ fn scx_bpfland_installs_verifies_and_deploys_as_a_supervised_binary() {
     });
     let s = status(&api);
     assert_eq!(s["sched_ext_state"], "disabled", "{s:#}");
-    let h = api
-        .call("deploy_history", &json!({ "limit": 10 }))
-        .unwrap();
+    let h = api.call("deploy_history", &json!({ "limit": 10 })).unwrap();
     let ended = h["deployments"]
         .as_array()
         .unwrap()

@@ -71,13 +71,21 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report, Error
     let mut meta: Option<WorkloadKpi> = None;
     for i in 0..cfg.runs {
         // Alternate the order so drift hits both sides alike.
-        let order = if i % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if i % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for under_canary in order {
             progress(&format!(
                 "run {}/{}: {}",
                 i + 1,
                 cfg.runs,
-                if under_canary { "in a canary window" } else { "bare" }
+                if under_canary {
+                    "in a canary window"
+                } else {
+                    "bare"
+                }
             ));
             let k = if under_canary {
                 let k = kpi::measure(Duration::ZERO, Some(&w))?;

@@ -373,7 +373,11 @@ pub fn run(cfg: Config, cmd: PolicyCommand, quiet: bool) -> Result<i32, Error> {
   sha256 {}
   built by {}{}
 next: schedcp verify {}",
-                    if m.already { "already installed:" } else { "installed:" },
+                    if m.already {
+                        "already installed:"
+                    } else {
+                        "installed:"
+                    },
                     m.policy,
                     m.crate_name,
                     m.crate_version,

@@ -15,10 +15,10 @@
 //! next start rolls an interrupted canary back and re-attaches the last
 //! known-good.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -992,16 +992,26 @@ impl Controller {
         let name: String = d
             .policy
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
-        let binary = bin_dir.join(if name.is_empty() { "scheduler".into() } else { name });
-        let intact = std::fs::read(&binary)
-            .map(|b| b == bytes)
-            .unwrap_or(false);
+        let binary = bin_dir.join(if name.is_empty() {
+            "scheduler".into()
+        } else {
+            name
+        });
+        let intact = std::fs::read(&binary).map(|b| b == bytes).unwrap_or(false);
         if !intact {
             let tmp = binary.with_extension("tmp");
             std::fs::write(&tmp, bytes)
-                .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)))
+                .and_then(|_| {
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
+                })
                 .and_then(|_| std::fs::rename(&tmp, &binary))
                 .map_err(|e| io(&format!("writing {}", binary.display()), e))?;
         }

@@ -45,7 +45,8 @@ pub fn admit(cfg: &Config, token: &str, object_b64: Option<&str>) -> Result<Admi
     };
     let artefact = Artefact::of(&object).ok_or_else(|| {
         Error::Input(
-            "the object is neither a BPF object (ELF, EM_BPF) nor an x86-64 scheduler binary".into(),
+            "the object is neither a BPF object (ELF, EM_BPF) nor an x86-64 scheduler binary"
+                .into(),
         )
     })?;
     let limit = match artefact {

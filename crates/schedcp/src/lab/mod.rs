@@ -189,9 +189,8 @@ impl Lab {
                 sha256,
                 runner,
             } => {
-                let bytes = std::fs::read(path).map_err(|e| {
-                    Error::Input(format!("cannot read {}: {e}", path.display()))
-                })?;
+                let bytes = std::fs::read(path)
+                    .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))?;
                 let actual = hex::encode(sha2::Sha256::digest(&bytes));
                 if &actual != sha256 {
                     return Err(Error::Input(format!(

@@ -530,7 +530,10 @@ fn build_initramfs(
     }
     for f in seed {
         fs.add_host_file(
-            &Path::new("/var/lib/schedcp").join(file_name(f)).display().to_string(),
+            &Path::new("/var/lib/schedcp")
+                .join(file_name(f))
+                .display()
+                .to_string(),
             f,
             0o600,
         )?;

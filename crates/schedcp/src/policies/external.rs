@@ -154,7 +154,10 @@ pub fn install(
     if let Some(err) = child.stderr.take() {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             let l = line.trim();
-            if l.starts_with("Compiling") || l.starts_with("Downloaded") || l.starts_with("Installing") {
+            if l.starts_with("Compiling")
+                || l.starts_with("Downloaded")
+                || l.starts_with("Installing")
+            {
                 progress(l);
             }
             tail.push(line);
@@ -195,9 +198,17 @@ pub fn install(
         already: false,
     };
     let tmp = dir.join(format!("{MANIFEST}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.into()))?)
-        .and_then(|_| std::fs::rename(&tmp, dir.join(MANIFEST)))
-        .map_err(|e| Error::Setup(format!("writing the install manifest in {}: {e}", dir.display())))?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.into()))?,
+    )
+    .and_then(|_| std::fs::rename(&tmp, dir.join(MANIFEST)))
+    .map_err(|e| {
+        Error::Setup(format!(
+            "writing the install manifest in {}: {e}",
+            dir.display()
+        ))
+    })?;
     Ok(m)
 }
 

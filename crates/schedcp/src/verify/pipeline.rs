@@ -575,7 +575,6 @@ fn run_stages(
     Ok(true)
 }
 
-
 /// Stages 1–2 for a source: sandboxed compile, static analysis. `None`
 /// when a stage failed (it is in the report).
 fn compile_stages(
