@@ -26,13 +26,12 @@ use schedcp_scx::{sysfs, Artefact, ExternalScheduler};
 
 use super::gate::Admitted;
 use super::kpi::{self, Kpis, Workload};
+use super::learn::{self, Trip};
 use super::record::{self, CanaryPlan, DeployState, Deployment, NewDeployment, Timings};
 use super::thresholds::{breaches, Breach};
 use super::{DeployRequest, Status};
 use crate::config::Config;
 use crate::error::Error;
-use crate::policies::model::{Direction, NewResult, PolicyRef, ResultSource, State, Verdict};
-use crate::policies::Library;
 use crate::store::Store;
 
 /// How long attach and detach may take to show in sysfs.
@@ -345,12 +344,6 @@ struct Controller {
     /// Consecutive passive windows with a breach while active.
     active_streak: u32,
     next_active_check: Option<Instant>,
-}
-
-/// What tripped the breaker.
-enum Trip {
-    Kpi(Vec<Breach>),
-    Health,
 }
 
 impl Controller {
@@ -1121,196 +1114,17 @@ impl Controller {
         }
     }
 
+    /// Into the policy repository: the canary's evidence, or the trip.
     fn record_policy_result(&mut self, d: &Deployment, inf: &InFlight, trip: Option<&Trip>) {
-        if trip.is_some() {
-            return self.record_trip_result(d, trip);
-        }
-        // Passed: the workload metric (or run-queue p99) against the baseline.
-        let base = inf.baseline.as_ref();
-        let res = match (
-            base.and_then(|b| b.workload.clone()),
-            inf.windows.last().and_then(|w| w.workload.clone()),
-        ) {
-            (Some(b), Some(_)) => {
-                let vals: Vec<f64> = inf
-                    .windows
-                    .iter()
-                    .filter_map(|w| w.workload.as_ref().map(|x| x.value))
-                    .collect();
-                let med = crate::observe::stats::median(&vals).unwrap_or(b.value);
-                let lower = b.better != "higher";
-                (
-                    b.metric.clone(),
-                    b.unit.clone(),
-                    lower,
-                    med,
-                    b.value,
-                    b.what.clone(),
-                )
-            }
-            _ => {
-                let vals: Vec<f64> = inf.windows.iter().filter_map(|w| w.runq_p99_us).collect();
-                let b = base.and_then(|b| b.runq_p99_us).unwrap_or(0.0);
-                let med = crate::observe::stats::median(&vals).unwrap_or(b);
-                (
-                    "runq_p99".to_string(),
-                    "us".to_string(),
-                    true,
-                    med,
-                    b,
-                    "this machine's own load".to_string(),
-                )
-            }
+        let res = match trip {
+            Some(_) => learn::trip_result(d, trip),
+            None => learn::canary_result(d, inf.baseline.as_ref(), &inf.windows),
         };
-        let (metric, unit, lower, value, baseline, what) = res;
-        let change = if baseline.abs() > f64::EPSILON {
-            let raw = (value - baseline) / baseline * 100.0;
-            if lower {
-                -raw
-            } else {
-                raw
-            }
-        } else {
-            0.0
-        };
-        self.record_result(
-            d,
-            NewResult {
-                // Result workloads are identifiers; the description says which load ran.
-                workload: "deploy_canary".into(),
-                workload_description: format!(
-                    "canary of a deployment on {} under {what}",
-                    d.kernel_release
-                ),
-                metric,
-                unit,
-                direction: if lower {
-                    Direction::Lower
-                } else {
-                    Direction::Higher
-                },
-                value,
-                baseline: Some(baseline),
-                improvement_pct: Some(change),
-                p_value: None,
-                // One baseline window: a canary guards, it does not prove,
-                // so the change is evidence for search, never a verdict.
-                significant: false,
-                verdict: Verdict::NoChange,
-                source: ResultSource::Deploy,
-                environment: format!("deploy canary on {}", d.kernel_release),
-            },
-            true,
-        );
+        learn::record(&self.cfg, d, res, trip.is_none());
     }
 
     fn record_trip_result(&mut self, d: &Deployment, trip: Option<&Trip>) {
-        let (metric, unit, lower, value, baseline) = match trip {
-            Some(Trip::Kpi(b)) if !b.is_empty() => {
-                let b = &b[0];
-                (
-                    b.kpi.clone(),
-                    b.unit.clone(),
-                    b.lower_is_better,
-                    b.observed,
-                    b.baseline,
-                )
-            }
-            _ => (
-                "scheduler_failures".to_string(),
-                "count".to_string(),
-                true,
-                1.0,
-                0.0,
-            ),
-        };
-        let change = if baseline.abs() > f64::EPSILON {
-            let raw = (value - baseline) / baseline * 100.0;
-            if lower {
-                -raw
-            } else {
-                raw
-            }
-        } else {
-            -100.0
-        };
-        self.record_result(
-            d,
-            NewResult {
-                workload: "deploy_breaker".into(),
-                workload_description: format!(
-                    "production deployment on {} tripped the circuit breaker",
-                    d.kernel_release
-                ),
-                metric,
-                unit,
-                direction: if lower {
-                    Direction::Lower
-                } else {
-                    Direction::Higher
-                },
-                value,
-                baseline: Some(baseline),
-                improvement_pct: Some(change),
-                p_value: None,
-                // A breach of a safety limit or a crash is decisive.
-                significant: true,
-                verdict: Verdict::Regressed,
-                source: ResultSource::Deploy,
-                environment: format!("deploy on {}", d.kernel_release),
-            },
-            false,
-        );
-    }
-
-    /// Into the policy repository, so curation learns from deployments. A
-    /// version this machine's library does not hold is noted, not fatal.
-    /// Runs on its own thread: opening the library may load the embedding
-    /// model, and the controller must keep polling health meanwhile.
-    fn record_result(&mut self, d: &Deployment, res: NewResult, passed: bool) {
-        let cfg = self.cfg.clone();
-        let d = d.clone();
-        let spawned = std::thread::Builder::new()
-            .name("deploy-curation".into())
-            .spawn(move || {
-                let pref = PolicyRef {
-                    name: d.policy.clone(),
-                    version: Some(d.version),
-                };
-                let outcome = (|| -> Result<String, Error> {
-                    let mut lib = Library::open(&cfg)?;
-                    let v = lib.get(&pref)?;
-                    if passed {
-                        let why = format!("deployment #{} passed its canary", d.id);
-                        if v.state == State::Candidate {
-                            lib.transition(
-                                &pref,
-                                State::Verified,
-                                &format!("deploy token {} from the verifier", d.token_jti),
-                            )?;
-                        }
-                        if matches!(v.state, State::Candidate | State::Verified) {
-                            lib.transition(&pref, State::Deployed, &why)?;
-                        }
-                    }
-                    let rec = lib.record_result(&pref, res)?;
-                    Ok(format!("result #{} recorded for {}", rec.result.id, v.id()))
-                })();
-                let (event, detail) = match outcome {
-                    Ok(msg) => ("policy_result", msg),
-                    Err(e) => (
-                        "policy_result_skipped",
-                        format!("{}@{}: {e}", d.policy, d.version),
-                    ),
-                };
-                tracing::info!(deployment = d.id, "deploy {event}: {detail}");
-                if let Ok(mut store) = Store::open(&cfg) {
-                    let _ = record::event(&mut store, Some(d.id), event, &detail);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("recording the deploy result: {e}");
-        }
+        learn::record(&self.cfg, d, learn::trip_result(d, trip), false);
     }
 }
 

@@ -11,6 +11,11 @@
 //! - [`record`]: the deployments, their events and objects in the store,
 //!   written before the kernel is touched, so [`controller`] can reconcile
 //!   after a crash.
+//! - `learn`: each verdict as a result in the policy repository.
+//!
+//! What attaches is a BPF object (loaded by `schedcp-scx`, its struct_ops
+//! link held by the daemon) or an external scx scheduler binary (a
+//! supervised child, stopped with SIGINT); the breaker treats both alike.
 //!
 //! Every transition is also audited (through the API's audit log for
 //! calls) and recorded in the policy repository as a `deploy` result.
@@ -18,6 +23,7 @@
 pub mod controller;
 pub mod gate;
 pub mod kpi;
+mod learn;
 pub mod record;
 pub mod thresholds;
 
