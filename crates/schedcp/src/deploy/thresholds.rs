@@ -62,8 +62,16 @@ pub const NAMES: &[&str] = &[
 ];
 
 impl Thresholds {
-    /// Apply one `NAME=VALUE` override.
+    /// Apply one `NAME=VALUE` override; a refused one changes nothing.
     pub fn set(&mut self, spec: &str) -> Result<(), Error> {
+        let mut next = self.clone();
+        next.apply(spec)?;
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+
+    fn apply(&mut self, spec: &str) -> Result<(), Error> {
         let (name, value) = spec.split_once('=').ok_or_else(|| {
             Error::Input(format!(
                 "KPI threshold '{spec}' is not NAME=VALUE; names: {}",
@@ -96,7 +104,7 @@ impl Thresholds {
                 )))
             }
         }
-        self.validate()
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), Error> {
@@ -281,6 +289,7 @@ mod tests {
         assert_eq!(t.workload_regression_pct, 10.0);
         assert!(t.set("bogus=1").unwrap_err().to_string().contains("known:"));
         assert!(t.set("runq_p99_ratio=0.5").is_err());
+        assert_eq!(t.runq_p99_ratio, 4.0, "a refused override changes nothing");
         assert!(t.set("nope").is_err());
         t.set("consecutive_windows=1").unwrap();
         assert_eq!(t.consecutive_windows, 1);
