@@ -15,15 +15,15 @@
 //! next start rolls an interrupted canary back and re-attaches the last
 //! known-good.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use schedcp_scx::{sysfs, Artefact, ExternalScheduler};
+use schedcp_scx::{sysfs, Artefact};
 
+use super::attachment::{self, Health, Held};
 use super::gate::Admitted;
 use super::kpi::{self, Kpis, Workload};
 use super::learn::{self, Trip};
@@ -34,8 +34,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::store::Store;
 
-/// How long attach and detach may take to show in sysfs.
-const STATE_TIMEOUT: Duration = Duration::from_secs(10);
+use attachment::STATE_TIMEOUT;
 
 /// Called for every deployment event (the daemon appends them to its
 /// audit log).
@@ -282,25 +281,6 @@ fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
             }
         }
     })
-}
-
-/// What the controller holds attached.
-struct Held {
-    deployment_id: i64,
-    ops_name: String,
-    attachment: Attachment,
-}
-
-/// A BPF object whose struct_ops link we own, or a scheduler program we
-/// supervise (it owns its link; stopping it detaches).
-enum Attachment {
-    Object(schedcp_scx::Scheduler),
-    Process {
-        process: ExternalScheduler,
-        binary: PathBuf,
-        log: PathBuf,
-        restarts: u32,
-    },
 }
 
 /// Why a window is being measured.
@@ -834,104 +814,24 @@ impl Controller {
         let _ = inf.reply.send(out);
     }
 
-    /// Health of what we hold: still enabled, still ours, no exit record.
+    /// Health of what we hold: still enabled, still ours, no exit record,
+    /// its process (if any) alive or restarted within the bound.
     fn check_health(&mut self) {
         let in_canary = self.inflight.is_some();
-        let max_restarts = self.cfg.deploy.external_max_restarts;
-        let start_timeout = Duration::from_secs(self.cfg.deploy.external_start_s);
         let Some(h) = &mut self.held else { return };
         let detected = Instant::now();
-        // A dead scheduler process: restart it while active (bounded), or trip.
-        let mut died = None;
-        if let Attachment::Process {
-            process,
-            binary,
-            log,
-            restarts,
-        } = &mut h.attachment
-        {
-            // A dying process releases its struct_ops link before it is a
-            // zombie: the kernel shows 'disabling' a moment before we can
-            // see the exit. Give it that moment, so a death is a death.
-            let mut exited = process.exit_status();
-            if exited.is_none() && sysfs::state().as_deref() != Some("enabled") {
-                let until = Instant::now() + Duration::from_secs(1);
-                while exited.is_none() && Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(10));
-                    exited = process.exit_status();
+        match h.check(&self.cfg.deploy, in_canary) {
+            Health::Ok => {}
+            Health::Restarted(what) => {
+                let id = h.deployment_id;
+                self.event(Some(id), "restarted", &what);
+            }
+            Health::Failed(why) => {
+                let id = h.deployment_id;
+                if let Ok(Some(d)) = record::get(&self.store, id) {
+                    self.roll_back(&d, &why, detected, Some(Trip::Health));
                 }
             }
-            if let Some(status) = exited {
-                let what = format!(
-                    "the scheduler process exited ({}): {}",
-                    schedcp_scx::process::describe(status),
-                    last_lines(&process.output_tail(), 3)
-                );
-                if !in_canary && *restarts < max_restarts {
-                    sysfs::wait_for_state("disabled", STATE_TIMEOUT);
-                    let restarted = ExternalScheduler::spawn(binary, &[], log)
-                        .map_err(|e| format!("{e:#}"))
-                        .and_then(|mut p| p.wait_enabled(start_timeout).map(|_| p));
-                    match restarted {
-                        Ok(p) => {
-                            *process = p;
-                            *restarts += 1;
-                            let (id, n) = (h.deployment_id, *restarts);
-                            h.ops_name = sysfs::root_ops().unwrap_or_default();
-                            self.event(
-                                Some(id),
-                                "restarted",
-                                &format!("{what}; restarted ({n} of at most {max_restarts})"),
-                            );
-                            return;
-                        }
-                        Err(e) => died = Some(format!("{what}; the restart failed: {e}")),
-                    }
-                } else {
-                    died = Some(if in_canary {
-                        format!("{what} during the canary")
-                    } else {
-                        format!("{what}; restarted {max_restarts} times already")
-                    });
-                }
-            }
-        }
-        let state = sysfs::state().unwrap_or_default();
-        let ops = sysfs::root_ops();
-        let exit = match &h.attachment {
-            Attachment::Object(s) => s.exit_info(),
-            Attachment::Process { .. } => None,
-        };
-        let problem = if died.is_some() {
-            died
-        } else if let Some(exit) = exit {
-            Some(format!(
-                "the scheduler exited: {} ({}){}",
-                exit.kind_name,
-                exit.reason,
-                if exit.message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", exit.message)
-                }
-            ))
-        } else if state != "enabled" {
-            Some(format!(
-                "sched_ext state is '{state}', not 'enabled': the kernel ejected the scheduler (error exit or watchdog stall)"
-            ))
-        } else if ops.as_deref() != Some(h.ops_name.as_str()) {
-            Some(format!(
-                "the kernel now runs '{}', not '{}'",
-                ops.unwrap_or_default(),
-                h.ops_name
-            ))
-        } else {
-            None
-        };
-        let Some(why) = problem else { return };
-        let id = h.deployment_id;
-        if let Ok(Some(d)) = record::get(&self.store, id) {
-            self.roll_back(&d, &why, detected, Some(Trip::Health));
         }
     }
 
@@ -939,90 +839,15 @@ impl Controller {
     /// success we hold it.
     fn attach(&mut self, d: &Deployment) -> Result<(), Error> {
         let bytes = record::object(&self.store, &d.object_sha256)?;
-        if Artefact::of(&bytes) == Some(Artefact::Executable) {
-            return self.start_binary(d, &bytes);
-        }
-        let dir = tempfile::tempdir().map_err(|e| Error::Internal(e.into()))?;
-        let path = dir.path().join("scheduler.bpf.o");
-        std::fs::write(&path, &bytes).map_err(|e| Error::Internal(e.into()))?;
-        let mut sched = schedcp_scx::load(&path, &[]).map_err(|e| match e {
-            schedcp_scx::LoadError::Prepare(e) => {
-                Error::Input(format!("preparing the object: {e:#}"))
-            }
-            schedcp_scx::LoadError::Rejected { error, log } => {
-                Error::Input(format!("the kernel refused the object: {error}\n{log}"))
-            }
-        })?;
-        sched
-            .attach()
-            .map_err(|e| Error::Input(format!("attaching: {e:#}")))?;
-        if !sysfs::wait_for_state("enabled", STATE_TIMEOUT) {
-            return Err(Error::Input(format!(
-                "attached, but sched_ext state is '{}' after {STATE_TIMEOUT:?}",
-                sysfs::state().unwrap_or_default()
-            )));
-        }
-        self.held = Some(Held {
-            deployment_id: d.id,
-            ops_name: sysfs::root_ops().unwrap_or_else(|| d.ops_name.clone()),
-            attachment: Attachment::Object(sched),
-        });
-        Ok(())
-    }
-
-    /// Start an external scheduler binary under supervision. The binary is
-    /// written (0700, by hash) under the state dir, so what runs is exactly
-    /// what the token was checked against; its output goes to a per-deployment log.
-    fn start_binary(&mut self, d: &Deployment, bytes: &[u8]) -> Result<(), Error> {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = self.cfg.state_dir().join("deploy");
-        let io = |what: &str, e: std::io::Error| Error::Setup(format!("{what}: {e}"));
-        // bin/<sha256>/<policy>: by hash, under the name `ps` shows.
-        let bin_dir = dir.join("bin").join(&d.object_sha256);
-        std::fs::create_dir_all(&bin_dir)
-            .and_then(|_| std::fs::create_dir_all(dir.join("logs")))
-            .map_err(|e| io(&format!("creating {}", dir.display()), e))?;
-        let name: String = d
-            .policy
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let binary = bin_dir.join(if name.is_empty() {
-            "scheduler".into()
+        let attachment = if Artefact::of(&bytes) == Some(Artefact::Executable) {
+            attachment::start_binary(&self.cfg, d, &bytes)?
         } else {
-            name
-        });
-        let intact = std::fs::read(&binary).map(|b| b == bytes).unwrap_or(false);
-        if !intact {
-            let tmp = binary.with_extension("tmp");
-            std::fs::write(&tmp, bytes)
-                .and_then(|_| {
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
-                })
-                .and_then(|_| std::fs::rename(&tmp, &binary))
-                .map_err(|e| io(&format!("writing {}", binary.display()), e))?;
-        }
-        let log = dir.join("logs").join(format!("{}.log", d.id));
-        let mut process = ExternalScheduler::spawn(&binary, &[], &log)
-            .map_err(|e| Error::Input(format!("{e:#}")))?;
-        process
-            .wait_enabled(Duration::from_secs(self.cfg.deploy.external_start_s))
-            .map_err(Error::Input)?;
+            attachment::attach_object(&bytes)?
+        };
         self.held = Some(Held {
             deployment_id: d.id,
             ops_name: sysfs::root_ops().unwrap_or_else(|| d.ops_name.clone()),
-            attachment: Attachment::Process {
-                process,
-                binary,
-                log,
-                restarts: 0,
-            },
+            attachment,
         });
         Ok(())
     }
@@ -1126,9 +951,4 @@ impl Controller {
     fn record_trip_result(&mut self, d: &Deployment, trip: Option<&Trip>) {
         learn::record(&self.cfg, d, learn::trip_result(d, trip), false);
     }
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
 }

@@ -11,6 +11,7 @@
 //! - [`record`]: the deployments, their events and objects in the store,
 //!   written before the kernel is touched, so [`controller`] can reconcile
 //!   after a crash.
+//! - `attachment`: what is attached and its health check.
 //! - `learn`: each verdict as a result in the policy repository.
 //!
 //! What attaches is a BPF object (loaded by `schedcp-scx`, its struct_ops
@@ -20,6 +21,7 @@
 //! Every transition is also audited (through the API's audit log for
 //! calls) and recorded in the policy repository as a `deploy` result.
 
+mod attachment;
 pub mod controller;
 pub mod gate;
 pub mod kpi;
