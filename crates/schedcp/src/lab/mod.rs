@@ -261,16 +261,7 @@ impl Lab {
         }
         let include_dir = crate::bpf::include::include_dir(&self.cache).map_err(Error::Internal)?;
         let compiler = Compiler::new(self.cfg.lab.clang.clone(), include_dir);
-        let file_name: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let file_name = safe_file_name(&name);
         let object = compiler
             .compile(&format!("{file_name}.bpf.c"), &source, workdir)
             .map_err(|e| match e {
@@ -625,4 +616,17 @@ pub fn which(program: &str) -> Option<PathBuf> {
             .map(|d| d.join(program))
             .find(|p| p.is_file())
     })
+}
+
+/// `name` as a file name: letters, digits, `_` and `-` kept, the rest `_`.
+pub fn safe_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

@@ -118,7 +118,7 @@ pub fn install(
             return Ok(m);
         }
     }
-    let cargo = which("cargo").ok_or_else(|| {
+    let cargo = crate::lab::which("cargo").ok_or_else(|| {
         Error::Setup(
             "installing an external scheduler builds it with cargo, which is not on PATH; install a Rust toolchain (rustup, Rust >= 1.91)".into(),
         )
@@ -225,12 +225,4 @@ fn tool_version(tool: &str) -> String {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(tool))
-            .find(|p| p.is_file())
-    })
 }
