@@ -80,7 +80,7 @@ impl Services {
     /// and audit every deployment event it makes.
     pub fn start_deploy(self: &Arc<Self>) -> Result<(), Error> {
         let weak = Arc::downgrade(self);
-        let sink: crate::deploy::controller::EventSink = Box::new(move |id, event, detail| {
+        let sink: crate::deploy::deployer::EventSink = Box::new(move |id, event, detail| {
             if let Some(s) = weak.upgrade() {
                 let peer = id.map_or("node".to_string(), |i| format!("deployment #{i}"));
                 let call = format!("deploy.{event}");
@@ -208,6 +208,18 @@ impl Services {
                     format!("the call could not be audited: {e}"),
                 )
             })
+    }
+
+    /// Check the audit log and read its last `n` entries, holding the same
+    /// locks as an append (store, then log) so no half-written entry is seen.
+    pub fn audit_report(
+        &self,
+        n: usize,
+    ) -> Result<(audit::Verification, Vec<audit::Entry>), Error> {
+        let store = self.store.lock().expect("store lock");
+        let _log = self.audit.lock().expect("audit lock");
+        let path = audit::path(&self.cfg.state_dir());
+        Ok((audit::verify(&path, Some(&store))?, audit::tail(&path, n)?))
     }
 
     /// Every call goes through here. `progress` receives job updates while

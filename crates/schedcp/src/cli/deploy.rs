@@ -210,7 +210,7 @@ fn status(cfg: &Config, remote: &Remote, json: bool) -> Result<i32, Error> {
     let s: Status = match &remote.url {
         Some(_) => serde_json::from_value(call(cfg, remote, "deploy_status", json!({}))?)
             .map_err(|e| Error::Internal(e.into()))?,
-        None => deploy::controller::status(cfg, false)?,
+        None => deploy::deployer::status(cfg, false)?,
     };
     if json {
         output::json(&s)?;

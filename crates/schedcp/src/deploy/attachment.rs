@@ -102,10 +102,26 @@ impl Held {
                 }
             }
         }
-        let state = sysfs::state().unwrap_or_default();
+        let mut state = sysfs::state().unwrap_or_default();
         let ops = sysfs::root_ops();
         let exit = match &h.attachment {
-            Attachment::Object(s) => s.exit_info(),
+            Attachment::Object(s) => {
+                // The kernel leaves 'enabled' before ops.exit() writes the
+                // exit record, and reaches 'disabled' after. Wait for it (the
+                // rollback waits for 'disabled' anyway), so the reason given
+                // is the kernel's own: the error message, or the stall.
+                let mut exit = s.exit_info();
+                let until = Instant::now() + STATE_TIMEOUT;
+                while exit.is_none()
+                    && !matches!(state.as_str(), "enabled" | "disabled")
+                    && Instant::now() < until
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                    exit = s.exit_info();
+                    state = sysfs::state().unwrap_or_default();
+                }
+                exit
+            }
             Attachment::Process { .. } => None,
         };
         let problem = if died.is_some() {

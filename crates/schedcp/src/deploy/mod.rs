@@ -5,9 +5,12 @@
 //!   on this kernel, kernel release: all checked before anything changes.
 //! - [`kpi`] and [`thresholds`]: what is measured in each window and when a
 //!   value counts as a breach.
+//! - [`deployer`]: the handle the daemon, API and CLI call; admission
+//!   before anything changes, one deploy or rollback at a time.
 //! - [`controller`]: one thread that owns the attached scheduler (the
-//!   struct_ops link lives in the daemon, not in a detached child), runs the
-//!   canary, polls the scheduler's health, and trips the circuit breaker.
+//!   struct_ops link lives in the daemon, not in a detached child), polls
+//!   its health, trips the circuit breaker and reconciles after a restart;
+//!   `canary` is its window-by-window canary and passive checks.
 //! - [`record`]: the deployments, their events and objects in the store,
 //!   written before the kernel is touched, so [`controller`] can reconcile
 //!   after a crash.
@@ -22,7 +25,9 @@
 //! calls) and recorded in the policy repository as a `deploy` result.
 
 mod attachment;
+mod canary;
 pub mod controller;
+pub mod deployer;
 pub mod gate;
 pub mod kpi;
 mod learn;
@@ -33,7 +38,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use controller::Deployer;
+pub use deployer::Deployer;
 pub use record::{DeployEvent, DeployState, Deployment, Timings};
 pub use thresholds::Thresholds;
 

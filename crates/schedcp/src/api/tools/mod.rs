@@ -1,6 +1,7 @@
 //! Every operation the API offers, grouped by service. A service that does
 //! not exist yet (tune) has no tools here.
 
+mod audit;
 mod deploy;
 mod observe;
 mod policies;
@@ -13,5 +14,6 @@ pub fn all() -> Vec<Op> {
     ops.extend(policies::ops());
     ops.extend(verify::ops());
     ops.extend(deploy::ops());
+    ops.extend(audit::ops());
     ops
 }

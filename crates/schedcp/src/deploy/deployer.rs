@@ -1,0 +1,251 @@
+//! The deploy service's handle: what the daemon, the API and the CLI call.
+//! It checks a request completely (admission) before anything changes, then
+//! hands it to the controller thread and waits for the verdict. One deploy
+//! or rollback at a time; refusals answer at once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use schedcp_scx::sysfs;
+
+use super::controller::{Command, Controller};
+use super::gate::Admitted;
+use super::kpi::Workload;
+use super::record::{self, CanaryPlan, Deployment};
+use super::{DeployRequest, Status};
+use crate::config::Config;
+use crate::error::Error;
+use crate::store::Store;
+
+/// Called for every deployment event (the daemon appends them to its
+/// audit log).
+pub type EventSink = Box<dyn Fn(Option<i64>, &str, &str) + Send>;
+
+/// A message about a deploy in progress, for progress bars and job status.
+pub type Progress = Box<dyn Fn(&str) + Send>;
+
+/// A deploy request that passed admission.
+pub struct Prepared {
+    pub admitted: Box<Admitted>,
+    pub plan: CanaryPlan,
+    pub(super) workload: Option<Workload>,
+    pub(super) received: Instant,
+    pub(super) admission_ms: f64,
+}
+
+/// The handle the daemon keeps. Cloneable through `Arc`.
+pub struct Deployer {
+    cfg: Config,
+    tx: Mutex<Sender<Command>>,
+    busy: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Deployer {
+    /// Open the store, reconcile the kernel with it, and start the
+    /// controller thread.
+    pub fn start(cfg: Config, sink: Option<EventSink>) -> Result<Arc<Deployer>, Error> {
+        let store = Store::open(&cfg)?;
+        let (tx, rx) = mpsc::channel();
+        let busy = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = {
+            let cfg = cfg.clone();
+            std::thread::Builder::new()
+                .name("deploy".into())
+                .spawn(move || {
+                    let mut c = Controller::new(cfg, store, sink);
+                    let _ = ready_tx.send(c.reconcile());
+                    c.run(rx);
+                })
+                .map_err(|e| Error::Internal(e.into()))?
+        };
+        ready_rx.recv().map_err(|_| {
+            Error::Internal(anyhow::anyhow!("the deploy controller died at start"))
+        })??;
+        Ok(Arc::new(Deployer {
+            cfg,
+            tx: Mutex::new(tx),
+            busy,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    /// Admit and deploy; returns when the canary passed or was rolled back.
+    pub fn deploy(&self, req: &DeployRequest, progress: Progress) -> Result<Deployment, Error> {
+        let prepared = self.admit(req)?;
+        self.execute(prepared, progress)
+    }
+
+    /// Every check of a deploy request, before anything changes: canary
+    /// length, thresholds, workload, token, object, kernel. Callers that run
+    /// the deploy as a job call this first so refusals come back at once.
+    pub fn admit(&self, req: &DeployRequest) -> Result<Prepared, Error> {
+        let received = Instant::now();
+        let d = &self.cfg.deploy;
+        let canary_s = req.canary_s.unwrap_or(d.canary_s);
+        if !(1..=super::MAX_CANARY_S).contains(&canary_s) {
+            return Err(Error::Input(format!(
+                "canary must be 1..={} seconds, got {canary_s}",
+                super::MAX_CANARY_S
+            )));
+        }
+        let mut thresholds = d.thresholds.clone();
+        for k in &req.kpi {
+            thresholds.set(k)?;
+        }
+        let workload_name = req.workload.clone().or_else(|| d.workload.clone());
+        let workload = workload_name
+            .as_deref()
+            .map(|w| resolve_workload(&self.cfg, w))
+            .transpose()?;
+        let admitted = super::gate::admit(&self.cfg, &req.token, req.object_base64.as_deref())?;
+        let plan = CanaryPlan {
+            canary_s,
+            window_s: d.window_s,
+            thresholds,
+            workload: workload.as_ref().map(Workload::describe),
+        };
+        Ok(Prepared {
+            admission_ms: received.elapsed().as_secs_f64() * 1e3,
+            admitted: Box::new(admitted),
+            plan,
+            workload,
+            received,
+        })
+    }
+
+    /// Run an admitted deploy: baseline, switch, canary, verdict.
+    pub fn execute(&self, p: Prepared, progress: Progress) -> Result<Deployment, Error> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return Err(Error::Input(
+                "another deploy or rollback is in progress; wait for it (schedcp deploy status)"
+                    .into(),
+            ));
+        }
+        let (reply, rx) = mpsc::channel();
+        let sent = self.tx.lock().expect("deploy tx").send(Command::Deploy {
+            admitted: p.admitted,
+            plan: p.plan,
+            workload: p.workload,
+            received: p.received,
+            admission_ms: p.admission_ms,
+            progress,
+            reply,
+        });
+        self.wait(sent.is_ok(), rx)
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// Roll the current deployment back to its last known-good.
+    pub fn rollback(&self, reason: &str) -> Result<Deployment, Error> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return Err(Error::Input(
+                "a deploy is in progress; a rollback now would race it — wait, or let its canary decide"
+                    .into(),
+            ));
+        }
+        let (reply, rx) = mpsc::channel();
+        let sent = self.tx.lock().expect("deploy tx").send(Command::Rollback {
+            reason: reason.to_string(),
+            reply,
+        });
+        self.wait(sent.is_ok(), rx)
+    }
+
+    fn wait(
+        &self,
+        sent: bool,
+        rx: Receiver<Result<Deployment, Error>>,
+    ) -> Result<Deployment, Error> {
+        let out = if sent {
+            rx.recv().unwrap_or_else(|_| {
+                Err(Error::Internal(anyhow::anyhow!(
+                    "the deploy controller stopped before answering"
+                )))
+            })
+        } else {
+            Err(Error::Internal(anyhow::anyhow!(
+                "the deploy controller is not running"
+            )))
+        };
+        self.busy.store(false, Ordering::SeqCst);
+        out
+    }
+
+    pub fn status(&self) -> Result<Status, Error> {
+        status(&self.cfg, self.busy.load(Ordering::SeqCst))
+    }
+
+    /// Detach everything and stop the thread (daemon shutdown). The
+    /// deployment stays current in the store, so the next start re-attaches it.
+    pub fn stop(&self) {
+        let _ = self.tx.lock().expect("deploy tx").send(Command::Stop);
+        if let Some(h) = self.thread.lock().expect("deploy thread").take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Status from the store and sysfs (no daemon needed: `schedcp deploy status`).
+pub fn status(cfg: &Config, busy: bool) -> Result<Status, Error> {
+    let store = Store::open(cfg)?;
+    let current = record::current(&store)?;
+    let last_known_good = current.as_ref().map(|c| match c.previous_id {
+        Some(p) => format!("deployment #{p}"),
+        None => "the kernel default scheduler".into(),
+    });
+    Ok(Status {
+        sched_ext_state: sysfs::state(),
+        kernel_ops: sysfs::root_ops(),
+        current,
+        last_known_good,
+        busy,
+    })
+}
+
+/// A workload name: a registered profile, else a built-in lab workload spec.
+fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
+    use crate::observe::profiles::{self, Target};
+    let store = Store::open(cfg)?;
+    let target = match profiles::get(&store, name) {
+        Ok(p) => p.target,
+        Err(_) => Target::lab(name).map_err(|_| {
+            Error::Input(format!(
+                "workload '{name}' is neither a workload profile (`schedcp observe profile list`) nor a built-in workload spec (`schedcp lab workloads`)"
+            ))
+        })?,
+    };
+    Ok(match target {
+        Target::Command {
+            argv, timeout_s, ..
+        } => Workload::Command {
+            argv,
+            timeout: Duration::from_secs(timeout_s),
+        },
+        Target::Lab { workload } => {
+            let agent = match &cfg.deploy.workload_agent {
+                Some(p) => p.clone(),
+                None => std::env::current_exe()
+                    .map_err(|e| Error::Setup(format!("locating the schedcp binary: {e}")))?
+                    .with_file_name("schedcp-guest"),
+            };
+            if !agent.is_file() {
+                return Err(Error::Setup(format!(
+                    "built-in workloads need the guest agent binary; {} is missing (set deploy.workload_agent)",
+                    agent.display()
+                )));
+            }
+            Workload::Lab {
+                agent,
+                spec: workload,
+            }
+        }
+    })
+}
