@@ -43,7 +43,7 @@ up to deploy.external_max_restarts times while active before rolling back.
 
 Examples:
   schedcp verify vtime                       # prints a token; keeps the object
-  schedcp deploy --token \"$(cat vtime.token)\" --canary 60
+  schedcp deploy --token \"$(cat vtime.token)\" --canary 5m
   schedcp deploy --token-file vtime.token --workload batch --kpi workload_regression_pct=10
   schedcp deploy status
   schedcp deploy history --limit 5
@@ -66,8 +66,8 @@ pub struct DeployArgs {
     /// The verified object (default: the one `verify` kept on the daemon's machine).
     #[arg(long, value_name = "FILE")]
     pub object: Option<PathBuf>,
-    /// Canary length in seconds (default: deploy.canary_s).
-    #[arg(long, value_name = "SECONDS")]
+    /// Canary length: seconds, or a duration like 90s, 5m, 1h30m (default: deploy.canary_s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_canary)]
     pub canary: Option<u64>,
     /// Threshold override, NAME=VALUE (repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
@@ -350,4 +350,48 @@ fn call(cfg: &Config, remote: &Remote, tool: &str, args: Value) -> Result<Value,
         }
     }
     out
+}
+
+/// `--canary`: whole seconds, bare or as a human duration, within the
+/// deploy service's bounds.
+fn parse_canary(s: &str) -> Result<u64, String> {
+    let max = deploy::MAX_CANARY_S;
+    let secs = match s.trim().parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => {
+            let d = humantime::parse_duration(s.trim()).map_err(|e| {
+                format!("'{s}' is not a duration ({e}); give seconds (90) or a duration (90s, 5m, 1h30m)")
+            })?;
+            if d.subsec_nanos() != 0 {
+                return Err(format!("'{s}': the canary is set in whole seconds"));
+            }
+            d.as_secs()
+        }
+    };
+    if !(1..=max).contains(&secs) {
+        return Err(format!(
+            "the canary must last 1 s to {} h, got {secs} s",
+            max / 3600
+        ));
+    }
+    Ok(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_canary;
+
+    #[test]
+    fn canary_takes_seconds_or_a_duration_within_bounds() {
+        assert_eq!(parse_canary("90"), Ok(90));
+        assert_eq!(parse_canary("90s"), Ok(90));
+        assert_eq!(parse_canary("5m"), Ok(300));
+        assert_eq!(parse_canary("1h30m"), Ok(5400));
+        assert_eq!(parse_canary("24h"), Ok(86400));
+        for bad in ["0", "0s", "25h", "1.5s", "1500ms", "soon", "-5", ""] {
+            assert!(parse_canary(bad).is_err(), "{bad} must be refused");
+        }
+        assert!(parse_canary("soon").unwrap_err().contains("90s, 5m, 1h30m"));
+        assert!(parse_canary("25h").unwrap_err().contains("1 s to 24 h"));
+    }
 }

@@ -20,7 +20,7 @@ pub struct DeployInput {
     /// Canary length in seconds (default from the daemon's config).
     #[schemars(range(min = 1, max = 86400))]
     pub canary_s: Option<u64>,
-    /// Threshold overrides as NAME=VALUE: runq_p99_ratio, runq_p99_min_increase_us, psi_cpu_some_increase_pct, workload_regression_pct, nr_rejected_max.
+    /// Threshold overrides as NAME=VALUE: runq_p99_ratio, runq_p99_min_increase_us, runq_min_samples, psi_cpu_some_increase_pct, workload_regression_pct, nr_rejected_max, consecutive_windows.
     pub kpi: Option<Vec<String>>,
     /// Workload run in every canary window: a workload profile's name or a built-in lab workload spec.
     pub workload: Option<String>,
