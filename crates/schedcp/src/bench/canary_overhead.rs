@@ -61,10 +61,7 @@ pub fn run(cfg: &Config, progress: &mut dyn FnMut(&str)) -> Result<Report, Error
             cfg.agent.display()
         )));
     }
-    let w = Workload::Lab {
-        agent: cfg.agent.clone(),
-        spec: cfg.workload.clone(),
-    };
+    let w = Workload::lab(cfg.agent.clone(), cfg.workload.clone());
     let mut bare = Vec::new();
     let mut canary = Vec::new();
     let mut events = Vec::new();

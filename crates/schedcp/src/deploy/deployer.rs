@@ -13,7 +13,7 @@ use schedcp_scx::sysfs;
 
 use super::controller::{Command, Controller};
 use super::gate::Admitted;
-use super::kpi::Workload;
+use super::kpi::{Runner, Workload};
 use super::record::{self, CanaryPlan, Deployment};
 use super::{DeployRequest, Status};
 use crate::config::Config;
@@ -210,23 +210,28 @@ pub fn status(cfg: &Config, busy: bool) -> Result<Status, Error> {
     })
 }
 
-/// A workload name: a registered profile, else a built-in lab workload spec.
-fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
+/// A workload name: a registered profile (its target, metric and
+/// direction), else a built-in lab workload spec (its primary metric).
+pub fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
     use crate::observe::profiles::{self, Target};
     let store = Store::open(cfg)?;
-    let target = match profiles::get(&store, name) {
-        Ok(p) => p.target,
-        Err(_) => Target::lab(name).map_err(|_| {
+    let profile = profiles::get(&store, name).ok();
+    let target = match &profile {
+        Some(p) => p.target.clone(),
+        None => Target::lab(name).map_err(|_| {
             Error::Input(format!(
-                "workload '{name}' is neither a workload profile (`schedcp observe profile list`) nor a built-in workload spec (`schedcp lab workloads`)"
+                "workload '{name}' is neither a workload profile (`schedcp observe workload list`) nor a built-in workload spec (`schedcp lab workloads`)"
             ))
         })?,
     };
-    Ok(match target {
+    let runner = match target {
         Target::Command {
-            argv, timeout_s, ..
-        } => Workload::Command {
             argv,
+            cwd,
+            timeout_s,
+        } => Runner::Command {
+            argv,
+            cwd,
             timeout: Duration::from_secs(timeout_s),
         },
         Target::Lab { workload } => {
@@ -242,10 +247,25 @@ fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
                     agent.display()
                 )));
             }
-            Workload::Lab {
+            Runner::Lab {
                 agent,
                 spec: workload,
             }
         }
+    };
+    Ok(match profile {
+        // A command's metric is its wall time whatever the profile's name for it.
+        Some(p) => Workload {
+            metric: matches!(runner, Runner::Lab { .. }).then_some(p.metric),
+            better: Some(p.direction),
+            profile: Some(p.name),
+            runner,
+        },
+        None => Workload {
+            runner,
+            metric: None,
+            better: None,
+            profile: None,
+        },
     })
 }

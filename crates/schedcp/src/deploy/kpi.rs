@@ -42,36 +42,76 @@ pub struct WorkloadKpi {
     pub value: f64,
 }
 
-/// What runs during a window to load the machine and give a metric.
+/// What runs during a window to load the machine, and which of its
+/// metrics the canary judges.
 #[derive(Debug, Clone)]
-pub enum Workload {
+pub struct Workload {
+    pub runner: Runner,
+    /// The metric that counts: one the lab workload reports, by name
+    /// (default: its primary metric). A command's metric is its wall time.
+    pub metric: Option<String>,
+    /// Which way is better (default: the metric's own).
+    pub better: Option<Better>,
+    /// The workload profile this came from, if any.
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Runner {
     /// A built-in lab workload, run by the guest agent binary in its
     /// standalone mode (`schedcp-guest workload SPEC`).
     Lab { agent: PathBuf, spec: WorkloadSpec },
-    /// A program; its wall-clock time is the metric.
+    /// A program, run directly (no shell); its wall-clock time is the metric.
     Command {
         argv: Vec<String>,
+        cwd: Option<PathBuf>,
         timeout: Duration,
     },
 }
 
 impl Workload {
+    /// A built-in lab workload judged by its primary metric.
+    pub fn lab(agent: PathBuf, spec: WorkloadSpec) -> Self {
+        Workload {
+            runner: Runner::Lab { agent, spec },
+            metric: None,
+            better: None,
+            profile: None,
+        }
+    }
+
     pub fn describe(&self) -> String {
-        match self {
-            Workload::Lab { spec, .. } => spec.to_string(),
-            Workload::Command { argv, .. } => argv.join(" "),
+        let what = match &self.runner {
+            Runner::Lab { spec, .. } => spec.to_string(),
+            Runner::Command { argv, .. } => argv.join(" "),
+        };
+        let metric = self.metric.as_deref().unwrap_or("primary metric");
+        match &self.profile {
+            Some(p) => format!("profile {p}: {what} ({metric})"),
+            None => what,
         }
     }
 
     pub fn run(&self) -> Result<WorkloadKpi, Error> {
-        match self {
-            Workload::Lab { agent, spec } => run_lab(agent, spec),
-            Workload::Command { argv, timeout } => run_command(argv, *timeout),
+        let mut kpi = match &self.runner {
+            Runner::Lab { agent, spec } => run_lab(agent, spec, self.metric.as_deref())?,
+            Runner::Command { argv, cwd, timeout } => run_command(argv, cwd.as_deref(), *timeout)?,
+        };
+        if let Some(b) = self.better {
+            kpi.better = better_name(b).into();
         }
+        Ok(kpi)
     }
 }
 
-fn run_lab(agent: &Path, spec: &WorkloadSpec) -> Result<WorkloadKpi, Error> {
+fn better_name(b: Better) -> &'static str {
+    match b {
+        Better::Lower => "lower",
+        Better::Higher => "higher",
+    }
+}
+
+fn run_lab(agent: &Path, spec: &WorkloadSpec, metric: Option<&str>) -> Result<WorkloadKpi, Error> {
     let out = Command::new(agent)
         .arg("workload")
         .arg(spec.to_string())
@@ -85,27 +125,43 @@ fn run_lab(agent: &Path, spec: &WorkloadSpec) -> Result<WorkloadKpi, Error> {
     }
     let r: WorkloadResult = serde_json::from_slice(&out.stdout)
         .map_err(|e| Error::Internal(anyhow::anyhow!("workload {spec} output: {e}")))?;
-    let m = r.primary_metric().ok_or_else(|| {
-        Error::Internal(anyhow::anyhow!(
-            "workload {spec} reported no primary metric"
-        ))
-    })?;
+    let m = match metric {
+        Some(name) => r.metric(name).ok_or_else(|| {
+            Error::Input(format!(
+                "workload {spec} reports no metric '{name}'; it reports: {}",
+                r.metrics
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?,
+        None => r.primary_metric().ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!(
+                "workload {spec} reported no primary metric"
+            ))
+        })?,
+    };
     Ok(WorkloadKpi {
         what: spec.to_string(),
         metric: m.name.clone(),
         unit: m.unit.clone(),
-        better: match m.better {
-            Better::Lower => "lower",
-            Better::Higher => "higher",
-        }
-        .into(),
+        better: better_name(m.better).into(),
         value: m.value,
     })
 }
 
-fn run_command(argv: &[String], timeout: Duration) -> Result<WorkloadKpi, Error> {
+fn run_command(
+    argv: &[String],
+    cwd: Option<&Path>,
+    timeout: Duration,
+) -> Result<WorkloadKpi, Error> {
     let t0 = Instant::now();
-    let mut child = Command::new(&argv[0])
+    let mut cmd = Command::new(&argv[0]);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
