@@ -22,11 +22,10 @@ use schedcp_scx::{sysfs, Artefact};
 
 use super::attachment::{self, Health, Held};
 use super::canary::{InFlight, Measuring, Purpose};
-use super::deployer::{EventSink, Progress};
-use super::gate::Admitted;
-use super::kpi::{Kpis, Workload};
+use super::deployer::{EventSink, Prepared, Progress};
+use super::kpi::Kpis;
 use super::learn::{self, Trip};
-use super::record::{self, CanaryPlan, DeployState, Deployment, Timings};
+use super::record::{self, DeployState, Deployment, Timings};
 use crate::config::Config;
 use crate::error::Error;
 use crate::store::Store;
@@ -36,11 +35,7 @@ use attachment::STATE_TIMEOUT;
 /// What the handle asks of the controller thread.
 pub(super) enum Command {
     Deploy {
-        admitted: Box<Admitted>,
-        plan: CanaryPlan,
-        workload: Option<Workload>,
-        received: Instant,
-        admission_ms: f64,
+        prepared: Box<Prepared>,
         progress: Progress,
         reply: Sender<Result<Deployment, Error>>,
     },
@@ -210,14 +205,17 @@ impl Controller {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Deploy {
-                admitted,
-                plan,
-                workload,
-                received,
-                admission_ms,
+                prepared,
                 progress,
                 reply,
             } => {
+                let Prepared {
+                    admitted,
+                    plan,
+                    workload,
+                    received,
+                    admission_ms,
+                } = *prepared;
                 progress(&format!(
                     "admitted {}@{} (object {}…): measuring the baseline",
                     admitted.claims.policy,

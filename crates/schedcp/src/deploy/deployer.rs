@@ -128,11 +128,7 @@ impl Deployer {
         }
         let (reply, rx) = mpsc::channel();
         let sent = self.tx.lock().expect("deploy tx").send(Command::Deploy {
-            admitted: p.admitted,
-            plan: p.plan,
-            workload: p.workload,
-            received: p.received,
-            admission_ms: p.admission_ms,
+            prepared: Box::new(p),
             progress,
             reply,
         });
