@@ -31,8 +31,10 @@ pub enum LabCommand {
     Run(RunArgs),
     /// Compare a scheduler against a baseline (default: the kernel's scheduler) over several runs.
     Compare(CompareArgs),
-    /// The main job on embedded defaults: every built-in scheduler against the kernel default on its target workload.
-    Demo(DemoArgs),
+    /// The main job on embedded defaults: every built-in scheduler against the kernel default on
+    /// its target workload, then the best one verified and deployed on a lab node under a canary,
+    /// and rolled back.
+    Demo(super::demo::DemoArgs),
     /// Fetch the newest Debian sid cloud kernel with sched_ext into the cache (idempotent).
     FetchKernel {
         /// Fetch again even if a kernel is cached.
@@ -95,6 +97,23 @@ pub struct VmArgs {
     json: bool,
 }
 
+impl VmArgs {
+    /// A workload with every VM setting from the config.
+    pub(super) fn for_workload(spec: &str) -> Result<VmArgs, Error> {
+        Ok(VmArgs {
+            workload: spec
+                .parse()
+                .map_err(|e: schedcp_proto::workload::SpecError| Error::Internal(e.into()))?,
+            vcpus: None,
+            mem: None,
+            timeout: None,
+            accel: None,
+            keep: false,
+            json: false,
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// `default` (the kernel's scheduler), a built-in policy name, or a path to a .bpf.c file.
@@ -124,15 +143,6 @@ pub struct CompareArgs {
     vm: VmArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Runs per side for each comparison.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
-    runs: u32,
-    #[arg(long)]
-    json: bool,
-}
-
 fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
     s.parse()
         .map_err(|e: schedcp_proto::workload::SpecError| e.to_string())
@@ -142,7 +152,7 @@ pub fn run(cfg: Config, cmd: LabCommand, quiet: bool) -> Result<i32, Error> {
     match cmd {
         LabCommand::Run(a) => run_one(cfg, a, quiet),
         LabCommand::Compare(a) => run_compare(cfg, a, quiet),
-        LabCommand::Demo(a) => run_demo(cfg, a, quiet),
+        LabCommand::Demo(a) => super::demo::run(cfg, a, quiet),
         LabCommand::FetchKernel { refresh, json } => fetch_kernel(cfg, refresh, json, quiet),
         LabCommand::Workloads { json } => workloads(json),
         LabCommand::Node {
@@ -200,7 +210,12 @@ fn node(cfg: Config, vcpus: u32, mem_mib: u32, json: bool, quiet: bool) -> Resul
     Ok(exit::OK)
 }
 
-fn request(cfg: &Config, policy: &str, set: Vec<(String, String)>, vm: &VmArgs) -> LabRequest {
+pub(super) fn request(
+    cfg: &Config,
+    policy: &str,
+    set: Vec<(String, String)>,
+    vm: &VmArgs,
+) -> LabRequest {
     LabRequest {
         policy: PolicyRef::parse(policy),
         tunables: set,
@@ -268,7 +283,7 @@ fn run_one(cfg: Config, a: RunArgs, quiet: bool) -> Result<i32, Error> {
     Ok(report.outcome.exit_code())
 }
 
-fn compare_runs(
+pub(super) fn compare_runs(
     lab: &Lab,
     baseline: &LabRequest,
     candidate: &LabRequest,
@@ -310,51 +325,6 @@ fn run_compare(cfg: Config, a: CompareArgs, quiet: bool) -> Result<i32, Error> {
         print!("{}", cmp.render());
     }
     let failed = !cmp.baseline.failures.is_empty() || !cmp.candidate.failures.is_empty();
-    Ok(if failed { exit::SCHEDULER } else { exit::OK })
-}
-
-/// Each built-in scheduler on the workload it was written for.
-pub const DEMO: &[(&str, &str)] = &[
-    ("batch", "batch"),
-    ("latency", "wakeup"),
-    ("vtime", "pingpong"),
-    ("fifo", "batch"),
-];
-
-#[derive(Serialize)]
-struct DemoReport {
-    comparisons: Vec<Comparison>,
-}
-
-fn run_demo(cfg: Config, a: DemoArgs, quiet: bool) -> Result<i32, Error> {
-    let lab = Lab::new(cfg.clone());
-    let mut comparisons = Vec::new();
-    for (policy, workload) in DEMO {
-        let vm = VmArgs {
-            workload: workload
-                .parse()
-                .map_err(|e: schedcp_proto::workload::SpecError| Error::Internal(e.into()))?,
-            vcpus: None,
-            mem: None,
-            timeout: None,
-            accel: None,
-            keep: false,
-            json: a.json,
-        };
-        let cand = request(&cfg, policy, Vec::new(), &vm);
-        let base = request(&cfg, "default", Vec::new(), &vm);
-        let cmp = compare_runs(&lab, &base, &cand, a.runs, quiet)?;
-        if !a.json {
-            print!("{}", cmp.render());
-        }
-        comparisons.push(cmp);
-    }
-    let failed = comparisons
-        .iter()
-        .any(|c| !c.baseline.failures.is_empty() || !c.candidate.failures.is_empty());
-    if a.json {
-        output::json(&DemoReport { comparisons })?;
-    }
     Ok(if failed { exit::SCHEDULER } else { exit::OK })
 }
 

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod demo;
 mod deploy;
 mod doctor;
 mod lab;
@@ -32,8 +33,8 @@ Exit codes:
 /// scheduler, prove it safe in a micro-VM, deploy it, roll it back.
 ///
 /// Start with `schedcp doctor` to see what this host can do, then
-/// `schedcp lab demo` to run a built-in scheduler against the kernel's default
-/// scheduler inside a sched_ext micro-VM.
+/// `schedcp lab demo`: the built-in schedulers against the kernel's default
+/// inside a sched_ext micro-VM, the best one verified and deployed on a lab node.
 #[derive(Debug, Parser)]
 #[command(name = "schedcp", version, after_help = EXIT_CODES)]
 pub struct Cli {
