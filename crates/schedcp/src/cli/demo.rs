@@ -145,7 +145,8 @@ fn verify_and_deploy(
             .workload
             .parse()
             .map_err(|e: schedcp_proto::workload::SpecError| Error::Internal(e.into()))?],
-        runs: 2,
+        // Four a side: the fewest with which the significance test can speak.
+        runs: 4,
         vcpus: cfg.lab.vcpus,
         mem_mib: cfg.lab.mem_mib,
         vm_timeout: Duration::from_secs(cfg.lab.timeout_s),
