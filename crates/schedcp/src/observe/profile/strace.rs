@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::sandbox::{Spec, Stop};
+use super::sandbox::{Ending, Spec, Stop};
 use super::target::Checked;
 use super::{
     binaries, command_line, no_report, round3, target_args, Job, Summary, ToolRun,
@@ -70,7 +70,21 @@ pub(super) fn profile(job: &Job<'_>) -> Result<ToolRun, Error> {
     let table = job.sandbox.read_capped(OUT, job.max_output)?;
     let Some(rows) = table.as_ref().and_then(|t| parse(&t.text)) else {
         return Err(
-            attach_error(job.target, &run.stderr.text).unwrap_or_else(|| no_report("strace", &run))
+            attach_error(job.target, &run.stderr.text).unwrap_or_else(|| {
+                let e = no_report("strace", &run);
+                if run.ending == Ending::ProfilerKilled && matches!(job.target, Checked::Pid { .. })
+                {
+                    // strace -f can deadlock detaching from a process that is
+                    // forking at that moment (a vfork child stays attached);
+                    // strace fixed this upstream in late 2023, after 6.1.
+                    Error::Internal(anyhow::anyhow!(
+                        "{e}. strace can hang detaching from a process that forks at that \
+                         moment; a newer strace fixes this, or profile it with perf-stat"
+                    ))
+                } else {
+                    e
+                }
+            }),
         );
     };
     let mut notes = vec![
