@@ -12,39 +12,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use common::{b64, deploy_status, wait_for};
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use schedcp::api::client::Rest;
-use schedcp::config::Config;
-use schedcp::lab::node::{Node, NodeOptions};
-use schedcp::lab::Lab;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-
-fn status(node: &Rest) -> Value {
-    node.call("deploy_status", &json!({}))
-        .expect("deploy_status")
-}
 
 fn events(node: &Rest) -> Vec<Value> {
     let h = node
         .call("deploy_history", &json!({ "limit": 50 }))
         .expect("deploy_history");
     h["events"].as_array().cloned().unwrap_or_default()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn b64(path: &Path) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
 }
 
 fn ops_is_bpfland(s: &Value) -> bool {
@@ -117,23 +98,11 @@ fn scx_bpfland_installs_verifies_and_deploys_as_a_supervised_binary() {
     assert!(kept.is_file(), "the verified binary is kept by hash");
 
     // 3. Deploy to a lab node as a supervised binary.
-    let schedcp_bin = PathBuf::from(env!("CARGO_BIN_EXE_schedcp"));
-    let mut cfg = Config {
-        state_dir: Some(state.path().to_path_buf()),
-        ..Config::default()
-    };
-    cfg.lab.guest_agent = Some(schedcp_bin.with_file_name("schedcp-guest"));
-    let node = Node::start(
-        &Lab::new(cfg),
-        &NodeOptions {
-            schedcp: Some(schedcp_bin.clone()),
-            config_extra: "window_s = 3\nactive_check_s = 0\nexternal_max_restarts = 1\n".into(),
-            lifetime: Duration::from_secs(1200),
-            ..NodeOptions::default()
-        },
-        &|m| eprintln!("node: {m}"),
-    )
-    .expect("lab node boots and its daemon answers");
+    let node = common::start_node(
+        state.path(),
+        "window_s = 3\nactive_check_s = 0\nexternal_max_restarts = 1\n",
+        Duration::from_secs(1200),
+    );
     let api = node.client(Duration::from_secs(700)).unwrap();
     let deploy = |canary_s: u64| {
         let job = api
@@ -149,7 +118,7 @@ fn scx_bpfland_installs_verifies_and_deploys_as_a_supervised_binary() {
     let d = deploy(8);
     eprintln!("scx_bpfland deployment: {d:#}");
     assert_eq!(d["state"], "active", "{d:#}");
-    let s = status(&api);
+    let s = deploy_status(&api);
     assert!(ops_is_bpfland(&s), "{s:#}");
 
     // 4. The process dies: restarted once (the bound here), then rolled back.
@@ -157,14 +126,14 @@ fn scx_bpfland_installs_verifies_and_deploys_as_a_supervised_binary() {
     wait_for("a restart", Duration::from_secs(120), || {
         events(&api).iter().any(|e| e["event"] == "restarted")
     });
-    let s = status(&api);
+    let s = deploy_status(&api);
     assert!(ops_is_bpfland(&s), "running again after the restart: {s:#}");
     assert_eq!(s["current"]["id"], d["id"]);
     node.kill_process("scx_bpfland").unwrap();
     wait_for("the rollback", Duration::from_secs(120), || {
-        status(&api)["current"].is_null()
+        deploy_status(&api)["current"].is_null()
     });
-    let s = status(&api);
+    let s = deploy_status(&api);
     assert_eq!(s["sched_ext_state"], "disabled", "{s:#}");
     let h = api.call("deploy_history", &json!({ "limit": 10 })).unwrap();
     let ended = h["deployments"]
@@ -190,7 +159,7 @@ fn scx_bpfland_installs_verifies_and_deploys_as_a_supervised_binary() {
         .call("deploy_rollback", &json!({ "reason": "end of the test" }))
         .unwrap();
     assert_eq!(back["state"], "rolled_back", "{back:#}");
-    let s = status(&api);
+    let s = deploy_status(&api);
     assert_eq!(s["sched_ext_state"], "disabled", "{s:#}");
     eprintln!(
         "EXTERNAL TIMINGS: request→active {:.0} ms (switch {:.0} ms); process death→rollback {:.0} ms",

@@ -15,13 +15,12 @@
 
 mod common;
 
+use common::{b64, deploy_status, wait_for};
+
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use schedcp::api::client::Rest;
-use schedcp::config::Config;
-use schedcp::lab::node::{Node, NodeOptions};
-use schedcp::lab::Lab;
 use schedcp::verify::token::{self, Binding, Keys};
 use serde_json::{json, Value};
 
@@ -32,22 +31,7 @@ struct Verified {
 }
 
 fn verify(state: &Path, target: &str) -> Verified {
-    let out = common::schedcp()
-        .env("SCHEDCP_STATE", state)
-        .args([
-            "-q",
-            "verify",
-            target,
-            "--runs",
-            "2",
-            "--workloads",
-            "pingpong:loops=100",
-            "--json",
-        ])
-        .output()
-        .expect("running schedcp verify");
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{target}: no JSON report: {}", common::text(&out)));
+    let (_, v) = common::verify_json(state, target);
     let r = if v.is_array() { v[0].clone() } else { v };
     assert_eq!(r["passed"], true, "{target} must verify: {r:#}");
     let sha256 = r["object_sha256"].as_str().unwrap().to_string();
@@ -56,11 +40,6 @@ fn verify(state: &Path, target: &str) -> Verified {
         object: state.join("verified").join(format!("{sha256}.bpf.o")),
         sha256,
     }
-}
-
-fn b64(path: &Path) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
 }
 
 fn deploy_args(v: &Verified, object: &Path, extra: Value) -> Value {
@@ -90,19 +69,6 @@ fn refused(node: &Rest, args: Value, want: &str) {
     );
 }
 
-fn status(node: &Rest) -> Value {
-    node.call("deploy_status", &json!({}))
-        .expect("deploy_status")
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
     let state = tempfile::tempdir().unwrap();
@@ -118,35 +84,15 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
     let fail_later = verify(state.path(), &sched("fail_later.bpf.c"));
     let stall_later = verify(state.path(), &sched("stall_later.bpf.c"));
 
-    let schedcp_bin = PathBuf::from(env!("CARGO_BIN_EXE_schedcp"));
-    let mut cfg = Config {
-        state_dir: Some(state.path().to_path_buf()),
-        ..Config::default()
-    };
-    // This test process is not schedcp: point the lab at the agent beside it.
-    cfg.lab.guest_agent = Some(schedcp_bin.with_file_name("schedcp-guest"));
-    let lab = Lab::new(cfg);
-    let t0 = Instant::now();
-    let node = Node::start(
-        &lab,
-        &NodeOptions {
-            schedcp: Some(schedcp_bin.clone()),
-            // Short windows keep the test short; passive checks while
-            // active are exercised by the canary windows already.
-            config_extra: "window_s = 3\nactive_check_s = 0\n".into(),
-            lifetime: Duration::from_secs(1500),
-            ..NodeOptions::default()
-        },
-        &|m| eprintln!("node: {m}"),
-    )
-    .expect("lab node boots and its daemon answers");
-    eprintln!(
-        "node ready in {:.1} s at {}",
-        t0.elapsed().as_secs_f64(),
-        node.url
+    // Short windows keep the test short; passive checks while active are
+    // exercised by the canary windows already.
+    let node = common::start_node(
+        state.path(),
+        "window_s = 3\nactive_check_s = 0\n",
+        Duration::from_secs(1500),
     );
     let api = node.client(Duration::from_secs(700)).unwrap();
-    assert_eq!(status(&api)["sched_ext_state"], "disabled");
+    assert_eq!(deploy_status(&api)["sched_ext_state"], "disabled");
 
     // Refusals: nothing changes on the node.
     refused(
@@ -204,7 +150,7 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
     );
     refused(&api, bad_kpi, "not a number");
     assert!(
-        status(&api)["current"].is_null(),
+        deploy_status(&api)["current"].is_null(),
         "a refusal changed the node"
     );
 
@@ -220,7 +166,7 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
     );
     eprintln!("fifo deployment: {d1:#}");
     assert_eq!(d1["state"], "active", "{d1:#}");
-    let s = status(&api);
+    let s = deploy_status(&api);
     assert_eq!(s["kernel_ops"], "schedcp_fifo", "{s:#}");
     assert_eq!(s["current"]["id"], d1["id"]);
     assert!(d1["timings"]["request_to_active_ms"].as_f64().unwrap() > 0.0);
@@ -251,7 +197,7 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
         "the reason quotes the scheduler's own error: {why}"
     );
     assert!(d2["timings"]["breach_to_rollback_ms"].as_f64().is_some());
-    let s = status(&api);
+    let s = deploy_status(&api);
     assert_eq!(
         s["kernel_ops"], "schedcp_fifo",
         "last known-good restored: {s:#}"
@@ -270,7 +216,7 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
         why.contains("runnable task stall") || why.contains("failed to run"),
         "the reason quotes the kernel's stall exit: {why}"
     );
-    assert_eq!(status(&api)["kernel_ops"], "schedcp_fifo");
+    assert_eq!(deploy_status(&api)["kernel_ops"], "schedcp_fifo");
 
     // 3. A KPI regression: everything funnelled onto CPU 0. Rolled back.
     let d3 = deploy(
@@ -284,7 +230,7 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
         d3["reason"].as_str().unwrap().contains("KPI breach"),
         "{d3:#}"
     );
-    assert_eq!(status(&api)["kernel_ops"], "schedcp_fifo");
+    assert_eq!(deploy_status(&api)["kernel_ops"], "schedcp_fifo");
 
     // 4. The daemon dies mid-canary: after the restart the node runs the
     //    last known-good and the interrupted canary is rolled back.
@@ -293,12 +239,12 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
     let job = api.call("deploy", &args).unwrap();
     assert_eq!(job["state"], "running", "{job:#}");
     wait_for("the canary to attach", Duration::from_secs(120), || {
-        status(&api)["kernel_ops"] == "test_fail_later"
+        deploy_status(&api)["kernel_ops"] == "test_fail_later"
     });
-    let canary_id = status(&api)["current"]["id"].clone();
+    let canary_id = deploy_status(&api)["current"]["id"].clone();
     node.kill_daemon(Duration::from_secs(120))
         .expect("the daemon restarts");
-    let s = status(&api);
+    let s = deploy_status(&api);
     assert_eq!(s["kernel_ops"], "schedcp_fifo", "after the crash: {s:#}");
     assert_eq!(s["current"]["id"], d1["id"], "{s:#}");
     let h = api.call("deploy_history", &json!({ "limit": 50 })).unwrap();
@@ -321,7 +267,7 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
     // 5. A crash while active: the active deployment is re-attached.
     node.kill_daemon(Duration::from_secs(120))
         .expect("the daemon restarts");
-    let s = status(&api);
+    let s = deploy_status(&api);
     assert_eq!(s["kernel_ops"], "schedcp_fifo", "{s:#}");
     let h = api.call("deploy_history", &json!({ "limit": 50 })).unwrap();
     assert!(
@@ -338,7 +284,7 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
         .call("deploy_rollback", &json!({ "reason": "end of the test" }))
         .unwrap();
     assert_eq!(d["state"], "rolled_back");
-    let s = status(&api);
+    let s = deploy_status(&api);
     assert!(s["current"].is_null(), "{s:#}");
     assert_eq!(s["sched_ext_state"], "disabled", "{s:#}");
     let e = api

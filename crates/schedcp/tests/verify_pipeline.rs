@@ -5,33 +5,9 @@
 
 mod common;
 
-use std::path::Path;
+use common::verify_json as verify;
 
 use serde_json::Value;
-
-fn verify(state: &Path, target: &str) -> (Option<i32>, Value) {
-    let out = common::schedcp()
-        .env("SCHEDCP_STATE", state)
-        .args([
-            "-q",
-            "verify",
-            target,
-            "--runs",
-            "2",
-            "--workloads",
-            "pingpong:loops=100",
-            "--json",
-        ])
-        .output()
-        .expect("running schedcp");
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "{target}: no JSON report; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), v)
-}
 
 fn stage<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["stages"]

@@ -148,30 +148,17 @@ pub fn run(cfg: Config, cmd: BenchCommand, quiet: bool) -> Result<i32, Error> {
 }
 
 fn canary_overhead_cmd(cfg: &Config, a: CanaryOverheadArgs, quiet: bool) -> Result<i32, Error> {
-    let agent = match &cfg.deploy.workload_agent {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| Error::Setup(format!("locating the schedcp binary: {e}")))?
-            .with_file_name("schedcp-guest"),
-    };
+    let agent = schedcp::lab::locate_agent(
+        cfg.deploy.workload_agent.as_deref(),
+        "deploy.workload_agent",
+    )?;
     let bench = canary_overhead::Config {
         agent,
         workload: a.workload,
         runs: a.runs,
     };
-    let pb = output::spinner(quiet || a.json);
-    let report = canary_overhead::run(&bench, &mut |msg| {
-        tracing::debug!("{msg}");
-        pb.set_message(msg.to_string());
-    });
-    pb.finish_and_clear();
-    let report = report?;
-    if a.json {
-        output::json(&report)?;
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(exit::OK)
+    let report = with_progress(quiet || a.json, |p| canary_overhead::run(&bench, p))?;
+    print_report(a.json, &report, canary_overhead::Report::render)
 }
 
 fn api_cmd(cfg: &Config, a: ApiArgs, quiet: bool) -> Result<i32, Error> {
@@ -181,19 +168,8 @@ fn api_cmd(cfg: &Config, a: ApiArgs, quiet: bool) -> Result<i32, Error> {
         calls: a.calls as usize,
         summary_window_ms: a.summary_window_ms,
     };
-    let pb = output::spinner(quiet || a.json);
-    let report = api_latency::run(cfg, &bench, &mut |msg| {
-        tracing::debug!("{msg}");
-        pb.set_message(msg.to_string());
-    });
-    pb.finish_and_clear();
-    let report = report?;
-    if a.json {
-        output::json(&report)?;
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(exit::OK)
+    let report = with_progress(quiet || a.json, |p| api_latency::run(cfg, &bench, p))?;
+    print_report(a.json, &report, api_latency::Report::render)
 }
 
 fn probe_overhead_cmd(a: ProbeOverheadArgs, quiet: bool) -> Result<i32, Error> {
@@ -203,19 +179,8 @@ fn probe_overhead_cmd(a: ProbeOverheadArgs, quiet: bool) -> Result<i32, Error> {
         hackbench_loops: a.loops,
         all_probes: a.all,
     };
-    let pb = output::spinner(quiet || a.json);
-    let report = probe_overhead::run(&cfg, &mut |msg| {
-        tracing::debug!("{msg}");
-        pb.set_message(msg.to_string());
-    });
-    pb.finish_and_clear();
-    let report = report?;
-    if a.json {
-        output::json(&report)?;
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(exit::OK)
+    let report = with_progress(quiet || a.json, |p| probe_overhead::run(&cfg, p))?;
+    print_report(a.json, &report, probe_overhead::Report::render)
 }
 
 fn policy_search_cmd(cfg: &Config, a: PolicySearchArgs, quiet: bool) -> Result<i32, Error> {
@@ -251,18 +216,34 @@ fn policy_search_cmd(cfg: &Config, a: PolicySearchArgs, quiet: bool) -> Result<i
             .clone()
             .unwrap_or_else(|| schedcp::policies::embed::default_dir(&cfg.cache_dir())),
     };
-    let pb = output::spinner(quiet || a.json);
-    let report = policy_search::run(&bench_cfg, &mut backends, &mut |msg| {
+    let report = with_progress(quiet || a.json, |p| {
+        policy_search::run(&bench_cfg, &mut backends, p)
+    });
+    drop(backends);
+    print_report(a.json, &report?, policy_search::Report::render)
+}
+
+/// Run a benchmark behind a spinner that shows (and logs) its progress.
+fn with_progress<T>(hidden: bool, work: impl FnOnce(&mut dyn FnMut(&str)) -> T) -> T {
+    let pb = output::spinner(hidden);
+    let out = work(&mut |msg| {
         tracing::debug!("{msg}");
         pb.set_message(msg.to_string());
     });
     pb.finish_and_clear();
-    drop(backends);
-    let report = report?;
-    if a.json {
-        output::json(&report)?;
+    out
+}
+
+/// A benchmark's report as JSON or as its text rendering.
+fn print_report<R: serde::Serialize>(
+    json: bool,
+    report: &R,
+    render: impl FnOnce(&R) -> String,
+) -> Result<i32, Error> {
+    if json {
+        output::json(report)?;
     } else {
-        print!("{}", report.render());
+        print!("{}", render(report));
     }
     Ok(exit::OK)
 }

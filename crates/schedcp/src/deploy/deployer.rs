@@ -231,18 +231,10 @@ pub fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
             timeout: Duration::from_secs(timeout_s),
         },
         Target::Lab { workload } => {
-            let agent = match &cfg.deploy.workload_agent {
-                Some(p) => p.clone(),
-                None => std::env::current_exe()
-                    .map_err(|e| Error::Setup(format!("locating the schedcp binary: {e}")))?
-                    .with_file_name("schedcp-guest"),
-            };
-            if !agent.is_file() {
-                return Err(Error::Setup(format!(
-                    "built-in workloads need the guest agent binary; {} is missing (set deploy.workload_agent)",
-                    agent.display()
-                )));
-            }
+            let agent = crate::lab::locate_agent(
+                cfg.deploy.workload_agent.as_deref(),
+                "deploy.workload_agent",
+            )?;
             Runner::Lab {
                 agent,
                 spec: workload,

@@ -55,16 +55,7 @@ pub(super) fn canary_result(d: &Deployment, base: Option<&Kpis>, windows: &[Kpis
         }
     };
     let (metric, unit, lower, value, baseline, what) = res;
-    let change = if baseline.abs() > f64::EPSILON {
-        let raw = (value - baseline) / baseline * 100.0;
-        if lower {
-            -raw
-        } else {
-            raw
-        }
-    } else {
-        0.0
-    };
+    let change = improvement_pct(value, baseline, lower).unwrap_or(0.0);
     NewResult {
         // Result workloads are identifiers; the description says which load ran.
         workload: "deploy_canary".into(),
@@ -74,11 +65,7 @@ pub(super) fn canary_result(d: &Deployment, base: Option<&Kpis>, windows: &[Kpis
         ),
         metric,
         unit,
-        direction: if lower {
-            Direction::Lower
-        } else {
-            Direction::Higher
-        },
+        direction: direction(lower),
         value,
         baseline: Some(baseline),
         improvement_pct: Some(change),
@@ -113,16 +100,8 @@ pub(super) fn trip_result(d: &Deployment, trip: Option<&Trip>) -> NewResult {
             0.0,
         ),
     };
-    let change = if baseline.abs() > f64::EPSILON {
-        let raw = (value - baseline) / baseline * 100.0;
-        if lower {
-            -raw
-        } else {
-            raw
-        }
-    } else {
-        -100.0
-    };
+    // From no failures to one: a full regression.
+    let change = improvement_pct(value, baseline, lower).unwrap_or(-100.0);
     NewResult {
         workload: "deploy_breaker".into(),
         workload_description: format!(
@@ -131,11 +110,7 @@ pub(super) fn trip_result(d: &Deployment, trip: Option<&Trip>) -> NewResult {
         ),
         metric,
         unit,
-        direction: if lower {
-            Direction::Lower
-        } else {
-            Direction::Higher
-        },
+        direction: direction(lower),
         value,
         baseline: Some(baseline),
         improvement_pct: Some(change),
@@ -195,5 +170,27 @@ pub(super) fn record(cfg: &Config, d: &Deployment, res: NewResult, passed: bool)
         });
     if let Err(e) = spawned {
         tracing::error!("recording the deploy result: {e}");
+    }
+}
+
+/// How much better `value` is than `baseline`, in percent of the baseline
+/// (positive is better, whichever way the metric points); none for a zero
+/// baseline.
+fn improvement_pct(value: f64, baseline: f64, lower_is_better: bool) -> Option<f64> {
+    (baseline.abs() > f64::EPSILON).then(|| {
+        let raw = (value - baseline) / baseline * 100.0;
+        if lower_is_better {
+            -raw
+        } else {
+            raw
+        }
+    })
+}
+
+fn direction(lower_is_better: bool) -> Direction {
+    if lower_is_better {
+        Direction::Lower
+    } else {
+        Direction::Higher
     }
 }

@@ -134,18 +134,7 @@ impl Lab {
     }
 
     pub fn guest_agent(&self) -> Result<PathBuf, Error> {
-        let path = match &self.cfg.lab.guest_agent {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| Error::Setup(format!("cannot locate the schedcp binary: {e}")))?
-                .with_file_name("schedcp-guest"),
-        };
-        if !path.is_file() {
-            return Err(Error::Setup(format!(
-                "guest agent {} not found; build it with `cargo build --release --workspace` or set lab.guest_agent",
-                path.display()
-            )));
-        }
+        let path = locate_agent(self.cfg.lab.guest_agent.as_deref(), "lab.guest_agent")?;
         check_agent_protocol(&path)?;
         Ok(path)
     }
@@ -629,4 +618,22 @@ pub fn safe_file_name(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The guest agent binary: `configured` (the config key `key`), else
+/// `schedcp-guest` beside this binary. It must exist.
+pub fn locate_agent(configured: Option<&Path>, key: &str) -> Result<PathBuf, Error> {
+    let path = match configured {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()
+            .map_err(|e| Error::Setup(format!("cannot locate the schedcp binary: {e}")))?
+            .with_file_name("schedcp-guest"),
+    };
+    if !path.is_file() {
+        return Err(Error::Setup(format!(
+            "guest agent {} not found; build it with `cargo build --release --workspace` or set {key}",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
