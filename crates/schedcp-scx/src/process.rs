@@ -1,5 +1,5 @@
 //! A sched_ext scheduler that is its own program (the scx schedulers from
-//! crates.io: `scx_bpfland`, `scx_lavd`, ...). It loads and attaches its BPF
+//! the Rust crate registry: `scx_bpfland`, `scx_lavd`, ...). It loads and attaches its BPF
 //! itself; we start it, wait for the kernel to show it enabled, watch that
 //! the process lives, and stop it the way it expects (SIGINT, which scx
 //! schedulers handle by detaching and printing their exit record).

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::lab::{self, qemu, Lab};
+use crate::lab::{qemu, Lab};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -76,7 +76,7 @@ pub fn run(lab: &Lab) -> DoctorReport {
     ];
     let lab_ready = checks.iter().filter(|c| c.required_for_lab).all(|c| c.ok);
     DoctorReport {
-        host_kernel: lab::host_kernel_release(),
+        host_kernel: crate::host::kernel_release(),
         checks,
         lab_ready,
     }

@@ -12,9 +12,13 @@ pub mod exit {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The caller asked for something invalid (unknown name, bad value, missing file).
+    /// The caller asked for something invalid (bad value, missing file).
     #[error("{0}")]
     Input(String),
+    /// The caller named something that does not exist (a policy, version,
+    /// profile, run): a usage error on the CLI, 404 on REST.
+    #[error("{0}")]
+    NotFound(String),
     /// Something schedcp needs is not installed or cached; the message says how to fix it.
     #[error("{0}")]
     Setup(String),
@@ -28,7 +32,7 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Input(_) => exit::USAGE,
+            Error::Input(_) | Error::NotFound(_) => exit::USAGE,
             Error::Setup(_) => exit::SETUP,
             Error::Compile(_) => exit::SCHEDULER,
             Error::Internal(_) => exit::FAILURE,

@@ -6,17 +6,24 @@
 //! [`observe`], [`policies`], [`verify`], [`deploy`], [`tune`]; the doors in
 //! [`api`]; the sched_ext micro-VM in [`lab`]; scheduler compilation in [`bpf`].
 
+// Bottom to top; a module uses only modules listed above it (the layers
+// test in tests/layers.rs fails on an upward or cyclic `use`).
 pub mod api;
 pub mod bench;
 pub mod bpf;
+pub mod compare;
 pub mod config;
 pub mod deploy;
 pub mod doctor;
 pub mod error;
+pub mod host;
 pub mod lab;
+pub mod node;
 pub mod observe;
 pub mod policies;
-pub mod process;
 pub mod store;
 pub mod tune;
 pub mod verify;
+
+#[cfg(test)]
+mod layers;

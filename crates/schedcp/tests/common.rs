@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use schedcp::api::client::Rest;
 use schedcp::config::Config;
-use schedcp::lab::node::{Node, NodeOptions};
 use schedcp::lab::Lab;
+use schedcp::node::{Node, NodeOptions};
 
 pub fn schedcp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_schedcp"))

@@ -1,4 +1,4 @@
-//! An external production scheduler end to end: scx_bpfland from crates.io,
+//! An external production scheduler end to end: scx_bpfland from the Rust crate registry,
 //! installed pinned by `schedcp policy install-external`, verified by its
 //! dynamic trial in the micro-VM (the binary itself, started by the guest
 //! and stopped with SIGINT), then deployed to a lab node as a supervised

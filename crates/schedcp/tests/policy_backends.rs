@@ -12,8 +12,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use schedcp::bpf::meta::PolicyMeta;
 use schedcp::error::Error;
-use schedcp::policies::meta::PolicyMeta;
 use schedcp::policies::model::{
     Body, Direction, ExternalFlag, ExternalSpec, NewPolicy, NewResult, Origin, PolicyRef,
     ResultSource, SearchDoc, State, Verdict,
@@ -228,7 +228,7 @@ fn result(workload: &str, desc: &str, verdict: Verdict, significant: bool) -> Ne
 
 fn input_err<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
     match r {
-        Err(Error::Input(m)) => m,
+        Err(Error::Input(m) | Error::NotFound(m)) => m,
         other => panic!("expected an input error, got {other:?}"),
     }
 }

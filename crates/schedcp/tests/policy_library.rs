@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use schedcp::bench::pg_scratch::Scratch;
+use schedcp::bpf::meta::PolicyMeta;
 use schedcp::config::Config;
 use schedcp::policies::embed;
-use schedcp::policies::meta::PolicyMeta;
 use schedcp::policies::model::{
     Body, Direction, NewPolicy, NewResult, NewVerifyReport, Origin, PolicyRef, ResultSource, State,
     Verdict,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use schedcp::bpf::compile::{CompileError, Compiler};
-use schedcp::verify::sandbox::Limits;
+use schedcp::bpf::jail::Limits;
 
 fn bad(name: &str) -> String {
     repo_root()
@@ -246,7 +246,7 @@ fn compile_bomb_ends_at_the_cpu_limit_in_an_isolated_clang() {
         c.status
     );
     assert!(
-        c.root.to_string_lossy().contains("schedcp-sandbox-"),
+        c.root.to_string_lossy().contains("schedcp-jail-"),
         "{:?}",
         c.root
     );
@@ -385,7 +385,7 @@ fn find_sandboxed_clang(source: &str, cpu_secs: u64, within: Duration) -> Option
             let Ok(root) = std::fs::read_link(p.join("root")) else {
                 continue;
             };
-            if !root.to_string_lossy().contains("schedcp-sandbox-") {
+            if !root.to_string_lossy().contains("schedcp-jail-") {
                 continue;
             }
             let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();

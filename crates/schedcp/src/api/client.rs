@@ -8,12 +8,17 @@
 use std::path::Path;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use super::jobs::{JobState, JobStatus};
 use super::ops::Method;
 use super::server::HANDSHAKE;
+use super::tools::deploy::{DeployInput, RollbackInput};
+use crate::deploy::Deployment;
 use crate::error::Error;
 
 /// A failed call: the daemon's error code (or `transport`) and message.
@@ -112,6 +117,60 @@ impl Rest {
             });
         }
         Ok(body)
+    }
+}
+
+/// Typed calls: the registry's own input and output types on both ends, so
+/// a renamed field breaks the build, not a remote caller at run time.
+impl Rest {
+    /// Call tool `name` with a typed input; decode the typed output.
+    pub fn call_typed<I: Serialize, O: DeserializeOwned>(
+        &self,
+        name: &str,
+        input: &I,
+    ) -> Result<O, CallError> {
+        let args = serde_json::to_value(input).map_err(transport)?;
+        let out = self.call(name, &args)?;
+        serde_json::from_value(out)
+            .map_err(|e| transport(format!("{name}: unexpected answer shape: {e}")))
+    }
+
+    /// A job tool whose input waits (`wait_seconds`): the job's typed result,
+    /// or its failure as an error.
+    pub fn call_job<I: Serialize, O: DeserializeOwned>(
+        &self,
+        name: &str,
+        input: &I,
+    ) -> Result<O, CallError> {
+        let job: JobStatus = self.call_typed(name, input)?;
+        match (job.state, job.result) {
+            (JobState::Succeeded, Some(r)) => serde_json::from_value(r)
+                .map_err(|e| transport(format!("{name}: unexpected result shape: {e}"))),
+            (state, _) => Err(CallError {
+                code: "job_failed".into(),
+                message: format!(
+                    "{} ended {state:?}: {}",
+                    job.title,
+                    job.error.unwrap_or(job.message)
+                ),
+                status: 0,
+            }),
+        }
+    }
+
+    /// `deploy`, waiting for the verdict.
+    pub fn deploy(&self, input: &DeployInput) -> Result<Deployment, CallError> {
+        self.call_job("deploy", input)
+    }
+
+    /// `deploy_rollback`.
+    pub fn deploy_rollback(&self, reason: &str) -> Result<Deployment, CallError> {
+        self.call_typed(
+            "deploy_rollback",
+            &RollbackInput {
+                reason: reason.into(),
+            },
+        )
     }
 }
 

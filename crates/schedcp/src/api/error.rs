@@ -99,9 +99,7 @@ impl std::fmt::Display for ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         match e {
-            Error::Input(m) if m.starts_with("no policy") || m.contains("no version") => {
-                ApiError::new(Code::NotFound, m)
-            }
+            Error::NotFound(m) => ApiError::new(Code::NotFound, m),
             Error::Input(m) | Error::Compile(m) => ApiError::new(Code::InvalidInput, m),
             Error::Setup(m) => ApiError::new(Code::Setup, m),
             Error::Internal(e) => ApiError::internal(e),

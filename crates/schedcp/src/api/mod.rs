@@ -21,6 +21,6 @@ pub mod ops;
 pub mod rest;
 pub mod server;
 pub mod services;
-mod tools;
+pub mod tools;
 
 pub use services::Services;

@@ -56,7 +56,7 @@ pub struct Call<'a> {
 
 impl Services {
     pub fn open(cfg: Config) -> Result<Arc<Services>, Error> {
-        let store = Store::open(&cfg)?;
+        let store = Store::open_in(&cfg.state_dir())?;
         let audit = AuditLog::open(&audit::path(&cfg.state_dir()))?;
         let ops = tools::all();
         let by_name = ops.iter().enumerate().map(|(i, o)| (o.name, i)).collect();
@@ -80,7 +80,7 @@ impl Services {
     /// and audit every deployment event it makes.
     pub fn start_deploy(self: &Arc<Self>) -> Result<(), Error> {
         let weak = Arc::downgrade(self);
-        let sink: crate::deploy::deployer::EventSink = Box::new(move |id, event, detail| {
+        let sink: crate::deploy::EventSink = Box::new(move |id, event, detail| {
             if let Some(s) = weak.upgrade() {
                 let peer = id.map_or("node".to_string(), |i| format!("deployment #{i}"));
                 let call = format!("deploy.{event}");

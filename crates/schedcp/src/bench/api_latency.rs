@@ -74,12 +74,9 @@ impl Report {
     }
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+/// The `q` quantile, NaN for no values (reports print it as such).
+fn percentile(values: &[f64], q: f64) -> f64 {
+    crate::compare::stats::quantile(values, q).unwrap_or(f64::NAN)
 }
 
 pub fn run(
@@ -95,7 +92,7 @@ pub fn run(
     // The limiter is not what is measured.
     c.api.rate_per_s = 1_000_000;
     c.api.rate_burst = 1_000_000;
-    let mut store = Store::open(&c)?;
+    let mut store = Store::open_in(&c.state_dir())?;
     let (_, token) = auth::create(&mut store, "bench", &[Scope::Observe], None)?;
     drop(store);
     let services = Services::open(c.clone())?;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use schedcp_proto::workload::WorkloadSpec;
 use serde::Serialize;
 
+use crate::compare::stats::{self, Summary};
 use crate::deploy::kpi::{self, Workload, WorkloadKpi};
 use crate::error::Error;
-use crate::observe::stats::{self, Summary};
 
 pub const MAX_RUNS: u32 = 50;
 

@@ -14,12 +14,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::bpf::builtin;
+use crate::bpf::meta::PolicyMeta;
 use crate::error::Error;
-use crate::policies::meta::PolicyMeta;
 use crate::policies::model::{Body, NewPolicy, Origin, SearchDoc, State};
 use crate::policies::repo::{Insert, Repository};
 use crate::policies::search::{self, SearchQuery};
-use crate::policies::{builtin, catalog, Library};
+use crate::policies::{catalog, Library};
 
 /// The target: p99 under this at 10k policies on the embedded store,
 /// excluding the query embedding.
@@ -128,12 +129,9 @@ pub struct Report {
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+/// The `q` quantile, NaN for no values (reports print it as such).
+fn percentile(values: &[f64], q: f64) -> f64 {
+    crate::compare::stats::quantile(values, q).unwrap_or(f64::NAN)
 }
 
 /// The library schedcp ships: built-ins and the scx catalogue.

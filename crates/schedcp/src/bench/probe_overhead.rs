@@ -93,14 +93,9 @@ impl Side {
     }
 }
 
-/// Median of a sorted, non-empty slice.
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
+/// Median of the values (NaN for none).
+fn median(values: &[f64]) -> f64 {
+    crate::compare::stats::median(values).unwrap_or(f64::NAN)
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -3,8 +3,8 @@
 //!
 //! Scheduler sources may come from an agent and are treated as hostile:
 //! every compile first passes the include check
-//! ([`crate::verify::includes`]: no file but the bundled headers may be
-//! read), then runs clang in a [`Sandbox`] (its own file system view with
+//! ([`crate::bpf::includes`]: no file but the bundled headers may be
+//! read), then runs clang in a [`Jail`] (its own file system view with
 //! only `/usr`, a copy of the header bundle and the source; no network;
 //! `nobody`; CPU, memory, file-size and wall-clock limits). The lab and the
 //! verifier both compile through here.
@@ -17,8 +17,8 @@ use anyhow::{anyhow, Context};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::verify::includes::{self, Allowlist, Violation};
-use crate::verify::sandbox::{Ending, Limits, Sandbox};
+use crate::bpf::includes::{self, Allowlist, Violation};
+use crate::bpf::jail::{Ending, Jail, Limits};
 
 /// Largest scheduler source schedcp compiles.
 pub const MAX_SOURCE_BYTES: usize = 1 << 20;
@@ -163,7 +163,7 @@ impl Compiler {
     /// Compile `source` (named `name` in diagnostics) into `workdir/<name>.o`.
     ///
     /// The source is checked ([`includes::check`]), then compiled by clang
-    /// in a fresh [`Sandbox`] holding only a copy of it and of the header
+    /// in a fresh [`Jail`] holding only a copy of it and of the header
     /// bundle; the object is copied out into `workdir` (with the source,
     /// for the record).
     pub fn compile(
@@ -188,7 +188,7 @@ impl Compiler {
         std::fs::write(&src_copy, source)
             .with_context(|| format!("writing {}", src_copy.display()))?;
 
-        let mut sb = Sandbox::new()?;
+        let mut sb = Jail::new()?;
         sb.add_tree(SANDBOX_INCLUDE, &self.include_dir)?;
         for h in HOST_HEADERS {
             let host = Path::new(HOST_INCLUDE).join(h);
@@ -199,7 +199,7 @@ impl Compiler {
             }
         }
         sb.add_file(name, source.as_bytes())?;
-        let clang = crate::lab::which(&self.clang).ok_or_else(|| {
+        let clang = crate::host::which(&self.clang).ok_or_else(|| {
             anyhow!(
                 "{} not found; install clang-19 (scripts/setup.sh)",
                 self.clang

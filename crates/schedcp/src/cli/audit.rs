@@ -34,7 +34,7 @@ pub fn run(cfg: Config, c: AuditCommand) -> Result<i32, Error> {
     let path = audit::path(&cfg.state_dir());
     match c {
         AuditCommand::Verify { json } => {
-            let store = Store::open(&cfg)?;
+            let store = Store::open_in(&cfg.state_dir())?;
             let v = audit::verify(&path, Some(&store))?;
             if json {
                 output::json(&v)?;

@@ -148,7 +148,7 @@ pub fn run(cfg: Config, cmd: BenchCommand, quiet: bool) -> Result<i32, Error> {
 }
 
 fn canary_overhead_cmd(cfg: &Config, a: CanaryOverheadArgs, quiet: bool) -> Result<i32, Error> {
-    let agent = schedcp::lab::locate_agent(
+    let agent = schedcp::host::locate_agent(
         cfg.deploy.workload_agent.as_deref(),
         "deploy.workload_agent",
     )?;

@@ -248,7 +248,7 @@ fn history(cfg: &Config, remote: &Remote, limit: usize, json: bool) -> Result<i3
     let v = match &remote.url {
         Some(_) => call(cfg, remote, "deploy_history", json!({ "limit": limit }))?,
         None => {
-            let store = Store::open(cfg)?;
+            let store = Store::open_in(&cfg.state_dir())?;
             json!({
                 "deployments": deploy::record::list(&store, limit)?,
                 "events": deploy::record::events(&store, limit)?,
@@ -314,7 +314,7 @@ fn call(cfg: &Config, remote: &Remote, tool: &str, args: Value) -> Result<Value,
     let (token, temporary) = match &remote.api_token {
         Some(t) => (t.clone(), None),
         None if nix::unistd::geteuid().is_root() => {
-            let mut store = Store::open(cfg)?;
+            let mut store = Store::open_in(&cfg.state_dir())?;
             let (info, t) = auth::create(
                 &mut store,
                 "deploy-cli",
@@ -345,7 +345,7 @@ fn call(cfg: &Config, remote: &Remote, tool: &str, args: Value) -> Result<Value,
         s.call(tool, args).await.map_err(Error::from)
     });
     if let Some(id) = temporary {
-        if let Ok(mut store) = Store::open(cfg) {
+        if let Ok(mut store) = Store::open_in(&cfg.state_dir()) {
             let _ = auth::revoke(&mut store, &id);
         }
     }

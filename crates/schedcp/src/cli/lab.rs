@@ -1,12 +1,13 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use schedcp::bpf::meta::parse_assignment;
+use schedcp::compare::Criteria;
 use schedcp::config::{Accel, Config};
 use schedcp::error::{exit, Error};
-use schedcp::lab::compare::{compare, Comparison};
+use schedcp::lab::compare::{CompareRequest, Contender};
 use schedcp::lab::report::LabReport;
 use schedcp::lab::{kernel, Lab, LabRequest, PolicyRef, Progress};
-use schedcp::policies::meta::parse_assignment;
 use schedcp_proto::report::GuestMessage;
 use schedcp_proto::workload::{ParamKind, WorkloadKind, WorkloadSpec};
 use serde::Serialize;
@@ -97,23 +98,6 @@ pub struct VmArgs {
     json: bool,
 }
 
-impl VmArgs {
-    /// A workload with every VM setting from the config.
-    pub(super) fn for_workload(spec: &str) -> Result<VmArgs, Error> {
-        Ok(VmArgs {
-            workload: spec
-                .parse()
-                .map_err(|e: schedcp_proto::workload::SpecError| Error::Internal(e.into()))?,
-            vcpus: None,
-            mem: None,
-            timeout: None,
-            accel: None,
-            keep: false,
-            json: false,
-        })
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// `default` (the kernel's scheduler), a built-in policy name, or a path to a .bpf.c file.
@@ -136,9 +120,17 @@ pub struct CompareArgs {
     baseline: String,
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_assignment)]
     set: Vec<(String, String)>,
-    /// Runs per side (alternating baseline and candidate).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    /// Runs per side, interleaved ABBA in one VM boot after a warm-up run
+    /// of the candidate. At least 4 for the test to reach p < 0.05; under
+    /// TCG, effects of 20-40% typically need 6-10.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(2..=50))]
     runs: u32,
+    /// Significance level of the test (two-sided).
+    #[arg(long, default_value_t = schedcp::compare::stats::DEFAULT_ALPHA)]
+    alpha: f64,
+    /// Smallest change of medians, in percent, that counts as a change.
+    #[arg(long, default_value_t = schedcp::compare::stats::DEFAULT_MIN_EFFECT_PCT)]
+    min_effect: f64,
     #[command(flatten)]
     vm: VmArgs,
 }
@@ -168,14 +160,14 @@ fn node(cfg: Config, vcpus: u32, mem_mib: u32, json: bool, quiet: bool) -> Resul
         .map_err(|e| Error::Input(format!("{e:#}")))?;
     let lab = Lab::new(cfg);
     let pb = output::spinner(quiet || json);
-    let opts = schedcp::lab::node::NodeOptions {
+    let opts = schedcp::node::NodeOptions {
         vcpus,
         mem_mib,
         lifetime: Duration::from_secs(schedcp::config::MAX_TIMEOUT_S),
         ..Default::default()
     };
     pb.set_message("booting the lab node");
-    let node = schedcp::lab::node::Node::start(&lab, &opts, &|m| {
+    let node = schedcp::node::Node::start(&lab, &opts, &|m| {
         tracing::info!("{m}");
         pb.set_message(m.to_string());
     })?;
@@ -210,17 +202,13 @@ fn node(cfg: Config, vcpus: u32, mem_mib: u32, json: bool, quiet: bool) -> Resul
     Ok(exit::OK)
 }
 
-pub(super) fn request(
-    cfg: &Config,
-    policy: &str,
-    set: Vec<(String, String)>,
-    vm: &VmArgs,
-) -> LabRequest {
+fn request(cfg: &Config, policy: &str, set: Vec<(String, String)>, vm: &VmArgs) -> LabRequest {
     LabRequest {
         policy: PolicyRef::parse(policy),
         tunables: set,
         workload: vm.workload.clone(),
         then: Vec::new(),
+        others: Vec::new(),
         vcpus: vm.vcpus.unwrap_or(cfg.lab.vcpus),
         mem_mib: vm.mem.unwrap_or(cfg.lab.mem_mib),
         timeout: Duration::from_secs(vm.timeout.unwrap_or(cfg.lab.timeout_s)),
@@ -242,33 +230,38 @@ fn run_with_progress(
 ) -> Result<LabReport, Error> {
     let pb = output::spinner(quiet);
     let mut on_progress = |p: Progress<'_>| {
-        let msg = match p {
-            Progress::Phase(s) => s.to_string(),
-            Progress::Guest(GuestMessage::Hello { uptime_s, .. }) => {
-                format!("guest agent up at {uptime_s:.2} s")
-            }
-            Progress::Guest(GuestMessage::Step {
-                step,
-                ok,
-                elapsed_ms,
-                ..
-            }) => {
-                format!(
-                    "{step:?} {} ({elapsed_ms:.0} ms)",
-                    if *ok { "done" } else { "FAILED" }
-                )
-            }
-            Progress::Guest(GuestMessage::Run { index, .. }) => {
-                format!("planned run {} finished", index + 1)
-            }
-            Progress::Guest(GuestMessage::Done(_)) => "guest finished; powering off".into(),
-        };
+        let msg = describe_progress(&p);
         tracing::debug!("{label}: {msg}");
         pb.set_message(format!("{label}: {msg}"));
     };
     let r = lab.run(req, &mut on_progress);
     pb.finish_and_clear();
     r
+}
+
+/// A lab progress event in words, for a spinner.
+fn describe_progress(p: &Progress<'_>) -> String {
+    match p {
+        Progress::Phase(s) => s.to_string(),
+        Progress::Guest(GuestMessage::Hello { uptime_s, .. }) => {
+            format!("guest agent up at {uptime_s:.2} s")
+        }
+        Progress::Guest(GuestMessage::Step {
+            step,
+            ok,
+            elapsed_ms,
+            ..
+        }) => {
+            format!(
+                "{step:?} {} ({elapsed_ms:.0} ms)",
+                if *ok { "done" } else { "FAILED" }
+            )
+        }
+        Progress::Guest(GuestMessage::Run { index, .. }) => {
+            format!("planned run {} finished", index + 1)
+        }
+        Progress::Guest(GuestMessage::Done(_)) => "guest finished; powering off".into(),
+    }
 }
 
 fn run_one(cfg: Config, a: RunArgs, quiet: bool) -> Result<i32, Error> {
@@ -283,48 +276,52 @@ fn run_one(cfg: Config, a: RunArgs, quiet: bool) -> Result<i32, Error> {
     Ok(report.outcome.exit_code())
 }
 
-pub(super) fn compare_runs(
-    lab: &Lab,
-    baseline: &LabRequest,
-    candidate: &LabRequest,
-    runs: u32,
-    quiet: bool,
-) -> Result<Comparison, Error> {
-    let (mut b, mut c) = (Vec::new(), Vec::new());
-    for i in 0..runs {
-        // Alternate so slow drift on a noisy host hits both sides alike.
-        b.push(run_with_progress(
-            lab,
-            baseline,
-            quiet,
-            &format!("{} {}/{runs}", baseline.policy.label(), i + 1),
-        )?);
-        c.push(run_with_progress(
-            lab,
-            candidate,
-            quiet,
-            &format!("{} {}/{runs}", candidate.policy.label(), i + 1),
-        )?);
-    }
-    Ok(compare(
-        &baseline.policy.label(),
-        &b,
-        &candidate.policy.label(),
-        &c,
-    ))
-}
-
 fn run_compare(cfg: Config, a: CompareArgs, quiet: bool) -> Result<i32, Error> {
-    let cand = request(&cfg, &a.policy, a.set, &a.vm);
-    let base = request(&cfg, &a.baseline, Vec::new(), &a.vm);
+    let criteria = Criteria {
+        alpha: a.alpha,
+        min_effect_pct: a.min_effect,
+    };
+    criteria.validate().map_err(Error::Input)?;
+    let req = CompareRequest {
+        baseline: Contender {
+            policy: PolicyRef::parse(&a.baseline),
+            tunables: Vec::new(),
+        },
+        candidate: Contender {
+            policy: PolicyRef::parse(&a.policy),
+            tunables: a.set,
+        },
+        workload: a.vm.workload.clone(),
+        runs: a.runs as usize,
+        criteria,
+        vcpus: a.vm.vcpus.unwrap_or(cfg.lab.vcpus),
+        mem_mib: a.vm.mem.unwrap_or(cfg.lab.mem_mib),
+        run_timeout: Duration::from_secs(a.vm.timeout.unwrap_or(cfg.lab.timeout_s)),
+        accel: a.vm.accel.unwrap_or(cfg.lab.accel),
+    };
     let lab = lab_with(cfg, a.vm.keep);
-    let cmp = compare_runs(&lab, &base, &cand, a.runs, quiet)?;
+    let label = format!("{} vs {}", req.candidate.label(), req.baseline.label());
+    let pb = output::spinner(quiet || a.vm.json);
+    let total = 1 + 2 * req.runs;
+    let mut done = 0usize;
+    let cmp = lab.compare(&req, &mut |p| {
+        let msg = match p {
+            Progress::Guest(GuestMessage::Run { .. }) => {
+                done += 1;
+                format!("run {} of {total} finished", done + 1)
+            }
+            other => describe_progress(&other),
+        };
+        pb.set_message(format!("{label}: {msg}"));
+    });
+    pb.finish_and_clear();
+    let cmp = cmp?;
     if a.vm.json {
         output::json(&cmp)?;
     } else {
-        print!("{}", cmp.render());
+        print!("{}", cmp.ab.render());
     }
-    let failed = !cmp.baseline.failures.is_empty() || !cmp.candidate.failures.is_empty();
+    let failed = !cmp.ab.baseline.failures.is_empty() || !cmp.ab.candidate.failures.is_empty();
     Ok(if failed { exit::SCHEDULER } else { exit::OK })
 }
 

@@ -126,6 +126,7 @@ pub fn run(cli: Cli) -> i32 {
 fn report_error(e: &Error) -> i32 {
     let kind = match e {
         Error::Input(_) => "invalid input",
+        Error::NotFound(_) => "not found",
         Error::Setup(_) => "setup",
         Error::Compile(_) => "compile",
         Error::Internal(_) => "error",

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use schedcp::bpf::meta::PolicyMeta;
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
-use schedcp::policies::meta::PolicyMeta;
 use schedcp::policies::model::{
     Body, Direction, NewPolicy, NewResult, Origin, PolicyRef, ResultSource, State, Verdict,
 };

@@ -53,7 +53,7 @@ pub fn run(cfg: Config, c: TokenCommand) -> Result<i32, Error> {
             "token management is for root (tokens grant access to the daemon)".into(),
         ));
     }
-    let mut store = Store::open(&cfg)?;
+    let mut store = Store::open_in(&cfg.state_dir())?;
     match c {
         TokenCommand::Create {
             name,

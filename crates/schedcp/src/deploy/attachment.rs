@@ -193,7 +193,7 @@ pub fn start_binary(cfg: &Config, d: &Deployment, bytes: &[u8]) -> Result<Attach
     std::fs::create_dir_all(&bin_dir)
         .and_then(|_| std::fs::create_dir_all(dir.join("logs")))
         .map_err(|e| io(&format!("creating {}", dir.display()), e))?;
-    let name = crate::lab::safe_file_name(&d.policy);
+    let name = crate::host::safe_file_name(&d.policy);
     let binary = bin_dir.join(if name.is_empty() {
         "scheduler".into()
     } else {

@@ -11,30 +11,14 @@ use std::time::{Duration, Instant};
 
 use schedcp_scx::sysfs;
 
-use super::controller::{Command, Controller};
-use super::gate::Admitted;
+use super::command::{Command, EventSink, Prepared, Progress};
+use super::controller::Controller;
 use super::kpi::{Runner, Workload};
 use super::record::{self, CanaryPlan, Deployment};
 use super::{DeployRequest, Status};
 use crate::config::Config;
 use crate::error::Error;
 use crate::store::Store;
-
-/// Called for every deployment event (the daemon appends them to its
-/// audit log).
-pub type EventSink = Box<dyn Fn(Option<i64>, &str, &str) + Send>;
-
-/// A message about a deploy in progress, for progress bars and job status.
-pub type Progress = Box<dyn Fn(&str) + Send>;
-
-/// A deploy request that passed admission.
-pub struct Prepared {
-    pub admitted: Box<Admitted>,
-    pub plan: CanaryPlan,
-    pub(super) workload: Option<Workload>,
-    pub(super) received: Instant,
-    pub(super) admission_ms: f64,
-}
 
 /// The handle the daemon keeps. Cloneable through `Arc`.
 pub struct Deployer {
@@ -48,7 +32,7 @@ impl Deployer {
     /// Open the store, reconcile the kernel with it, and start the
     /// controller thread.
     pub fn start(cfg: Config, sink: Option<EventSink>) -> Result<Arc<Deployer>, Error> {
-        let store = Store::open(&cfg)?;
+        let store = Store::open_in(&cfg.state_dir())?;
         let (tx, rx) = mpsc::channel();
         let busy = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -191,7 +175,7 @@ impl Deployer {
 
 /// Status from the store and sysfs (no daemon needed: `schedcp deploy status`).
 pub fn status(cfg: &Config, busy: bool) -> Result<Status, Error> {
-    let store = Store::open(cfg)?;
+    let store = Store::open_in(&cfg.state_dir())?;
     let current = record::current(&store)?;
     let last_known_good = current.as_ref().map(|c| match c.previous_id {
         Some(p) => format!("deployment #{p}"),
@@ -210,7 +194,7 @@ pub fn status(cfg: &Config, busy: bool) -> Result<Status, Error> {
 /// direction), else a built-in lab workload spec (its primary metric).
 pub fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
     use crate::observe::profiles::{self, Target};
-    let store = Store::open(cfg)?;
+    let store = Store::open_in(&cfg.state_dir())?;
     let profile = profiles::get(&store, name).ok();
     let target = match &profile {
         Some(p) => p.target.clone(),
@@ -231,7 +215,7 @@ pub fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
             timeout: Duration::from_secs(timeout_s),
         },
         Target::Lab { workload } => {
-            let agent = crate::lab::locate_agent(
+            let agent = crate::host::locate_agent(
                 cfg.deploy.workload_agent.as_deref(),
                 "deploy.workload_agent",
             )?;

@@ -60,7 +60,7 @@ pub fn admit(cfg: &Config, token: &str, object_b64: Option<&str>) -> Result<Admi
         )));
     }
     let object_sha256 = hex::encode(Sha256::digest(&object));
-    let kernel_release = crate::lab::host_kernel_release();
+    let kernel_release = crate::host::kernel_release();
     if !schedcp_scx::sysfs::available() {
         return Err(Error::Setup(format!(
             "this kernel ({kernel_release}) has no sched_ext (/sys/kernel/sched_ext is missing): \

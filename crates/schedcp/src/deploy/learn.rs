@@ -29,7 +29,7 @@ pub(super) fn canary_result(d: &Deployment, base: Option<&Kpis>, windows: &[Kpis
                 .iter()
                 .filter_map(|w| w.workload.as_ref().map(|x| x.value))
                 .collect();
-            let med = crate::observe::stats::median(&vals).unwrap_or(b.value);
+            let med = crate::compare::stats::median(&vals).unwrap_or(b.value);
             let lower = b.better != "higher";
             (
                 b.metric.clone(),
@@ -43,7 +43,7 @@ pub(super) fn canary_result(d: &Deployment, base: Option<&Kpis>, windows: &[Kpis
         _ => {
             let vals: Vec<f64> = windows.iter().filter_map(|w| w.runq_p99_us).collect();
             let b = base.and_then(|b| b.runq_p99_us).unwrap_or(0.0);
-            let med = crate::observe::stats::median(&vals).unwrap_or(b);
+            let med = crate::compare::stats::median(&vals).unwrap_or(b);
             (
                 "runq_p99".to_string(),
                 "us".to_string(),
@@ -164,7 +164,7 @@ pub(super) fn record(cfg: &Config, d: &Deployment, res: NewResult, passed: bool)
                 ),
             };
             tracing::info!(deployment = d.id, "deploy {event}: {detail}");
-            if let Ok(mut store) = Store::open(&cfg) {
+            if let Ok(mut store) = Store::open_in(&cfg.state_dir()) {
                 let _ = record::event(&mut store, Some(d.id), event, &detail);
             }
         });

@@ -25,7 +25,7 @@
 //! calls) and recorded in the policy repository as a `deploy` result.
 
 mod attachment;
-mod canary;
+pub mod command;
 pub mod controller;
 pub mod deployer;
 pub mod gate;
@@ -34,103 +34,16 @@ mod learn;
 pub mod record;
 pub mod thresholds;
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::deploy::{
+    DeployConfig, Thresholds, MAX_BINARY_BYTES, MAX_CANARY_S, MAX_OBJECT_BYTES,
+};
+pub use command::{EventSink, Progress};
 pub use deployer::Deployer;
 pub use record::{DeployEvent, DeployState, Deployment, Timings};
-pub use thresholds::Thresholds;
 
 use crate::error::Error;
-
-/// Largest canary: long enough for any realistic soak, short enough that a
-/// forgotten request does not hold the node for days.
-pub const MAX_CANARY_S: u64 = 24 * 3600;
-/// Largest BPF object accepted for deployment.
-pub const MAX_OBJECT_BYTES: usize = 4 << 20;
-/// Largest external scheduler binary accepted for deployment.
-pub const MAX_BINARY_BYTES: usize = 32 << 20;
-
-/// `[deploy]` in the config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeployConfig {
-    /// Canary length when the request does not give one, seconds.
-    pub canary_s: u64,
-    /// One KPI window, seconds (without a workload; with one, a window is
-    /// one run of it).
-    pub window_s: u64,
-    /// Once active, measure a passive KPI window (no workload) this often,
-    /// seconds; 0 turns active monitoring of KPIs off (health is still
-    /// polled).
-    pub active_check_s: u64,
-    /// How often the scheduler's health (sched_ext state, exit record,
-    /// process) is polled, milliseconds: the bound on detection time.
-    pub health_poll_ms: u64,
-    /// Default thresholds; a request can override each.
-    pub thresholds: Thresholds,
-    /// Public keys (PASERK `k4.public.…`) of other machines whose tokens
-    /// this one accepts, e.g. the lab host that verifies for a fleet.
-    pub trusted_keys: Vec<String>,
-    /// Default workload for canary windows: a workload profile's name or a
-    /// built-in lab workload spec; none means passive KPIs only.
-    pub workload: Option<String>,
-    /// The guest agent binary, which runs built-in workloads; default:
-    /// next to the schedcp binary.
-    pub workload_agent: Option<PathBuf>,
-    /// How long an external scheduler binary may take from start to
-    /// `enabled`, seconds.
-    pub external_start_s: u64,
-    /// How often an active external scheduler whose process died is
-    /// restarted before the breaker rolls it back (never during a canary).
-    pub external_max_restarts: u32,
-}
-
-impl Default for DeployConfig {
-    fn default() -> Self {
-        DeployConfig {
-            canary_s: 60,
-            window_s: 5,
-            active_check_s: 60,
-            health_poll_ms: 50,
-            thresholds: Thresholds::default(),
-            trusted_keys: Vec::new(),
-            workload: None,
-            workload_agent: None,
-            external_start_s: 60,
-            external_max_restarts: 2,
-        }
-    }
-}
-
-impl DeployConfig {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if !(1..=MAX_CANARY_S).contains(&self.canary_s) {
-            anyhow::bail!("deploy.canary_s must be 1..={MAX_CANARY_S}");
-        }
-        if !(1..=600).contains(&self.window_s) {
-            anyhow::bail!("deploy.window_s must be 1..=600");
-        }
-        if !(10..=5000).contains(&self.health_poll_ms) {
-            anyhow::bail!("deploy.health_poll_ms must be 10..=5000");
-        }
-        if !(1..=600).contains(&self.external_start_s) {
-            anyhow::bail!("deploy.external_start_s must be 1..=600");
-        }
-        if self.external_max_restarts > 100 {
-            anyhow::bail!("deploy.external_max_restarts must be 0..=100");
-        }
-        self.thresholds
-            .validate()
-            .map_err(|e| anyhow::anyhow!("deploy.thresholds: {e}"))?;
-        for k in &self.trusted_keys {
-            crate::verify::token::TrustedKey::from_paserk(k)
-                .map_err(|e| anyhow::anyhow!("deploy.trusted_keys: {e}"))?;
-        }
-        Ok(())
-    }
-}
 
 /// A deploy request as every door (CLI, MCP, REST) takes it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -1,185 +1,226 @@
-//! A scheduler against a baseline (usually the kernel default) on one
-//! workload: alternate runs, then median, spread and relative change of the
-//! workload's primary metric.
+//! Two schedulers (or a scheduler and the kernel default) on one workload,
+//! in **one VM boot**: a warm-up run of the candidate (its load and attach
+//! prove it works; its value is not counted), then runs interleaved ABBA,
+//! each scheduler run on a freshly loaded instance. Both sides share the
+//! boot, the page cache and the host's noise, and the one comparison engine
+//! ([`crate::compare`]) judges the values.
 
-use serde::Serialize;
+use std::time::Duration;
 
-use schedcp_proto::workload::Better;
+use schedcp_proto::job::PlannedRun;
+use schedcp_proto::report::RunRecord;
+use schedcp_proto::workload::WorkloadSpec;
 
 use super::report::{LabReport, Outcome};
+use super::{Lab, LabRequest, PolicyRef, Progress};
+use crate::compare::{abba, AbReport, Arm, Criteria, Metric, Setting, Side};
+use crate::config::Accel;
+use crate::error::Error;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Side {
-    pub policy: String,
-    /// Primary-metric value of each completed run, in run order.
-    pub values: Vec<f64>,
-    pub median: Option<f64>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    /// Outcomes of runs that did not complete.
-    pub failures: Vec<String>,
+/// The most runs a side: beyond this, one boot is an hour of TCG.
+pub const MAX_RUNS: usize = 50;
+
+/// A scheduler and its tunables, as one side of a comparison.
+#[derive(Debug, Clone)]
+pub struct Contender {
+    pub policy: PolicyRef,
+    pub tunables: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Comparison {
-    pub workload: String,
-    pub metric: String,
-    pub unit: String,
-    pub better: Option<Better>,
-    pub baseline: Side,
-    pub candidate: Side,
-    /// Candidate median relative to the baseline median, in percent.
-    pub change_pct: Option<f64>,
-    /// Positive when the candidate is better (sign-adjusted for the metric's direction).
-    pub improvement_pct: Option<f64>,
-    pub accel: String,
-}
-
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
-fn side(policy: &str, reports: &[LabReport]) -> Side {
-    let mut values = Vec::new();
-    let mut failures = Vec::new();
-    for r in reports {
-        match (
-            &r.outcome,
-            r.guest
-                .as_ref()
-                .and_then(|g| g.workload.as_ref())
-                .and_then(|w| w.primary_metric()),
-        ) {
-            (Outcome::Completed, Some(m)) => values.push(m.value),
-            (o, _) => failures.push(o.summary()),
+impl Contender {
+    pub fn label(&self) -> String {
+        let mut l = self.policy.label();
+        if !self.tunables.is_empty() {
+            let sets: Vec<String> = self
+                .tunables
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            l.push_str(&format!("[{}]", sets.join(",")));
         }
-    }
-    Side {
-        policy: policy.into(),
-        median: median(&values),
-        min: values.iter().copied().reduce(f64::min),
-        max: values.iter().copied().reduce(f64::max),
-        values,
-        failures,
+        l
     }
 }
 
-pub fn compare(
-    baseline: &str,
-    base_runs: &[LabReport],
-    candidate: &str,
-    cand_runs: &[LabReport],
-) -> Comparison {
-    let metric = base_runs.iter().chain(cand_runs).find_map(|r| {
-        r.guest
-            .as_ref()
-            .and_then(|g| g.workload.as_ref())
-            .and_then(|w| w.primary_metric().cloned())
-    });
-    let b = side(baseline, base_runs);
-    let c = side(candidate, cand_runs);
-    let change_pct = match (b.median, c.median) {
-        (Some(b), Some(c)) if b != 0.0 => Some((c - b) / b * 100.0),
-        _ => None,
-    };
-    let better = metric.as_ref().map(|m| m.better);
-    let improvement_pct = change_pct
-        .zip(better)
-        .map(|(ch, bt)| if bt == Better::Lower { -ch } else { ch });
-    Comparison {
-        workload: base_runs
-            .first()
-            .or(cand_runs.first())
-            .map(|r| r.workload.to_string())
-            .unwrap_or_default(),
-        metric: metric.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
-        unit: metric.as_ref().map(|m| m.unit.clone()).unwrap_or_default(),
-        better,
-        baseline: b,
-        candidate: c,
-        change_pct,
-        improvement_pct,
-        accel: base_runs
-            .iter()
-            .chain(cand_runs)
-            .next()
-            .map(|r| r.accel.used.clone())
-            .unwrap_or_default(),
-    }
+#[derive(Debug, Clone)]
+pub struct CompareRequest {
+    pub baseline: Contender,
+    pub candidate: Contender,
+    pub workload: WorkloadSpec,
+    /// Runs a side (besides the warm-up).
+    pub runs: usize,
+    pub criteria: Criteria,
+    pub vcpus: u32,
+    pub mem_mib: u32,
+    /// Wall-clock limit for one run; the VM's limit is derived from it.
+    pub run_timeout: Duration,
+    pub accel: Accel,
 }
 
-impl Comparison {
-    pub fn render(&self) -> String {
-        let fmt_side = |s: &Side| match (s.median, s.min, s.max) {
-            (Some(m), Some(lo), Some(hi)) => format!(
-                "median {m:.2} {} (min {lo:.2}, max {hi:.2}, n={})",
-                self.unit,
-                s.values.len()
-            ),
-            _ => "no completed runs".into(),
-        };
-        let mut out = format!(
-            "workload {} — metric {} ({} is better), accel {}\n",
-            self.workload,
-            self.metric,
-            match self.better {
-                Some(Better::Lower) => "lower",
-                Some(Better::Higher) => "higher",
-                None => "?",
-            },
-            self.accel
+/// A lab comparison: the judged A/B and the boot it ran in.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LabComparison {
+    pub ab: AbReport,
+    /// The boot: kernel, accelerator and clock, timings, the warm-up run.
+    pub lab: LabReport,
+}
+
+/// Where each side runs in the guest: no scheduler, the job's own, or the
+/// job's first other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Slot {
+    Default,
+    Main,
+    Other,
+}
+
+impl Lab {
+    /// Compare `req.candidate` against `req.baseline` in one boot.
+    pub fn compare(
+        &self,
+        req: &CompareRequest,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<LabComparison, Error> {
+        if !(2..=MAX_RUNS).contains(&req.runs) {
+            return Err(Error::Input(format!(
+                "runs must be between 2 and {MAX_RUNS} a side, got {} (one run a side can never be significant)",
+                req.runs
+            )));
+        }
+        let (b_default, c_default) = (
+            req.baseline.policy == PolicyRef::Default,
+            req.candidate.policy == PolicyRef::Default,
         );
-        out.push_str(&format!(
-            "  {:<10} {}\n",
-            self.baseline.policy,
-            fmt_side(&self.baseline)
-        ));
-        out.push_str(&format!(
-            "  {:<10} {}\n",
-            self.candidate.policy,
-            fmt_side(&self.candidate)
-        ));
-        if let Some(imp) = self.improvement_pct {
-            out.push_str(&format!(
-                "  → {} is {:.1}% {} than {} (medians of {} runs per side, one VM per run)\n",
-                self.candidate.policy,
-                imp.abs(),
-                if imp >= 0.0 { "better" } else { "worse" },
-                self.baseline.policy,
-                self.baseline.values.len().min(self.candidate.values.len())
+        if b_default && c_default {
+            return Err(Error::Input(
+                "both sides are the kernel default: there is nothing to compare".into(),
             ));
         }
-        for f in self
-            .baseline
-            .failures
-            .iter()
-            .chain(&self.candidate.failures)
-        {
-            out.push_str(&format!("  ! {f}\n"));
+        // The job's own scheduler is the candidate's when it has one: the
+        // warm-up then attaches the candidate first.
+        let (main, mut others, slot_b, slot_c) = match (b_default, c_default) {
+            (_, false) => (
+                &req.candidate,
+                vec![],
+                if b_default {
+                    Slot::Default
+                } else {
+                    Slot::Other
+                },
+                Slot::Main,
+            ),
+            (false, true) => (&req.baseline, vec![], Slot::Main, Slot::Default),
+            (true, true) => unreachable!("refused above"),
+        };
+        if slot_b == Slot::Other {
+            others.push((req.baseline.policy.clone(), req.baseline.tunables.clone()));
         }
-        out
+        let order = abba(req.runs);
+        let then: Vec<PlannedRun> = order
+            .iter()
+            .map(|side| {
+                let slot = match side {
+                    Side::Baseline => slot_b,
+                    Side::Candidate => slot_c,
+                };
+                PlannedRun {
+                    workload: req.workload.clone(),
+                    scheduler: slot != Slot::Default,
+                    other: (slot == Slot::Other).then_some(0),
+                }
+            })
+            .collect();
+        // Boot and the warm-up, then every planned run, each within its limit.
+        let runs = 1 + order.len() as u32;
+        let timeout = Duration::from_secs(60) + req.run_timeout * runs;
+        let lab_req = LabRequest {
+            policy: main.policy.clone(),
+            tunables: main.tunables.clone(),
+            workload: req.workload.clone(),
+            then,
+            others,
+            vcpus: req.vcpus,
+            mem_mib: req.mem_mib,
+            timeout,
+            accel: req.accel,
+        };
+        let lab = self.run(&lab_req, progress)?;
+        let ab = judge(req, &order, &lab);
+        Ok(LabComparison { ab, lab })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[f64::NAN, 1.0]), Some(1.0));
+/// Turn the boot's planned runs into the two arms and judge them.
+fn judge(req: &CompareRequest, order: &[Side], lab: &LabReport) -> AbReport {
+    let (mut base, mut cand) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    let warmup_failed = lab.outcome != Outcome::Completed && lab.then.is_empty();
+    if warmup_failed {
+        cand.1
+            .push(format!("warm-up run: {}", lab.outcome.summary()));
     }
+    let mut metric = lab
+        .guest
+        .as_ref()
+        .and_then(|g| g.workload.as_ref())
+        .and_then(|w| w.primary_metric().cloned());
+    for (i, side) in order.iter().enumerate() {
+        let arm = match side {
+            Side::Baseline => &mut base,
+            Side::Candidate => &mut cand,
+        };
+        match lab.then.get(i) {
+            Some(r) => match value_of(r) {
+                Ok(m) => {
+                    arm.0.push(m.value);
+                    metric.get_or_insert(m);
+                }
+                Err(why) => arm.1.push(format!("run {}: {why}", i + 1)),
+            },
+            None if !warmup_failed => arm.1.push(format!(
+                "run {}: not run (the plan stopped: {})",
+                i + 1,
+                lab.outcome.summary()
+            )),
+            None => {}
+        }
+    }
+    let metric = match metric {
+        Some(m) => Metric {
+            name: m.name,
+            unit: m.unit,
+            direction: m.better,
+        },
+        None => Metric {
+            name: req.workload.kind.name().to_string(),
+            unit: String::new(),
+            direction: schedcp_proto::workload::Better::Lower,
+        },
+    };
+    AbReport::new(
+        req.workload.to_string(),
+        metric,
+        Arm::new(req.baseline.label(), base.0, base.1),
+        Arm::new(req.candidate.label(), cand.0, cand.1),
+        order.to_vec(),
+        Setting::lab(
+            "lab VM",
+            "interleaved ABBA in one boot",
+            &lab.accel.used,
+            &lab.accel.clock,
+        ),
+        req.criteria,
+    )
+}
+
+fn value_of(r: &RunRecord) -> Result<schedcp_proto::workload::Metric, String> {
+    if let Some(why) = r.trouble() {
+        return Err(why);
+    }
+    if let Some(e) = &r.workload_error {
+        return Err(e.clone());
+    }
+    r.workload
+        .as_ref()
+        .and_then(|w| w.primary_metric().cloned())
+        .ok_or_else(|| "the workload reported no metric".into())
 }

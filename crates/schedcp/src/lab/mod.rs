@@ -6,7 +6,6 @@
 pub mod compare;
 pub mod initramfs;
 pub mod kernel;
-pub mod node;
 pub mod qemu;
 pub mod report;
 
@@ -17,13 +16,13 @@ use anyhow::Context;
 use schedcp_proto::job::{GuestJob, PlannedRun, RodataValue, Runner, SchedulerJob};
 use schedcp_proto::report::GuestMessage;
 use schedcp_proto::workload::WorkloadSpec;
-use schedcp_proto::{BINARY_PATH, JOB_PATH, OBJECT_PATH};
+use schedcp_proto::JOB_PATH;
 use serde::{Deserialize, Serialize};
 
+use crate::bpf::builtin;
 use crate::bpf::compile::{CompileError, CompiledObject, Compiler};
 use crate::config::{Accel, Config};
 use crate::error::Error;
-use crate::policies::builtin;
 use kernel::KernelImage;
 use qemu::{Accelerator, VmSpec};
 use report::{judge, AccelReport, LabReport, StepRecord, Timings};
@@ -77,6 +76,9 @@ pub struct LabRequest {
     pub workload: WorkloadSpec,
     /// Further runs in the same boot after the main one (see [`GuestJob::then`]).
     pub then: Vec<PlannedRun>,
+    /// More schedulers for planned runs ([`PlannedRun::other`]), each with
+    /// its tunables: two schedulers compared in one boot.
+    pub others: Vec<(PolicyRef, Vec<(String, String)>)>,
     pub vcpus: u32,
     pub mem_mib: u32,
     /// Wall-clock watchdog for the whole VM, plan included.
@@ -134,18 +136,21 @@ impl Lab {
     }
 
     pub fn guest_agent(&self) -> Result<PathBuf, Error> {
-        let path = locate_agent(self.cfg.lab.guest_agent.as_deref(), "lab.guest_agent")?;
+        let path =
+            crate::host::locate_agent(self.cfg.lab.guest_agent.as_deref(), "lab.guest_agent")?;
         check_agent_protocol(&path)?;
         Ok(path)
     }
 
     fn check_qemu(&self) -> Result<(), Error> {
-        which(&self.cfg.lab.qemu).map(|_| ()).ok_or_else(|| {
-            Error::Setup(format!(
-                "{} not found; install qemu-system-x86 (scripts/setup.sh)",
-                self.cfg.lab.qemu
-            ))
-        })
+        crate::host::which(&self.cfg.lab.qemu)
+            .map(|_| ())
+            .ok_or_else(|| {
+                Error::Setup(format!(
+                    "{} not found; install qemu-system-x86 (scripts/setup.sh)",
+                    self.cfg.lab.qemu
+                ))
+            })
     }
 
     /// Compile a scheduler for the lab (no VM involved).
@@ -204,6 +209,7 @@ impl Lab {
                     object_sha256: object.sha256.clone(),
                     rodata: Vec::new(),
                     runner: runner.clone(),
+                    artefact: None,
                 };
                 return Ok(Some((job, object)));
             }
@@ -242,7 +248,7 @@ impl Lab {
                 (stem.to_string(), text, Vec::new())
             }
         };
-        if which(&self.cfg.lab.clang).is_none() {
+        if crate::host::which(&self.cfg.lab.clang).is_none() {
             return Err(Error::Setup(format!(
                 "{} not found; install clang-19 (scripts/setup.sh)",
                 self.cfg.lab.clang
@@ -250,7 +256,7 @@ impl Lab {
         }
         let include_dir = crate::bpf::include::include_dir(&self.cache).map_err(Error::Internal)?;
         let compiler = Compiler::new(self.cfg.lab.clang.clone(), include_dir);
-        let file_name = safe_file_name(&name);
+        let file_name = crate::host::safe_file_name(&name);
         let object = compiler
             .compile(&format!("{file_name}.bpf.c"), &source, workdir)
             .map_err(|e| match e {
@@ -262,6 +268,7 @@ impl Lab {
             object_sha256: object.sha256.clone(),
             rodata,
             runner: Runner::Object,
+            artefact: None,
         };
         Ok(Some((job, object)))
     }
@@ -284,10 +291,38 @@ impl Lab {
         let prepared = self
             .compile(&req.policy, &req.tunables, &run_dir)?
             .map(|(job, object)| Prepared { job, object });
-        if prepared.is_none() && req.then.iter().any(|r| r.scheduler) {
+        if prepared.is_none() && req.then.iter().any(|r| r.scheduler && r.other.is_none()) {
             return Err(Error::Input(
                 "a planned run asks for the scheduler, but the job runs the kernel default".into(),
             ));
+        }
+        let mut others = Vec::new();
+        for (i, (policy, tunables)) in req.others.iter().enumerate() {
+            let dir = run_dir.join(format!("other-{i}"));
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Internal(e.into()))?;
+            let Some((mut job, object)) = self.compile(policy, tunables, &dir)? else {
+                return Err(Error::Input(
+                    "the kernel default is not an `other` scheduler; plan it as a run without one"
+                        .into(),
+                ));
+            };
+            let ext = match job.runner {
+                Runner::Object => "bpf.o",
+                Runner::Binary { .. } => "bin",
+            };
+            job.artefact = Some(format!("/schedcp/other-{i}.{ext}"));
+            others.push(Prepared { job, object });
+        }
+        if let Some(r) = req
+            .then
+            .iter()
+            .find(|r| r.other.is_some_and(|i| i >= others.len()))
+        {
+            return Err(Error::Input(format!(
+                "a planned run asks for other scheduler {:?}, but the job has {}",
+                r.other,
+                others.len()
+            )));
         }
 
         progress(Progress::Phase("building initramfs"));
@@ -296,6 +331,7 @@ impl Lab {
             scheduler: prepared.as_ref().map(|p| p.job.clone()),
             workload: req.workload.clone(),
             then: req.then.clone(),
+            others: others.iter().map(|p| p.job.clone()).collect(),
             state_timeout_ms: 10_000,
         };
         let initrd = run_dir.join("initramfs.cpio");
@@ -304,6 +340,7 @@ impl Lab {
             &kernel,
             &job,
             prepared.as_ref().map(|p| p.object.path.as_path()),
+            &others,
             &initrd,
         )
         .map_err(Error::Internal)?;
@@ -387,6 +424,10 @@ impl Lab {
             accel: AccelReport {
                 used: used.name().into(),
                 kvm_unavailable,
+                clock: match used {
+                    Accelerator::Kvm => "host".into(),
+                    Accelerator::Tcg => self.cfg.lab.clock.name(),
+                },
             },
             vcpus: req.vcpus,
             mem_mib: req.mem_mib,
@@ -426,6 +467,7 @@ impl Lab {
         let spec = VmSpec {
             qemu: &self.cfg.lab.qemu,
             tcg_threads: self.cfg.lab.tcg_threads,
+            clock: self.cfg.lab.clock,
             kernel: &kernel.vmlinuz,
             initrd,
             vcpus: req.vcpus,
@@ -449,6 +491,7 @@ impl Lab {
         kernel: &KernelImage,
         job: &GuestJob,
         object: Option<&Path>,
+        others: &[Prepared],
         out: &Path,
     ) -> anyhow::Result<()> {
         let mut fs = initramfs::Initramfs::new();
@@ -464,18 +507,25 @@ impl Lab {
             0o644,
         )?;
         fs.add_file(JOB_PATH, 0o644, &serde_json::to_vec_pretty(job)?);
-        let runner = job.scheduler.as_ref().map(|s| &s.runner);
-        match (object, runner) {
-            (Some(bin), Some(Runner::Binary { .. })) => {
-                fs.add_host_file(BINARY_PATH, bin, 0o755)?;
-                for lib in initramfs::shared_libraries(bin)? {
-                    if !agent_libs.contains(&lib) {
-                        fs.add_host_file(&lib.display().to_string(), &lib, 0o755)?;
+        let mut artefacts: Vec<(&SchedulerJob, &Path)> = Vec::new();
+        if let (Some(job), Some(obj)) = (&job.scheduler, object) {
+            artefacts.push((job, obj));
+        }
+        artefacts.extend(others.iter().map(|p| (&p.job, p.object.path.as_path())));
+        let mut libs = agent_libs;
+        for (job, path) in artefacts {
+            match job.runner {
+                Runner::Binary { .. } => {
+                    fs.add_host_file(job.artefact_path(), path, 0o755)?;
+                    for lib in initramfs::shared_libraries(path)? {
+                        if !libs.contains(&lib) {
+                            fs.add_host_file(&lib.display().to_string(), &lib, 0o755)?;
+                            libs.push(lib);
+                        }
                     }
                 }
+                Runner::Object => fs.add_host_file(job.artefact_path(), path, 0o644)?,
             }
-            (Some(obj), _) => fs.add_host_file(OBJECT_PATH, obj, 0o644)?,
-            (None, _) => {}
         }
         fs.write_to(out)
     }
@@ -520,12 +570,12 @@ impl Lab {
     fn known_kvm_status(&self) -> Option<KvmStatus> {
         let s: KvmStatus =
             serde_json::from_slice(&std::fs::read(self.kvm_status_path()).ok()?).ok()?;
-        (s.host_kernel == host_kernel_release()).then_some(s)
+        (s.host_kernel == crate::host::kernel_release()).then_some(s)
     }
 
     pub(crate) fn remember_kvm(&self, usable: bool, reason: Option<String>) {
         let s = KvmStatus {
-            host_kernel: host_kernel_release(),
+            host_kernel: crate::host::kernel_release(),
             usable,
             reason,
         };
@@ -587,53 +637,4 @@ fn prune_runs(runs: &Path, keep: usize) {
     for d in dirs.into_iter().take(excess) {
         let _ = std::fs::remove_dir_all(d);
     }
-}
-
-pub fn host_kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// Resolve a program name on $PATH (or accept an existing path).
-pub fn which(program: &str) -> Option<PathBuf> {
-    if program.contains('/') {
-        return Path::new(program).is_file().then(|| PathBuf::from(program));
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
-/// `name` as a file name: letters, digits, `_` and `-` kept, the rest `_`.
-pub fn safe_file_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// The guest agent binary: `configured` (the config key `key`), else
-/// `schedcp-guest` beside this binary. It must exist.
-pub fn locate_agent(configured: Option<&Path>, key: &str) -> Result<PathBuf, Error> {
-    let path = match configured {
-        Some(p) => p.to_path_buf(),
-        None => std::env::current_exe()
-            .map_err(|e| Error::Setup(format!("cannot locate the schedcp binary: {e}")))?
-            .with_file_name("schedcp-guest"),
-    };
-    if !path.is_file() {
-        return Err(Error::Setup(format!(
-            "guest agent {} not found; build it with `cargo build --release --workspace` or set {key}",
-            path.display()
-        )));
-    }
-    Ok(path)
 }

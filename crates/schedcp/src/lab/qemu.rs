@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use schedcp_proto::REPORT_PORT_NAME;
 use serde::Serialize;
 
-use crate::config::TcgThreads;
+use crate::config::{Clock, TcgThreads};
 
 /// The accelerator a VM actually ran with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -35,6 +35,8 @@ impl Accelerator {
 pub struct VmSpec<'a> {
     pub qemu: &'a str,
     pub tcg_threads: TcgThreads,
+    /// The guest clock under TCG (ignored under KVM).
+    pub clock: Clock,
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub vcpus: u32,
@@ -101,6 +103,9 @@ impl VmSpec<'_> {
                 &format!("virtserialport,chardev=report,name={REPORT_PORT_NAME}"),
             ])
             .args(&self.extra_args);
+        if self.accel == Accelerator::Tcg {
+            c.args(self.clock.qemu_args());
+        }
         c
     }
 }

@@ -36,6 +36,9 @@ pub struct AccelReport {
     pub used: String,
     /// Why KVM was not used, when it was not.
     pub kvm_unavailable: Option<String>,
+    /// The guest clock: `native` or `icount:N` under TCG, `host` under KVM.
+    #[serde(default)]
+    pub clock: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -12,6 +12,5 @@ pub mod profile;
 pub mod profiles;
 pub mod sample;
 pub mod scheduler;
-pub mod stats;
 pub mod summary;
 pub mod tokens;

@@ -365,7 +365,7 @@ fn check_program(argv: &[String], cwd: Option<&Path>) -> Result<(), Error> {
             _ => PathBuf::from(program),
         }
     } else {
-        crate::lab::which(program)
+        crate::host::which(program)
             .ok_or_else(|| Error::Input(format!("program '{program}' not found on $PATH")))?
     };
     let executable =
@@ -464,7 +464,7 @@ pub fn list(store: &Store) -> Result<Vec<WorkloadProfile>, Error> {
 /// The profile called `name`, or an error that says how to find one.
 pub fn get(store: &Store, name: &str) -> Result<WorkloadProfile, Error> {
     find(store.conn(), name)?.ok_or_else(|| {
-        Error::Input(format!(
+        Error::NotFound(format!(
             "no workload profile named '{name}'; `schedcp observe workload list` shows them, `schedcp observe workload add` creates one"
         ))
     })
@@ -651,7 +651,7 @@ mod tests {
 
     fn input_error(r: Result<impl std::fmt::Debug, Error>) -> String {
         match r {
-            Err(Error::Input(m)) => m,
+            Err(Error::Input(m) | Error::NotFound(m)) => m,
             other => panic!("expected an input error, got {other:?}"),
         }
     }

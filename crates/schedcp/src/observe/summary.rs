@@ -160,7 +160,7 @@ fn build(w: &Window, top: usize) -> Summary {
     let l = load();
     Summary {
         window_s: r1(secs * 10.0) / 10.0,
-        kernel: crate::lab::host_kernel_release(),
+        kernel: crate::host::kernel_release(),
         cpus: nr_cpus(),
         scheduler: scheduler::current(),
         cpu: CpuSummary {

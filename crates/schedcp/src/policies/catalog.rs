@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 
-use super::meta::PolicyMeta;
 use super::model::{Body, ExternalFlag, ExternalSpec, NewPolicy, Origin};
+use crate::bpf::meta::PolicyMeta;
 
 const CATALOG: &str = include_str!("../../../../schedulers/external/catalog.toml");
 

@@ -22,7 +22,7 @@
 
 use super::model::{PolicyResult, ResultSource, State, Verdict};
 
-pub const DEFAULT_MIN_IMPROVEMENTS: usize = 2;
+pub use crate::config::policies::DEFAULT_MIN_IMPROVEMENTS;
 
 /// Whether `from → to` is a move anyone may request (the promotion and
 /// demotion moves happen only through [`after_result`]).

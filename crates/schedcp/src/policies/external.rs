@@ -1,5 +1,5 @@
 //! Installing the catalogue's external schedulers (scx binaries published
-//! on crates.io) into schedcp's cache, explicitly and pinned: `cargo install
+//! on the Rust crate registry) into schedcp's cache, explicitly and pinned: `cargo install
 //! <crate>@<catalogue version> --locked` into
 //! `<cache>/external/<crate>-<version>/`, stripped so the bytes that are
 //! verified, hashed into a token and deployed are small and fixed. An
@@ -118,7 +118,7 @@ pub fn install(
             return Ok(m);
         }
     }
-    let cargo = crate::lab::which("cargo").ok_or_else(|| {
+    let cargo = crate::host::which("cargo").ok_or_else(|| {
         Error::Setup(
             "installing an external scheduler builds it with cargo, which is not on PATH; install a Rust toolchain (rustup, Rust >= 1.91)".into(),
         )

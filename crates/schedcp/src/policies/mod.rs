@@ -12,12 +12,10 @@
 //! are imported when the library opens: new entries are added, changed
 //! ones get a new version, so an upgraded schedcp brings its new policies.
 
-pub mod builtin;
 pub mod catalog;
 pub mod curation;
 pub mod embed;
 pub mod external;
-pub mod meta;
 pub mod model;
 pub mod repo;
 pub mod search;
@@ -28,8 +26,10 @@ use std::cell::OnceCell;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::bpf::{builtin, meta};
+pub use crate::config::policies::{Backend, PoliciesConfig};
 use crate::config::Config;
 use crate::error::Error;
 use embed::Embedder;
@@ -40,51 +40,6 @@ use model::{
 use repo::{Insert, Repository};
 use search::{SearchQuery, SearchResults};
 use transfer::{Export, ImportReport};
-
-/// `[policies]` in the config file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PoliciesConfig {
-    /// `sqlite` (the embedded store in state_dir) or `postgres`.
-    pub backend: Backend,
-    /// Connection URL for `backend = "postgres"`, e.g.
-    /// `postgresql://schedcp@db.internal/schedcp`.
-    pub postgres_url: Option<String>,
-    /// Where the all-MiniLM-L6-v2 files are; default `<cache_dir>/models/all-MiniLM-L6-v2`.
-    pub model_dir: Option<PathBuf>,
-    /// Significant deploy/tune improvements a deployed version needs to be promoted.
-    pub promotion_min_improvements: usize,
-}
-
-impl Default for PoliciesConfig {
-    fn default() -> Self {
-        PoliciesConfig {
-            backend: Backend::Sqlite,
-            postgres_url: None,
-            model_dir: None,
-            promotion_min_improvements: curation::DEFAULT_MIN_IMPROVEMENTS,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl PoliciesConfig {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if self.backend == Backend::Postgres && self.postgres_url.is_none() {
-            anyhow::bail!("[policies] backend = \"postgres\" needs postgres_url");
-        }
-        if !(1..=100).contains(&self.promotion_min_improvements) {
-            anyhow::bail!("[policies] promotion_min_improvements must be 1..=100");
-        }
-        Ok(())
-    }
-}
 
 /// What [`Library::record_result`] did.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -109,9 +64,9 @@ impl Library {
     pub fn open(cfg: &Config) -> Result<Library, Error> {
         let pc = &cfg.policies;
         let repo: Box<dyn Repository> = match pc.backend {
-            Backend::Sqlite => Box::new(repo::sqlite::SqliteRepo::new(crate::store::Store::open(
-                cfg,
-            )?)),
+            Backend::Sqlite => Box::new(repo::sqlite::SqliteRepo::new(
+                crate::store::Store::open_in(&cfg.state_dir())?,
+            )),
             Backend::Postgres => Box::new(repo::postgres::PostgresRepo::connect(
                 pc.postgres_url.as_deref().unwrap_or_default(),
             )?),
@@ -256,11 +211,11 @@ impl Library {
 
     fn unknown(&self, r: &PolicyRef) -> Error {
         match (r.version, self.repo.get(&PolicyRef { name: r.name.clone(), version: None })) {
-            (Some(v), Ok(Some(latest))) => Error::Input(format!(
+            (Some(v), Ok(Some(latest))) => Error::NotFound(format!(
                 "policy '{}' has no version {v}; its latest is {}",
                 r.name, latest.version
             )),
-            _ => Error::Input(format!(
+            _ => Error::NotFound(format!(
                 "no policy named '{}'; `schedcp policy list` shows the library, `policy search` finds by description",
                 r.name
             )),

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::meta::PolicyMeta;
+use crate::bpf::meta::PolicyMeta;
 
 /// How a policy runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -16,7 +16,7 @@ use super::meta::PolicyMeta;
 pub enum Kind {
     /// BPF C compiled and loaded by schedcp.
     Bpf,
-    /// A scheduler binary (e.g. an scx scheduler from crates.io) that
+    /// A scheduler binary (e.g. an scx scheduler from the Rust crate registry) that
     /// schedcp runs and supervises.
     External,
 }
@@ -164,7 +164,7 @@ pub struct ExternalFlag {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalSpec {
-    /// The crates.io crate that ships it.
+    /// The crate (Rust crate registry) that ships it.
     #[serde(rename = "crate")]
     pub crate_name: String,
     /// The crate version the catalogue entry describes.
@@ -403,7 +403,7 @@ impl FromStr for PolicyRef {
             ),
             None => (s, None),
         };
-        if !super::meta::is_identifier(name) {
+        if !crate::bpf::meta::is_identifier(name) {
             return Err(format!(
                 "'{name}' is not a policy name (plain identifier: letters, digits, _)"
             ));

@@ -1,8 +1,8 @@
 //! What `add` accepts. Every entry point (CLI, MCP, REST, import) goes
 //! through here, and every refusal says what is wrong and what is allowed.
 
-use super::meta::{is_identifier, PolicyMeta};
 use super::model::{Body, ExternalSpec, NewPolicy};
+use crate::bpf::meta::{is_identifier, PolicyMeta};
 use crate::error::Error;
 
 pub const MAX_SOURCE_BYTES: usize = 256 * 1024;

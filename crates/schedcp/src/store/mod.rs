@@ -27,7 +27,6 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
-use crate::config::Config;
 use crate::error::Error;
 
 /// File name of the database inside the state directory.
@@ -43,11 +42,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (creating if needed) the store in the configured state directory.
-    pub fn open(cfg: &Config) -> Result<Store, Error> {
-        let dir = cfg.state_dir();
-        create_private_dir(&dir)?;
-        Store::open_at(&dir.join(DB_FILE))
+    /// Open (creating if needed) the store in `state_dir` (the configured
+    /// state directory, `Config::state_dir`).
+    pub fn open_in(state_dir: &Path) -> Result<Store, Error> {
+        create_private_dir(state_dir)?;
+        Store::open_at(&state_dir.join(DB_FILE))
     }
 
     /// Open (creating if needed) the database file at `path`; its directory must exist.
@@ -250,11 +249,7 @@ mod tests {
     fn fresh_store_is_fully_migrated_with_its_settings() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("a/b/state");
-        let cfg = Config {
-            state_dir: Some(state.clone()),
-            ..Config::default()
-        };
-        let store = Store::open(&cfg).unwrap();
+        let store = Store::open_in(&state).unwrap();
         assert_eq!(
             store.schema_version().unwrap() as usize,
             migrations::MIGRATIONS.len()
@@ -348,11 +343,9 @@ mod tests {
 
     #[test]
     fn unwritable_state_dir_is_a_setup_error() {
-        let cfg = Config {
-            state_dir: Some(PathBuf::from("/proc/schedcp-cannot-exist")),
-            ..Config::default()
-        };
-        let e = Store::open(&cfg).err().unwrap();
+        let e = Store::open_in(Path::new("/proc/schedcp-cannot-exist"))
+            .err()
+            .unwrap();
         assert!(matches!(e, Error::Setup(_)), "{e}");
         assert!(e.to_string().contains("state directory"), "{e}");
     }

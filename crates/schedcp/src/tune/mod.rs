@@ -1,3 +1,7 @@
-//! tune — the built-in decision engine: profile, pick candidate policies and
-//! parameters, trial them in the lab, deploy a significant winner through a
-//! canary. Not built yet.
+//! tune — the built-in decision engine. Today: the main job
+//! ([`main_job`]), which compares the built-in schedulers with the kernel
+//! default through the one comparison engine, keeps only a significant
+//! winner, verifies it and deploys it under a canary on a target the
+//! caller provides. The rule-based and learning tiers build on it.
+
+pub mod main_job;

@@ -5,9 +5,7 @@
 //! signed deployment tokens ([`token`]). The [`report`] records every stage;
 //! [`service`] is the entry point callers use.
 pub mod analyze;
-pub mod includes;
 pub mod pipeline;
 pub mod report;
-pub mod sandbox;
 pub mod service;
 pub mod token;

@@ -41,11 +41,11 @@ use super::analyze;
 use super::report::{Stage, StageVerdict, VerifyReport};
 use super::token::{Binding, Keys};
 use crate::bpf::compile::{CompileError, CompiledObject, Compiler};
+use crate::compare::{AbReport, Arm, Criteria, Metric, Setting, Side, Verdict};
 use crate::config::Config;
 use crate::error::Error;
 use crate::lab::report::{LabReport, Outcome};
 use crate::lab::{Lab, LabRequest, PolicyRef, Progress};
-use crate::observe::stats;
 use crate::policies::external::Installed;
 
 /// Smallest share of an equal split any equal-weight hog may get.
@@ -140,6 +140,7 @@ impl Ctx<'_> {
             tunables: Vec::new(),
             workload: workload.clone(),
             then,
+            others: Vec::new(),
             vcpus: self.opts.vcpus,
             mem_mib: self.opts.mem_mib,
             timeout: self.opts.vm_timeout * runs,
@@ -315,24 +316,19 @@ fn run_stages(
     let mut plan = vec![PlannedRun {
         workload: batch,
         scheduler: true,
+        other: None,
     }];
     // (workload index, is the candidate) of each performance run, in plan order.
     let mut slots = Vec::new();
     for (wi, w) in workloads.iter().enumerate() {
-        for i in 0..ctx.opts.runs {
-            // Alternate which side goes first so drift hits both alike.
-            let order = if i % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for is_cand in order {
-                plan.push(PlannedRun {
-                    workload: w.clone(),
-                    scheduler: is_cand,
-                });
-                slots.push((wi, is_cand));
-            }
+        for side in crate::compare::abba(ctx.opts.runs) {
+            let is_cand = side == crate::compare::Side::Candidate;
+            plan.push(PlannedRun {
+                workload: w.clone(),
+                scheduler: is_cand,
+                other: None,
+            });
+            slots.push((wi, is_cand));
         }
     }
     let run = ctx.lab_run(&candidate, &fairness, plan)?;
@@ -508,12 +504,20 @@ fn run_stages(
     let mut warn = false;
     for (wi, w) in workloads.iter().enumerate() {
         let (mut base, mut cand) = (Vec::new(), Vec::new());
-        let mut better = None;
-        let mut name = String::new();
+        let mut metric = None;
+        let mut order = Vec::new();
         for (r, _) in perf.iter().zip(&slots).filter(|(_, (i, _))| *i == wi) {
+            order.push(if r.scheduler {
+                Side::Candidate
+            } else {
+                Side::Baseline
+            });
             if let Some(m) = r.workload.as_ref().and_then(|w| w.primary_metric()) {
-                better = Some(m.better);
-                name = format!("{} ({})", m.name, m.unit);
+                metric = Some(Metric {
+                    name: m.name.clone(),
+                    unit: m.unit.clone(),
+                    direction: m.better,
+                });
                 if r.scheduler {
                     cand.push(m.value)
                 } else {
@@ -521,17 +525,30 @@ fn run_stages(
                 }
             }
         }
-        let Some(better) = better else {
+        let Some(metric) = metric else {
             reasons.push(format!("{w}: no run produced its metric"));
             warn = true;
             continue;
         };
-        let c = stats::compare(&base, &cand, better);
-        if c.verdict == stats::Verdict::Regressed {
+        let ab = AbReport::new(
+            w.to_string(),
+            metric,
+            Arm::new("default", base, vec![]),
+            Arm::new(subject.policy.clone(), cand, vec![]),
+            order,
+            Setting::lab(
+                "lab VM",
+                "interleaved ABBA in one boot",
+                &run.accel.used,
+                &run.accel.clock,
+            ),
+            Criteria::default(),
+        );
+        if ab.verdict() == Verdict::Regressed {
             warn = true;
         }
-        reasons.push(format!("{w}: {name} {} — {}", c.verdict.as_str(), c.reason));
-        comparisons.push(json!({ "workload": w.to_string(), "baseline": base, "candidate": cand, "comparison": c }));
+        reasons.push(format!("{w}: {} — {}", ab.headline(), ab.comparison.reason));
+        comparisons.push(ab);
     }
     let verdict = if warn {
         StageVerdict::Warn

@@ -85,7 +85,7 @@ fn history(ctx: &Ctx<'_>, i: HistoryInput) -> Result<HistoryOutput, ApiError> {
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("limit must be 1..=500"));
     }
-    let store = crate::store::Store::open(&ctx.services.cfg)?;
+    let store = crate::store::Store::open_in(&ctx.services.cfg.state_dir())?;
     Ok(HistoryOutput {
         deployments: deploy::record::list(&store, limit)?,
         events: deploy::record::events(&store, limit)?,

@@ -2,7 +2,7 @@
 //! not exist yet (tune) has no tools here.
 
 mod audit;
-mod deploy;
+pub mod deploy;
 mod observe;
 mod policies;
 mod verify;

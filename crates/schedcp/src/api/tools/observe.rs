@@ -222,7 +222,7 @@ pub struct ProfilesOutput {
 }
 
 fn workload_profiles(ctx: &Ctx<'_>, _: NoInput) -> Result<ProfilesOutput, ApiError> {
-    let store = Store::open(&ctx.services.cfg)?;
+    let store = Store::open_in(&ctx.services.cfg.state_dir())?;
     Ok(ProfilesOutput {
         profiles: profiles::list(&store)?,
     })
@@ -252,14 +252,14 @@ fn observe_benchmark(ctx: &Ctx<'_>, i: BenchmarkInput) -> Result<JobStatus, ApiE
     }
     let cfg = ctx.services.cfg.clone();
     // Refuse an unknown profile now rather than in the job.
-    profiles::get(&Store::open(&cfg)?, &i.profile)?;
+    profiles::get(&Store::open_in(&cfg.state_dir())?, &i.profile)?;
     let mut req = BenchmarkRequest::new(i.profile.clone(), runs);
     req.baseline = i.baseline;
     let title = format!("benchmark {} x{runs}", i.profile);
     ctx.services
         .jobs
         .spawn(&ctx.caller.id, title, move |progress| {
-            let mut store = Store::open(&cfg)?;
+            let mut store = Store::open_in(&cfg.state_dir())?;
             let lab = crate::lab::Lab::new(cfg.clone());
             let report = benchmark::run_benchmark(&mut store, Some(&lab), &req, &mut |p| {
                 if let BenchProgress::Run { run, runs } = p {

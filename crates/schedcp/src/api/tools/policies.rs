@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::auth::Scope;
 use crate::api::error::ApiError;
 use crate::api::ops::{op, Ctx, Method, Op};
-use crate::policies::meta::PolicyMeta;
+use crate::bpf::meta::PolicyMeta;
 use crate::policies::model::{
     Body, Direction, NewPolicy, NewResult, Origin, PolicyRef, PolicySummary, PolicyVersion,
     ResultSource, State, StoredVerifyReport, Transition, Verdict,

@@ -6,6 +6,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use schedcp::compare::stats::{
+    Criteria, Method, Summary, Verdict, DEFAULT_ALPHA, DEFAULT_MIN_EFFECT_PCT,
+};
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
 use schedcp::lab::{Lab, PolicyRef, Progress};
@@ -13,9 +16,6 @@ use schedcp::observe::benchmark::{
     self, BenchProgress, BenchmarkReport, BenchmarkRequest, History, MAX_RUNS,
 };
 use schedcp::observe::profiles::{self, NewProfile, Target, WorkloadProfile};
-use schedcp::observe::stats::{
-    Criteria, Method, Summary, Verdict, DEFAULT_ALPHA, DEFAULT_MIN_EFFECT_PCT,
-};
 use schedcp::store::Store;
 use schedcp_proto::report::GuestMessage;
 use schedcp_proto::workload::Better;
@@ -157,7 +157,7 @@ pub struct BenchmarkArgs {
 }
 
 pub fn run_workload(cfg: Config, c: WorkloadCommand) -> Result<i32, Error> {
-    let mut store = Store::open(&cfg)?;
+    let mut store = Store::open_in(&cfg.state_dir())?;
     match c {
         WorkloadCommand::Add(a) => add(&mut store, a),
         WorkloadCommand::List { json: as_json } => {
@@ -282,7 +282,7 @@ fn add(store: &mut Store, a: AddArgs) -> Result<i32, Error> {
 }
 
 pub fn run_benchmark(cfg: Config, a: BenchmarkArgs, quiet: bool) -> Result<i32, Error> {
-    let mut store = Store::open(&cfg)?;
+    let mut store = Store::open_in(&cfg.state_dir())?;
     let lab = Lab::new(cfg);
     let req = BenchmarkRequest {
         profile: a.profile,

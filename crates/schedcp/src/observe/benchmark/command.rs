@@ -1,6 +1,6 @@
 //! Timing one run of a host command.
 //!
-//! Not `crate::process::run_with_timeout`, for two reasons that matter to a
+//! Not `crate::host::process::run_with_timeout`, for two reasons that matter to a
 //! benchmark: it polls for exit every 20 ms, which would quantize every wall
 //! time to 20 ms steps (larger than the differences a scheduler makes to a
 //! short command), and on timeout it kills only the direct child, leaving

@@ -1,7 +1,7 @@
 //! The feedback channel: run a workload profile N times, record the
 //! run-set, and judge it against a baseline run-set of the same profile.
 //! verify, deploy and tune measure through [`run_benchmark`] and judge
-//! through [`crate::observe::stats::compare`], so every stage applies the
+//! through [`crate::compare::stats::compare`], so every stage applies the
 //! same statistics.
 
 mod command;
@@ -13,11 +13,11 @@ use anyhow::anyhow;
 use schedcp_proto::workload::{Better, WorkloadSpec};
 use serde::Serialize;
 
+use crate::compare::stats::{self, Comparison, Criteria, Summary};
 use crate::error::Error;
 use crate::lab::report::Outcome;
 use crate::lab::{self, Lab, LabRequest, PolicyRef};
 use crate::observe::profiles::{self, Target, WorkloadProfile};
-use crate::observe::stats::{self, Comparison, Criteria, Summary};
 use crate::store::Store;
 pub use history::{LabEnv, RunSet, Sample};
 
@@ -200,7 +200,7 @@ pub fn run_benchmark(
             started,
             finished: SystemTime::now(),
             label,
-            host_kernel: lab::host_kernel_release(),
+            host_kernel: crate::host::kernel_release(),
             lab: lab_env,
             baseline_id: baseline.as_ref().map(|b| b.id),
             samples,
@@ -218,7 +218,7 @@ pub fn report(
     criteria: Criteria,
 ) -> Result<BenchmarkReport, Error> {
     let set = history::load(store.conn(), id)?
-        .ok_or_else(|| Error::Input(format!("no benchmark run-set with id {id}")))?;
+        .ok_or_else(|| Error::NotFound(format!("no benchmark run-set with id {id}")))?;
     let profile = profiles::get_by_id(store.conn(), set.profile_id)?
         .ok_or_else(|| Error::Internal(anyhow!("run-set {id} refers to a missing profile")))?;
     let baseline = baseline
@@ -351,6 +351,7 @@ fn run_lab(
         tunables: Vec::new(),
         workload: workload.clone(),
         then: Vec::new(),
+        others: Vec::new(),
         vcpus: cfg.vcpus,
         mem_mib: cfg.mem_mib,
         timeout: Duration::from_secs(cfg.timeout_s),
@@ -493,8 +494,8 @@ fn host_scheduler() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::stats::Verdict;
     use crate::observe::profiles::NewProfile;
-    use crate::observe::stats::Verdict;
 
     fn store_with(name: &str, argv: &[&str]) -> Store {
         let mut s = Store::open_in_memory().unwrap();
@@ -520,7 +521,7 @@ mod tests {
 
     fn input_error<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
         match r {
-            Err(Error::Input(m)) => m,
+            Err(Error::Input(m) | Error::NotFound(m)) => m,
             other => panic!("expected an input error, got {other:?}"),
         }
     }

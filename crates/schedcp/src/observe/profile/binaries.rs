@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::process::run_with_timeout;
+use crate::host::process::run_with_timeout;
 
 const PERF: &str = "/usr/bin/perf";
 const STRACE: &str = "/usr/bin/strace";

@@ -44,8 +44,8 @@ use postgres::types::{FromSql, ToSql};
 use postgres::{Client, NoTls, Row, Transaction};
 
 use super::{db_err, now, DocRow, EmbedFn, Evidence, Hit, Insert, Repository, Workload};
+use crate::bpf::meta::PolicyMeta;
 use crate::error::Error;
-use crate::policies::meta::PolicyMeta;
 use crate::policies::model::{
     Body, History, NewResult, NewVerifyReport, PolicyRef, PolicyResult, PolicySummary,
     PolicyVersion, SearchDoc, State, StoredVerifyReport, Transition,
@@ -414,7 +414,7 @@ fn version_id(
     .map_err(pg("finding a version"))?
     .map(|row| col(&row, 0))
     .transpose()?
-    .ok_or_else(|| Error::Input(format!("no policy version {name}@{version}")))
+    .ok_or_else(|| Error::NotFound(format!("no policy version {name}@{version}")))
 }
 
 fn version_param(v: u32) -> i32 {

@@ -9,8 +9,8 @@ use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::flat::{self, FlatIndex};
 use super::{db_err, now, DocRow, Evidence, Hit, Insert, Repository, Workload};
+use crate::bpf::meta::PolicyMeta;
 use crate::error::Error;
-use crate::policies::meta::PolicyMeta;
 use crate::policies::model::{
     Body, History, NewResult, NewVerifyReport, PolicyRef, PolicyResult, PolicySummary,
     PolicyVersion, SearchDoc, State, StoredVerifyReport, Transition,
@@ -103,7 +103,7 @@ fn version_id(c: &rusqlite::Connection, name: &str, version: u32) -> Result<i64,
     )
     .optional()
     .map_err(|e| db_err("finding a version", e))?
-    .ok_or_else(|| Error::Input(format!("no policy version {name}@{version}")))
+    .ok_or_else(|| Error::NotFound(format!("no policy version {name}@{version}")))
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(s: String) -> rusqlite::Result<T> {

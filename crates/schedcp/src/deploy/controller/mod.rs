@@ -15,14 +15,15 @@
 //! next start rolls an interrupted canary back and re-attaches the last
 //! known-good.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+mod canary;
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use schedcp_scx::{sysfs, Artefact};
 
 use super::attachment::{self, Health, Held};
-use super::canary::{InFlight, Measuring, Purpose};
-use super::deployer::{EventSink, Prepared, Progress};
+use super::command::{Command, EventSink, Prepared};
 use super::kpi::Kpis;
 use super::learn::{self, Trip};
 use super::record::{self, DeployState, Deployment, Timings};
@@ -31,37 +32,24 @@ use crate::error::Error;
 use crate::store::Store;
 
 use attachment::STATE_TIMEOUT;
+use canary::{InFlight, Measuring, Purpose};
 
-/// What the handle asks of the controller thread.
-pub(super) enum Command {
-    Deploy {
-        prepared: Box<Prepared>,
-        progress: Progress,
-        reply: Sender<Result<Deployment, Error>>,
-    },
-    Rollback {
-        reason: String,
-        reply: Sender<Result<Deployment, Error>>,
-    },
-    Stop,
-}
-
-pub(super) struct Controller {
-    pub(super) cfg: Config,
-    pub(super) store: Store,
-    pub(super) sink: Option<EventSink>,
-    pub(super) held: Option<Held>,
-    pub(super) inflight: Option<InFlight>,
-    pub(super) measuring: Option<Measuring>,
+pub(in crate::deploy) struct Controller {
+    pub(in crate::deploy) cfg: Config,
+    pub(in crate::deploy) store: Store,
+    pub(in crate::deploy) sink: Option<EventSink>,
+    pub(in crate::deploy) held: Option<Held>,
+    pub(in crate::deploy) inflight: Option<InFlight>,
+    pub(in crate::deploy) measuring: Option<Measuring>,
     /// Baseline of the active deployment, for passive checks once active.
-    pub(super) active_baseline: Option<Kpis>,
+    pub(in crate::deploy) active_baseline: Option<Kpis>,
     /// Consecutive passive windows with a breach while active.
-    pub(super) active_streak: u32,
-    pub(super) next_active_check: Option<Instant>,
+    pub(in crate::deploy) active_streak: u32,
+    pub(in crate::deploy) next_active_check: Option<Instant>,
 }
 
 impl Controller {
-    pub(super) fn new(cfg: Config, store: Store, sink: Option<EventSink>) -> Self {
+    pub(in crate::deploy) fn new(cfg: Config, store: Store, sink: Option<EventSink>) -> Self {
         Controller {
             cfg,
             store,
@@ -75,7 +63,7 @@ impl Controller {
         }
     }
 
-    pub(super) fn event(&mut self, id: Option<i64>, event: &str, detail: &str) {
+    pub(in crate::deploy) fn event(&mut self, id: Option<i64>, event: &str, detail: &str) {
         tracing::info!(deployment = id, "deploy {event}: {detail}");
         if let Err(e) = record::event(&mut self.store, id, event, detail) {
             tracing::error!("recording deploy event: {e}");
@@ -85,7 +73,7 @@ impl Controller {
         }
     }
 
-    pub(super) fn transition(
+    pub(in crate::deploy) fn transition(
         &mut self,
         id: i64,
         to: DeployState,
@@ -103,7 +91,7 @@ impl Controller {
     }
 
     /// Make the kernel match the store after a (re)start.
-    pub(super) fn reconcile(&mut self) -> Result<(), Error> {
+    pub(in crate::deploy) fn reconcile(&mut self) -> Result<(), Error> {
         let current = record::current(&self.store)?;
         if sysfs::state().as_deref() == Some("enabled") {
             let ops = sysfs::root_ops().unwrap_or_default();
@@ -162,7 +150,7 @@ impl Controller {
         Ok(())
     }
 
-    pub(super) fn run(&mut self, rx: Receiver<Command>) {
+    pub(in crate::deploy) fn run(&mut self, rx: Receiver<Command>) {
         let poll = Duration::from_millis(self.cfg.deploy.health_poll_ms);
         loop {
             match rx.recv_timeout(poll) {
@@ -288,7 +276,7 @@ impl Controller {
 
     /// Load `d`'s object and attach it (or start its scheduler binary); on
     /// success we hold it.
-    pub(super) fn attach(&mut self, d: &Deployment) -> Result<(), Error> {
+    pub(in crate::deploy) fn attach(&mut self, d: &Deployment) -> Result<(), Error> {
         let bytes = record::object(&self.store, &d.object_sha256)?;
         let attachment = if Artefact::of(&bytes) == Some(Artefact::Executable) {
             attachment::start_binary(&self.cfg, d, &bytes)?
@@ -305,7 +293,7 @@ impl Controller {
 
     /// The one rollback path: detach `d`, restore its last known-good (or
     /// the default), record everything, answer a waiting deploy.
-    pub(super) fn roll_back(
+    pub(in crate::deploy) fn roll_back(
         &mut self,
         d: &Deployment,
         why: &str,
@@ -397,7 +385,7 @@ impl Controller {
     }
 
     /// Into the policy repository: the canary's evidence, or the trip.
-    pub(super) fn record_policy_result(
+    pub(in crate::deploy) fn record_policy_result(
         &mut self,
         d: &Deployment,
         inf: &InFlight,

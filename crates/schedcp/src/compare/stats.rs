@@ -73,8 +73,15 @@ fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
 
 /// Median of the finite values; `None` if there are none.
 pub fn median(values: &[f64]) -> Option<f64> {
+    quantile(values, 0.5)
+}
+
+/// The `q` quantile (0 ≤ q ≤ 1) of the finite values, interpolating
+/// linearly between order statistics (p50, p99 of latencies); `None` if
+/// there are none. Order does not matter.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
     let v = sorted_finite(values);
-    (!v.is_empty()).then(|| quantile_sorted(&v, 0.5))
+    (!v.is_empty()).then(|| quantile_sorted(&v, q))
 }
 
 /// Summary of the finite values; `None` if there are none.

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use schedcp_proto::node::{NodeCommand, NodeMessage, NodeSpec, CONTROL_PORT_NAME, NODE_PATH};
 
-use super::initramfs::{self, Initramfs};
-use super::qemu::{self, Accelerator, VmSpec};
-use super::{kernel, Lab};
 use crate::api::client::Rest;
 use crate::error::Error;
+use crate::lab::initramfs::{self, Initramfs};
+use crate::lab::qemu::{self, Accelerator, VmSpec};
+use crate::lab::{kernel, Lab};
 use crate::verify::token::Keys;
 
 /// The daemon's port inside the guest.
@@ -408,6 +408,9 @@ fn spawn_vm(
             let spec = VmSpec {
                 qemu: &cfg.qemu,
                 tcg_threads: cfg.tcg_threads,
+                // A node serves a daemon on wall-clock time: with icount's
+                // sleep=off an idle guest would race ahead of the host.
+                clock: crate::config::Clock::Native,
                 kernel: &kernel_path,
                 initrd: &initrd,
                 vcpus,
@@ -544,4 +547,58 @@ fn build_initramfs(
         fs.add_dir(d);
     }
     fs.write_to(out)
+}
+
+/// A lab node as a deploy target of the main job: deploys and rolls back
+/// over the node daemon's REST API with the registry's typed calls, as an
+/// agent on another machine would.
+pub struct NodeTarget {
+    node: Node,
+    api: Rest,
+}
+
+impl NodeTarget {
+    /// Boot a node for the main job (3 s KPI windows, a 30 min lifetime).
+    pub fn start(lab: &Lab, log: &dyn Fn(&str)) -> Result<NodeTarget, Error> {
+        let node = Node::start(
+            lab,
+            &NodeOptions {
+                config_extra: "window_s = 3\n".into(),
+                lifetime: Duration::from_secs(1800),
+                ..NodeOptions::default()
+            },
+            log,
+        )?;
+        let api = node.client(Duration::from_secs(900))?;
+        Ok(NodeTarget { node, api })
+    }
+}
+
+impl crate::tune::main_job::DeployTarget for NodeTarget {
+    fn describe(&self) -> String {
+        format!("lab node (kernel {}, sched_ext)", self.node.kernel_release)
+    }
+
+    fn deploy(
+        &self,
+        token: &str,
+        object: &[u8],
+        canary_s: u64,
+        workload: &str,
+    ) -> Result<crate::deploy::Deployment, Error> {
+        use base64::Engine as _;
+        let input = crate::api::tools::deploy::DeployInput {
+            token: token.into(),
+            object_base64: Some(base64::engine::general_purpose::STANDARD.encode(object)),
+            canary_s: Some(canary_s),
+            kpi: None,
+            workload: Some(workload.into()),
+            wait_seconds: Some(600.0),
+        };
+        Ok(self.api.deploy(&input)?)
+    }
+
+    fn rollback(&self, reason: &str) -> Result<crate::deploy::Deployment, Error> {
+        Ok(self.api.deploy_rollback(reason)?)
+    }
 }

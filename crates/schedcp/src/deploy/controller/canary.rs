@@ -6,46 +6,46 @@
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use super::controller::Controller;
-use super::deployer::Progress;
-use super::gate::Admitted;
-use super::kpi::{self, Kpis, Workload};
-use super::learn::Trip;
-use super::record::{self, CanaryPlan, DeployState, Deployment, NewDeployment, Timings};
-use super::thresholds::{breaches, Breach};
+use super::Controller;
+use crate::deploy::command::Progress;
+use crate::deploy::gate::Admitted;
+use crate::deploy::kpi::{self, Kpis, Workload};
+use crate::deploy::learn::Trip;
+use crate::deploy::record::{self, CanaryPlan, DeployState, Deployment, NewDeployment, Timings};
+use crate::deploy::thresholds::{breaches, Breach};
 use crate::error::Error;
 
 /// Why a window is being measured.
-pub(super) enum Purpose {
+pub(in crate::deploy) enum Purpose {
     Baseline,
     Canary,
     Active,
 }
 
-pub(super) struct Measuring {
-    pub(super) purpose: Purpose,
-    pub(super) rx: Receiver<Result<Kpis, Error>>,
+pub(in crate::deploy) struct Measuring {
+    pub(in crate::deploy) purpose: Purpose,
+    pub(in crate::deploy) rx: Receiver<Result<Kpis, Error>>,
 }
 
 /// A deploy between request and verdict.
-pub(super) struct InFlight {
-    pub(super) id: Option<i64>,
-    pub(super) admitted: Box<Admitted>,
-    pub(super) plan: CanaryPlan,
-    pub(super) workload: Option<Workload>,
-    pub(super) received: Instant,
-    pub(super) progress: Progress,
-    pub(super) reply: Sender<Result<Deployment, Error>>,
-    pub(super) baseline: Option<Kpis>,
-    pub(super) windows: Vec<Kpis>,
+pub(in crate::deploy) struct InFlight {
+    pub(in crate::deploy) id: Option<i64>,
+    pub(in crate::deploy) admitted: Box<Admitted>,
+    pub(in crate::deploy) plan: CanaryPlan,
+    pub(in crate::deploy) workload: Option<Workload>,
+    pub(in crate::deploy) received: Instant,
+    pub(in crate::deploy) progress: Progress,
+    pub(in crate::deploy) reply: Sender<Result<Deployment, Error>>,
+    pub(in crate::deploy) baseline: Option<Kpis>,
+    pub(in crate::deploy) windows: Vec<Kpis>,
     /// Consecutive canary windows with a KPI breach so far.
-    pub(super) breach_streak: u32,
-    pub(super) timings: Timings,
-    pub(super) canary_until: Option<Instant>,
+    pub(in crate::deploy) breach_streak: u32,
+    pub(in crate::deploy) timings: Timings,
+    pub(in crate::deploy) canary_until: Option<Instant>,
 }
 
 impl Controller {
-    pub(super) fn start_window(&mut self, purpose: Purpose) {
+    pub(in crate::deploy) fn start_window(&mut self, purpose: Purpose) {
         let window = Duration::from_secs(self.cfg.deploy.window_s);
         // Active checks are passive: no workload on a production machine.
         let workload = match purpose {
@@ -64,7 +64,7 @@ impl Controller {
         }
     }
 
-    pub(super) fn start_window_if_due(&mut self) {
+    pub(in crate::deploy) fn start_window_if_due(&mut self) {
         if self.measuring.is_some() {
             return;
         }
@@ -79,12 +79,12 @@ impl Controller {
         }
     }
 
-    pub(super) fn schedule_active_check(&mut self) {
+    pub(in crate::deploy) fn schedule_active_check(&mut self) {
         let every = self.cfg.deploy.active_check_s;
         self.next_active_check = (every > 0).then(|| Instant::now() + Duration::from_secs(every));
     }
 
-    pub(super) fn collect_window(&mut self) {
+    pub(in crate::deploy) fn collect_window(&mut self) {
         let Some(m) = &self.measuring else { return };
         let result = match m.rx.try_recv() {
             Ok(r) => r,

@@ -4,6 +4,9 @@
 //! `/etc/schedcp/config.toml`; built-in defaults otherwise. Unknown keys are
 //! errors, so a typo never silently falls back to a default.
 
+pub mod deploy;
+pub mod policies;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -23,9 +26,9 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub lab: LabConfig,
     pub observe: ObserveConfig,
-    pub policies: crate::policies::PoliciesConfig,
+    pub policies: policies::PoliciesConfig,
     pub api: ApiConfig,
-    pub deploy: crate::deploy::DeployConfig,
+    pub deploy: deploy::DeployConfig,
 }
 
 /// `schedcp serve`: where the daemon listens and what it allows.
@@ -142,7 +145,83 @@ pub struct LabConfig {
     pub debian_mirror: Option<String>,
     /// Keep the run directory (console log, initramfs) of successful runs too.
     pub keep_runs: bool,
+    /// The guest's clock under TCG: `native` (QEMU's default, host time) or
+    /// `icount:N` (`-icount shift=N,sleep=off`: guest time advances 2^N ns
+    /// per emulated instruction, so a run's timing depends on the work done,
+    /// not on what else the host is doing). Ignored under KVM. Either way
+    /// lab timings are emulated, not what real hardware would see; the
+    /// README's lab-timing table says how each clock spreads.
+    pub clock: Clock,
 }
+
+/// The guest clock model under TCG; see [`LabConfig::clock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    Native,
+    Icount { shift: u8 },
+}
+
+impl Clock {
+    /// Largest `shift` QEMU accepts (one instruction = 2^10 ns).
+    pub const MAX_SHIFT: u8 = 10;
+
+    pub fn name(self) -> String {
+        match self {
+            Clock::Native => "native".into(),
+            Clock::Icount { shift } => format!("icount:{shift}"),
+        }
+    }
+
+    /// The QEMU arguments for this clock under TCG.
+    pub fn qemu_args(self) -> Vec<String> {
+        match self {
+            Clock::Native => Vec::new(),
+            Clock::Icount { shift } => vec!["-icount".into(), format!("shift={shift},sleep=off")],
+        }
+    }
+}
+
+impl std::str::FromStr for Clock {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Clock, String> {
+        let bad = || {
+            format!(
+                "lab clock {s:?}: expected `native` or `icount:N` with N in 0..={}",
+                Clock::MAX_SHIFT
+            )
+        };
+        match s.trim() {
+            "native" => Ok(Clock::Native),
+            other => {
+                let shift: u8 = other
+                    .strip_prefix("icount:")
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?;
+                if shift > Clock::MAX_SHIFT {
+                    return Err(bad());
+                }
+                Ok(Clock::Icount { shift })
+            }
+        }
+    }
+}
+
+impl Serialize for Clock {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Clock {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Clock, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The lab's default guest clock (chosen by measurement; see the README).
+pub const DEFAULT_CLOCK: Clock = Clock::Native;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -172,6 +251,7 @@ impl Default for LabConfig {
             guest_agent: None,
             debian_mirror: None,
             keep_runs: false,
+            clock: DEFAULT_CLOCK,
         }
     }
 }

@@ -35,7 +35,7 @@
 //!
 //! What it cannot see: token pasting and stringification build new tokens
 //! after this check (`CAT(_Pra, gma)(...)`, `XSTR(.CAT(inc, bin))`). That is
-//! why the compiler also runs inside [`crate::verify::sandbox`], whose file
+//! why the compiler also runs inside [`crate::bpf::jail`], whose file
 //! system view holds only `/usr`, the header bundle and the source: this
 //! check turns the common tricks into precise refusals, the sandbox makes
 //! the uncommon ones harmless. It assumes the flags `bpf::compile` passes

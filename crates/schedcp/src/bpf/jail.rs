@@ -1,11 +1,11 @@
 //! Running an untrusted-input tool (clang on an agent's scheduler source) in
 //! a restricted child.
 //!
-//! A [`Sandbox`] is a fresh private directory holding the child's whole
+//! A [`Jail`] is a fresh private directory holding the child's whole
 //! file system view:
 //!
 //! ```text
-//! <tmp>/schedcp-sandbox-XXXX/        0700, never visible to the child
+//! <tmp>/schedcp-jail-XXXX/        0700, never visible to the child
 //!   root/                            the child's `/`
 //!     usr/  (bin lib lib64 sbin)     read-only bind mounts of the host's
 //!                                    (or the host's usr-merge symlinks)
@@ -16,8 +16,8 @@
 //!       out/                         the only directory it can write
 //! ```
 //!
-//! [`Sandbox::run`] starts one command there through
-//! [`crate::process::run_with_timeout`] (own process group, killed at the
+//! [`Jail::run`] starts one command there through
+//! [`crate::host::process::run_with_timeout`] (own process group, killed at the
 //! wall-clock deadline; output capped) after these steps in the child,
 //! between fork and exec:
 //!
@@ -70,7 +70,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
-use crate::process::run_with_timeout;
+use crate::host::process::run_with_timeout;
 
 /// `PATH` inside the sandbox.
 pub const SANDBOX_PATH: &str = "/usr/bin:/bin";
@@ -192,7 +192,7 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// The result of [`Sandbox::run`].
+/// The result of [`Jail::run`].
 #[derive(Debug)]
 pub struct Outcome {
     /// `None` when killed at the deadline.
@@ -232,23 +232,23 @@ enum BindKind {
 
 /// A private directory and file system view for one untrusted job; removed
 /// on drop. See the module documentation.
-pub struct Sandbox {
+pub struct Jail {
     dir: tempfile::TempDir,
     root: PathBuf,
     binds: Vec<Bind>,
     as_root: bool,
 }
 
-impl Sandbox {
-    pub fn new() -> Result<Sandbox> {
+impl Jail {
+    pub fn new() -> Result<Jail> {
         let dir = tempfile::Builder::new()
-            .prefix("schedcp-sandbox-")
+            .prefix("schedcp-jail-")
             .tempdir()
             .context("creating the sandbox directory")?;
         // SAFETY: geteuid has no preconditions.
         let as_root = unsafe { libc::geteuid() } == 0;
         let root = dir.path().join("root");
-        let mut sb = Sandbox {
+        let mut sb = Jail {
             root: root.clone(),
             dir,
             binds: Vec::new(),
@@ -669,7 +669,7 @@ fn cstr(p: &Path) -> Result<CString> {
 }
 
 impl ChildPlan {
-    fn new(sb: &Sandbox, limits: &Limits) -> Result<ChildPlan> {
+    fn new(sb: &Jail, limits: &Limits) -> Result<ChildPlan> {
         let userns = if sb.as_root {
             None
         } else {
@@ -935,7 +935,7 @@ mod tests {
     use std::net::TcpListener;
     use std::time::Instant;
 
-    fn sh(sb: &Sandbox, script: &str, limits: &Limits) -> Outcome {
+    fn sh(sb: &Jail, script: &str, limits: &Limits) -> Outcome {
         sb.run(Path::new("sh"), ["-c", script], limits).unwrap()
     }
 
@@ -948,7 +948,7 @@ mod tests {
 
     #[test]
     fn the_child_is_nobody_in_a_bare_view_without_network() {
-        let sb = Sandbox::new().unwrap();
+        let sb = Jail::new().unwrap();
         let script = "id -u; id -g; id -G; pwd; ls /; ls /root 2>&1; cat /etc/passwd 2>&1; \
                       ls /proc 2>&1; env | sort; ulimit -c; ulimit -n; ulimit -t; ulimit -f; \
                       ulimit -v; touch x 2>&1; echo hi > out/y && cat out/y";
@@ -1006,7 +1006,7 @@ mod tests {
     fn network_namespace_has_only_a_loopback_that_is_down() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let sb = Sandbox::new().unwrap();
+        let sb = Jail::new().unwrap();
         let sb = std::sync::Arc::new(sb);
         let runner = {
             let sb = sb.clone();
@@ -1056,7 +1056,7 @@ mod tests {
 
     #[test]
     fn deadline_kills_the_group() {
-        let sb = Sandbox::new().unwrap();
+        let sb = Jail::new().unwrap();
         let limits = Limits {
             wall: Duration::from_millis(500),
             ..Limits::default()
@@ -1069,7 +1069,7 @@ mod tests {
 
     #[test]
     fn cpu_limit() {
-        let sb = Sandbox::new().unwrap();
+        let sb = Jail::new().unwrap();
         let limits = Limits {
             cpu_secs: 1,
             ..quick()
@@ -1082,7 +1082,7 @@ mod tests {
 
     #[test]
     fn file_size_limit() {
-        let sb = Sandbox::new().unwrap();
+        let sb = Jail::new().unwrap();
         let limits = Limits {
             file_bytes: 1 << 20,
             ..quick()
@@ -1097,7 +1097,7 @@ mod tests {
 
     #[test]
     fn memory_limit() {
-        let sb = Sandbox::new().unwrap();
+        let sb = Jail::new().unwrap();
         let limits = Limits {
             memory_bytes: 64 << 20,
             ..quick()
@@ -1115,7 +1115,7 @@ mod tests {
 
     #[test]
     fn inputs_are_read_only_and_outputs_read_safely() {
-        let sb = Sandbox::new().unwrap();
+        let sb = Jail::new().unwrap();
         sb.add_file("in.txt", b"input").unwrap();
         let tree = tempfile::tempdir().unwrap();
         std::fs::create_dir(tree.path().join("sub")).unwrap();
@@ -1149,7 +1149,7 @@ mod tests {
 
     #[test]
     fn programs_outside_the_view_are_refused() {
-        let sb = Sandbox::new().unwrap();
+        let sb = Jail::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let prog = dir.path().join("tool");
         std::fs::copy("/bin/true", &prog).unwrap();
