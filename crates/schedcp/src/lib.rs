@@ -6,8 +6,8 @@
 //! [`observe`], [`policies`], [`verify`], [`deploy`], [`tune`]; the doors in
 //! [`api`]; the sched_ext micro-VM in [`lab`]; scheduler compilation in [`bpf`].
 
-// Bottom to top; a module uses only modules listed above it (the layers
-// test in tests/layers.rs fails on an upward or cyclic `use`).
+// The layers, bottom to top, are listed in `layers.rs`: a module uses only
+// modules below it, and its test fails on an upward or cyclic `use`.
 pub mod api;
 pub mod bench;
 pub mod bpf;
