@@ -143,7 +143,7 @@ impl AuditLog {
     pub fn append(&mut self, store: &mut Store, r: &Record<'_>) -> Result<Entry, Error> {
         let mut e = Entry {
             seq: self.seq + 1,
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            at: crate::host::now_rfc3339(),
             token: r.token.to_string(),
             door: r.door.to_string(),
             peer: r.peer.to_string(),

@@ -308,14 +308,9 @@ pub fn run(cfg: Config, cmd: PolicyCommand, quiet: bool) -> Result<i32, Error> {
             }
         }
         PolicyCommand::RecordResult(a) => {
-            let environment = a.environment.unwrap_or_else(|| {
-                format!(
-                    "host {}",
-                    nix::sys::utsname::uname()
-                        .map(|u| u.release().to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                )
-            });
+            let environment = a
+                .environment
+                .unwrap_or_else(|| format!("host {}", schedcp::host::kernel_release()));
             let res = NewResult {
                 workload: a.workload,
                 workload_description: a.workload_description,
@@ -574,20 +569,9 @@ fn read_new_policy(a: &AddArgs) -> Result<NewPolicy, Error> {
     })
 }
 
-/// Write to a temporary file beside `path`, fsync, rename: a crash or a
-/// full disk leaves the old file or the complete new one, never half.
+/// The one durable write ([`schedcp::host::fs::atomic_write`]): a crash or
+/// a full disk leaves the old file or the complete new one, never half.
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| Error::Input(format!("cannot write in {}: {e}", dir.display())))?;
-    tmp.write_all(data)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| Error::Internal(anyhow::anyhow!("writing {}: {e}", path.display())))?;
-    tmp.persist(path)
-        .map_err(|e| Error::Internal(anyhow::anyhow!("writing {}: {e}", path.display())))?;
-    Ok(())
+    schedcp::host::fs::atomic_write(path, data, None)
+        .map_err(|e| Error::Input(format!("cannot write {}: {e}", path.display())))
 }

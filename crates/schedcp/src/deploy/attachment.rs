@@ -185,7 +185,6 @@ pub fn attach_object(bytes: &[u8]) -> Result<Attachment, Error> {
 /// written (0700, by hash) under the state dir, so what runs is exactly
 /// what the token was checked against; its output goes to a per-deployment log.
 pub fn start_binary(cfg: &Config, d: &Deployment, bytes: &[u8]) -> Result<Attachment, Error> {
-    use std::os::unix::fs::PermissionsExt as _;
     let dir = cfg.state_dir().join("deploy");
     let io = |what: &str, e: std::io::Error| Error::Setup(format!("{what}: {e}"));
     // bin/<sha256>/<policy>: by hash, under the name `ps` shows.
@@ -201,10 +200,7 @@ pub fn start_binary(cfg: &Config, d: &Deployment, bytes: &[u8]) -> Result<Attach
     });
     let intact = std::fs::read(&binary).map(|b| b == bytes).unwrap_or(false);
     if !intact {
-        let tmp = binary.with_extension("tmp");
-        std::fs::write(&tmp, bytes)
-            .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)))
-            .and_then(|_| std::fs::rename(&tmp, &binary))
+        crate::host::fs::atomic_write(&binary, bytes, Some(0o700))
             .map_err(|e| io(&format!("writing {}", binary.display()), e))?;
     }
     let log = dir.join("logs").join(format!("{}.log", d.id));

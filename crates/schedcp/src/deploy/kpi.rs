@@ -156,44 +156,18 @@ fn run_command(
     cwd: Option<&Path>,
     timeout: Duration,
 ) -> Result<WorkloadKpi, Error> {
-    let t0 = Instant::now();
-    let mut cmd = Command::new(&argv[0]);
-    if let Some(dir) = cwd {
-        cmd.current_dir(dir);
-    }
-    let mut child = cmd
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| Error::Input(format!("cannot run {}: {e}", argv[0])))?;
-    loop {
-        if let Some(st) = child.try_wait().map_err(|e| Error::Internal(e.into()))? {
-            if !st.success() {
-                return Err(Error::Internal(anyhow::anyhow!(
-                    "{} exited with {st}",
-                    argv.join(" ")
-                )));
-            }
-            break;
-        }
-        if t0.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::Internal(anyhow::anyhow!(
-                "{} ran longer than {timeout:?}",
-                argv.join(" ")
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // The same timed run as a workload benchmark: exact wall time, the
+    // command's whole process group killed at the deadline.
+    let timed = crate::observe::benchmark::command::time_command(argv, cwd, timeout)?;
+    timed
+        .outcome
+        .map_err(|why| Error::Internal(anyhow::anyhow!("{}: {why}", argv.join(" "))))?;
     Ok(WorkloadKpi {
         what: argv.join(" "),
         metric: "wall_time".into(),
         unit: "ms".into(),
         better: "lower".into(),
-        value: t0.elapsed().as_secs_f64() * 1e3,
+        value: timed.wall.as_secs_f64() * 1e3,
     })
 }
 

@@ -122,9 +122,7 @@ pub struct NewDeployment<'a> {
     pub baseline: Option<&'a Kpis>,
 }
 
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use crate::host::now_rfc3339 as now;
 
 fn json<T: Serialize>(v: &T) -> Result<String, Error> {
     serde_json::to_string(v).map_err(|e| Error::Internal(e.into()))

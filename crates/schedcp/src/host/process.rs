@@ -1,12 +1,177 @@
-//! Running a child process with a wall-clock limit and bounded output.
+//! The one process supervisor: a child that leads its own process group,
+//! waited for exactly, and killed as a group — at its deadline, when the
+//! caller gives up, or when the handle is dropped — so that helpers it
+//! forked (clang's `-cc1`, a shell's children, `make`'s compilers) never
+//! outlive it.
+//!
+//! The leader is never reaped before the group is killed: while it is a
+//! zombie its pid, which is also the group id, cannot be reused, so a
+//! `killpg` can never hit an unrelated group.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// A child process and its process group.
+pub struct Group {
+    child: Child,
+    pgid: Pid,
+    status: Option<ExitStatus>,
+}
+
+impl Group {
+    /// Start `cmd` as the leader of a new process group. With `pdeathsig`
+    /// the child is SIGKILLed when the thread that started it dies (a
+    /// daemon stopping mid-run leaves no VM or compiler behind). Whatever
+    /// `pre_exec` hooks the caller set still run.
+    pub fn spawn(cmd: &mut Command, pdeathsig: bool) -> std::io::Result<Group> {
+        cmd.process_group(0);
+        if pdeathsig {
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn()?;
+        let pgid = Pid::from_raw(child.id() as i32);
+        Ok(Group {
+            child,
+            pgid,
+            status: None,
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child, e.g. to take its pipes.
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Whether the leader exited, without reaping it.
+    pub fn leader_exited(&self) -> nix::Result<bool> {
+        if self.status.is_some() {
+            return Ok(true);
+        }
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        Ok(!matches!(
+            waitid(Id::Pid(self.pgid), flags)?,
+            WaitStatus::StillAlive
+        ))
+    }
+
+    /// Send `sig` to every process of the group.
+    pub fn signal(&self, sig: Signal) {
+        if self.status.is_none() {
+            let _ = killpg(self.pgid, sig);
+        }
+    }
+
+    pub fn kill_all(&self) {
+        self.signal(Signal::SIGKILL);
+    }
+
+    /// Block until the leader exits or `deadline` passes, without polling:
+    /// the wait returns the moment the child exits (timings are exact, not
+    /// rounded to a poll interval). At the deadline the group gets SIGINT
+    /// and, `grace` later, SIGKILL (with a zero grace, SIGKILL at once).
+    /// Then the rest of the group is killed and the leader reaped.
+    /// `None`: the deadline passed.
+    pub fn wait_until(&mut self, deadline: Instant, grace: Duration) -> Result<Option<ExitStatus>> {
+        let pgid = self.pgid;
+        let (exited_tx, exited_rx) = mpsc::channel::<()>();
+        let watchdog = thread::spawn(move || {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !matches!(
+                exited_rx.recv_timeout(left),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            ) {
+                return false;
+            }
+            if !grace.is_zero() {
+                let _ = killpg(pgid, Signal::SIGINT);
+                if !matches!(
+                    exited_rx.recv_timeout(grace),
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    return true;
+                }
+            }
+            let _ = killpg(pgid, Signal::SIGKILL);
+            true
+        });
+        let waited = loop {
+            match waitid(Id::Pid(pgid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                Err(Errno::EINTR) => continue,
+                other => break other,
+            }
+        };
+        let _ = exited_tx.send(());
+        let fired = watchdog.join().unwrap_or(false);
+        waited.context("waiting for a child process")?;
+        let status = self.reap()?;
+        Ok((!fired).then_some(status))
+    }
+
+    /// Wait until the leader exits, `deadline` passes, or `tick` (called
+    /// every `every`) returns false; then kill the group and reap it.
+    /// `None`: stopped by the deadline or by `tick`.
+    pub fn poll_until(
+        &mut self,
+        deadline: Instant,
+        every: Duration,
+        tick: &mut dyn FnMut() -> bool,
+    ) -> Result<Option<ExitStatus>> {
+        loop {
+            if !tick() {
+                self.reap()?;
+                return Ok(None);
+            }
+            if self.leader_exited()? {
+                return Ok(Some(self.reap()?));
+            }
+            if Instant::now() >= deadline {
+                self.reap()?;
+                return Ok(None);
+            }
+            thread::sleep(every);
+        }
+    }
+
+    /// Kill what is left of the group, then reap the leader.
+    pub fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        self.kill_all();
+        let status = self.child.wait()?;
+        self.status = Some(status);
+        Ok(status)
+    }
+}
+
+impl Drop for Group {
+    /// On an early return or a panic nothing may outlive the supervision.
+    fn drop(&mut self) {
+        let _ = self.reap();
+    }
+}
 
 pub struct Finished {
     /// `None` when the child was killed at the deadline.
@@ -26,35 +191,24 @@ impl Finished {
     }
 }
 
-/// Run `cmd` to completion or kill it after `timeout`. The child leads its
-/// own process group and the whole group is killed at the deadline, so
-/// helpers it forked (clang's `-cc1`, a shell's children) die with it. Each output stream is
-/// capped at `max_output` bytes (the rest is drained and dropped, so a chatty
-/// child can neither block on a full pipe nor exhaust our memory).
+/// Run `cmd` to completion or kill its group at `timeout`, capturing each
+/// output stream up to `max_output` bytes (the rest is drained and dropped,
+/// so a chatty child can neither block on a full pipe nor exhaust our
+/// memory).
 pub fn run_with_timeout(
     cmd: &mut Command,
     timeout: Duration,
     max_output: usize,
 ) -> Result<Finished> {
     let start = Instant::now();
-    // SAFETY: setpgid is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setpgid(0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
-    let out = drain(child.stdout.take(), max_output);
-    let err = drain(child.stderr.take(), max_output);
-    let status = wait_deadline(&mut child, start + timeout)?;
+        .stderr(Stdio::piped());
+    let mut group =
+        Group::spawn(cmd, false).with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    let out = drain(group.child_mut().stdout.take(), max_output);
+    let err = drain(group.child_mut().stderr.take(), max_output);
+    let status = group.wait_until(start + timeout, Duration::ZERO)?;
     Ok(Finished {
         status,
         stdout: out.join().unwrap_or_default(),
@@ -63,31 +217,8 @@ pub fn run_with_timeout(
     })
 }
 
-/// Wait for `child` until `deadline`; kill its group then. `None` means killed.
-fn wait_deadline(child: &mut Child, deadline: Instant) -> Result<Option<ExitStatus>> {
-    loop {
-        if let Some(st) = child.try_wait()? {
-            return Ok(Some(st));
-        }
-        if Instant::now() >= deadline {
-            kill_group(child);
-            return Ok(None);
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// SIGKILL the child's process group (it is its own group leader when
-/// started by [`run_with_timeout`]), then reap the child.
-fn kill_group(child: &mut Child) {
-    let pgid = child.id() as libc::pid_t;
-    // SAFETY: plain syscall on a pid we spawned; a negative pid addresses the group.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn drain<R: Read + Send + 'static>(src: Option<R>, max: usize) -> thread::JoinHandle<String> {
+/// Read `src` to its end on a thread, keeping the first `max` bytes.
+pub fn drain<R: Read + Send + 'static>(src: Option<R>, max: usize) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let Some(mut src) = src else {
             return String::new();
@@ -150,5 +281,58 @@ mod tests {
         .unwrap();
         assert!(f.success());
         assert_eq!(f.stdout.len(), 100);
+    }
+
+    #[test]
+    fn leftovers_die_when_the_leader_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("alive");
+        let script = format!("(sleep 1; touch {}) & exit 0", marker.display());
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script]);
+        let mut g = Group::spawn(&mut cmd, false).unwrap();
+        let st = g
+            .wait_until(Instant::now() + Duration::from_secs(5), Duration::ZERO)
+            .unwrap();
+        assert!(st.unwrap().success());
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!marker.exists(), "a background job outlived its group");
+    }
+
+    #[test]
+    fn the_grace_signal_lets_a_child_stop_cleanly() {
+        // A shell that exits 7 on SIGINT: the grace path delivers it first.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "trap 'exit 7' INT; while :; do sleep 0.05; done"]);
+        let mut g = Group::spawn(&mut cmd, false).unwrap();
+        let t = Instant::now();
+        let st = g
+            .wait_until(
+                Instant::now() + Duration::from_millis(300),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert!(st.is_none(), "the deadline passed");
+        assert!(t.elapsed() < Duration::from_secs(4), "SIGINT was enough");
+    }
+
+    #[test]
+    fn polling_stops_when_the_caller_says_so() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("10");
+        let mut g = Group::spawn(&mut cmd, true).unwrap();
+        let mut n = 0;
+        let st = g
+            .poll_until(
+                Instant::now() + Duration::from_secs(10),
+                Duration::from_millis(10),
+                &mut || {
+                    n += 1;
+                    n < 3
+                },
+            )
+            .unwrap();
+        assert!(st.is_none());
+        assert!(g.leader_exited().unwrap());
     }
 }

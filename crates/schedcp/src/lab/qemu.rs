@@ -14,6 +14,7 @@ use schedcp_proto::REPORT_PORT_NAME;
 use serde::Serialize;
 
 use crate::config::{Clock, TcgThreads};
+use crate::host::process::Group;
 
 /// The accelerator a VM actually ran with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,31 +126,17 @@ pub fn boot<M: serde::de::DeserializeOwned>(
         .stderr(Stdio::piped());
     // If the thread waiting for this VM dies (the daemon stops mid-verify),
     // the VM dies with it instead of running on unsupervised.
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        use std::os::unix::process::CommandExt as _;
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().with_context(|| {
+    let mut vm = Group::spawn(&mut cmd, true).with_context(|| {
         format!(
             "starting {} (install qemu-system-x86: scripts/setup.sh)",
             spec.qemu
         )
     })?;
-    let stderr = collect_stderr(&mut child);
+    let stderr = collect_stderr(vm.child_mut());
     let mut reader = ReportReader::new(&spec.report_path);
-    let deadline = start + spec.timeout;
     let mut kvm_failure = None;
-    let status = loop {
+    let status = vm.poll_until(start + spec.timeout, Duration::from_millis(25), &mut || {
         reader.poll(on_message);
-        if let Some(st) = child.try_wait()? {
-            break Some(st);
-        }
         if spec.accel == Accelerator::Kvm {
             let err = stderr.lock().map(|s| s.clone()).unwrap_or_default();
             // QEMU does not exit on a KVM internal error: the vCPU just stops.
@@ -157,16 +144,11 @@ pub fn boot<M: serde::de::DeserializeOwned>(
                 l.contains("KVM internal error") || l.contains("failed to initialize kvm")
             }) {
                 kvm_failure = Some(line.trim().to_string());
-                kill(&mut child);
-                break None;
+                return false;
             }
         }
-        if Instant::now() >= deadline {
-            kill(&mut child);
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    };
+        true
+    })?;
     reader.poll(on_message);
     let stderr = stderr.lock().map(|s| s.clone()).unwrap_or_default();
     if kvm_failure.is_none()
@@ -185,11 +167,6 @@ pub fn boot<M: serde::de::DeserializeOwned>(
         elapsed: start.elapsed(),
         stderr,
     })
-}
-
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn collect_stderr(child: &mut Child) -> Arc<Mutex<String>> {

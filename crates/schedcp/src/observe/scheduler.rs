@@ -35,9 +35,7 @@ pub fn current() -> SchedulerState {
 
 /// EEVDF replaced CFS as the fair class in Linux 6.6.
 fn kernel_default_name() -> &'static str {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let release = crate::host::kernel_release();
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|p| p.parse::<u32>().ok());

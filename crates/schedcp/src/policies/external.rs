@@ -12,7 +12,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -147,11 +147,12 @@ pub fn install(
         }
     }
     let t = Instant::now();
-    let mut child = cmd
-        .spawn()
+    // Its own group, and it dies with us: an interrupted install leaves no
+    // rustc behind.
+    let mut child = crate::host::process::Group::spawn(&mut cmd, true)
         .map_err(|e| Error::Setup(format!("running {}: {e}", cargo.display())))?;
     let mut tail: Vec<String> = Vec::new();
-    if let Some(err) = child.stderr.take() {
+    if let Some(err) = child.child_mut().stderr.take() {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             let l = line.trim();
             if l.starts_with("Compiling")
@@ -166,9 +167,11 @@ pub fn install(
             }
         }
     }
+    // A build of a scx scheduler takes minutes; one that takes hours is stuck.
     let status = child
-        .wait()
-        .map_err(|e| Error::Internal(anyhow::anyhow!("waiting for cargo: {e}")))?;
+        .wait_until(t + Duration::from_secs(2 * 3600), Duration::from_secs(5))
+        .map_err(|e| Error::Internal(anyhow::anyhow!("waiting for cargo: {e}")))?
+        .ok_or_else(|| Error::Setup("cargo install ran for 2 hours and was stopped".into()))?;
     if !status.success() {
         return Err(Error::Setup(format!(
             "cargo install {}@{} failed ({status}); it needs clang with the BPF target, libclang, libelf and zlib headers (scripts/setup.sh installs them). Its last lines:\n{}",
@@ -193,16 +196,15 @@ pub fn install(
         binary,
         size_bytes: meta.len(),
         rustc: tool_version("rustc"),
-        installed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        installed_at: crate::host::now_rfc3339(),
         build_s: t.elapsed().as_secs_f64(),
         already: false,
     };
-    let tmp = dir.join(format!("{MANIFEST}.tmp"));
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.into()))?,
+    crate::host::fs::atomic_write(
+        &dir.join(MANIFEST),
+        &serde_json::to_vec_pretty(&m).map_err(|e| Error::Internal(e.into()))?,
+        None,
     )
-    .and_then(|_| std::fs::rename(&tmp, dir.join(MANIFEST)))
     .map_err(|e| {
         Error::Setup(format!(
             "writing the install manifest in {}: {e}",

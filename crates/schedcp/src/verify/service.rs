@@ -159,18 +159,18 @@ fn keep(store: &Path, work: &Path, r: &VerifyReport) -> Result<(), Error> {
         |e: std::io::Error| Error::Internal(anyhow::anyhow!("keeping the verified object: {e}"));
     for entry in std::fs::read_dir(work).map_err(io)? {
         let p = entry.map_err(io)?.path();
-        match p.extension().and_then(|e| e.to_str()) {
-            Some("o") => {
-                std::fs::copy(&p, store.join(format!("{sha}.bpf.o"))).map_err(io)?;
-            }
-            Some("bin") => {
-                std::fs::copy(&p, store.join(format!("{sha}.bin"))).map_err(io)?;
-            }
-            _ => {}
-        }
+        // Durable and whole: the gate trusts what is here by its name.
+        let name = match p.extension().and_then(|e| e.to_str()) {
+            Some("o") => format!("{sha}.bpf.o"),
+            Some("bin") => format!("{sha}.bin"),
+            _ => continue,
+        };
+        let bytes = std::fs::read(&p).map_err(io)?;
+        crate::host::fs::atomic_write(&store.join(name), &bytes, None).map_err(io)?;
     }
     let json = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.into()))?;
-    std::fs::write(store.join(format!("{sha}.report.json")), json).map_err(io)
+    crate::host::fs::atomic_write(&store.join(format!("{sha}.report.json")), &json, None)
+        .map_err(io)
 }
 
 /// Keep the report with its repository version (passing moves a candidate

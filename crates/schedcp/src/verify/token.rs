@@ -10,7 +10,7 @@
 //! holds the token, so they carry hashes and names only, never secrets.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -677,16 +677,10 @@ fn ensure_public_file(path: &Path, public: &AsymmetricPublicKey<V4>) -> Result<(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(setup_io("cannot read public token key", path, e)),
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = temp_path(dir, PUBLIC_KEY_FILE)?;
-    write_new_file(&tmp, format!("{want}\n").as_bytes(), 0o644)?;
     // Overwriting is fine here: every writer derives the same bytes from the
     // one published secret.
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        setup_io("cannot write public token key", path, e)
-    })?;
-    sync_dir(dir)
+    crate::host::fs::atomic_write(path, format!("{want}\n").as_bytes(), Some(0o644))
+        .map_err(|e| setup_io("cannot write public token key", path, e))
 }
 
 fn temp_path(dir: &Path, name: &str) -> Result<PathBuf, Error> {
@@ -721,9 +715,7 @@ fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
 
 /// fsync the directory so a published name survives a crash.
 fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| setup_io("cannot sync directory", dir, e))
+    crate::host::fs::sync_dir(dir).map_err(|e| setup_io("cannot sync directory", dir, e))
 }
 
 #[cfg(test)]

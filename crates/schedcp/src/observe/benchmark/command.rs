@@ -1,28 +1,22 @@
-//! Timing one run of a host command.
-//!
-//! Not `crate::host::process::run_with_timeout`, for two reasons that matter to a
-//! benchmark: it polls for exit every 20 ms, which would quantize every wall
-//! time to 20 ms steps (larger than the differences a scheduler makes to a
-//! short command), and on timeout it kills only the direct child, leaving
-//! e.g. `make`'s compilers running into the next run. Here the exit is
-//! awaited with a blocking `waitid`, the command runs in its own process
-//! group, and the whole group is killed on timeout and after exit.
+//! Timing one run of a host command, through the one supervisor
+//! ([`crate::host::process::Group`]): the exit is awaited without polling
+//! (a poll interval would quantize every wall time), the command runs in its
+//! own process group, and the whole group is killed on timeout and after
+//! exit, so e.g. `make`'s compilers never run into the next run.
 
 use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
-use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag};
-use nix::unistd::Pid;
+use anyhow::Context;
+use nix::sys::signal::Signal;
 
 use crate::error::Error;
+use crate::host::process::Group;
 
 /// How much of the command's stderr is kept (the end of it) to explain a failure.
 const STDERR_TAIL_BYTES: usize = 4096;
@@ -56,54 +50,28 @@ pub fn time_command(
         .stdin(Stdio::null())
         // Writing to /dev/null costs the least and the same every run.
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        // Its own group, so that its descendants can be signalled together.
-        .process_group(0);
+        .stderr(Stdio::piped());
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| {
+    let mut group = Group::spawn(&mut cmd, false).map_err(|e| {
         Error::Input(format!(
             "cannot start '{program}'{}: {e}",
             cwd.map(|d| format!(" in {}", d.display()))
                 .unwrap_or_default()
         ))
     })?;
-    let pid = Pid::from_raw(
-        i32::try_from(child.id())
-            .map_err(|_| Error::Internal(anyhow!("child pid out of range")))?,
-    );
-    let stderr = tail_reader(child.stderr.take());
-
-    let (exited_tx, exited_rx) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        let fired = matches!(
-            exited_rx.recv_timeout(timeout),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        );
-        if fired {
-            let _ = killpg(pid, Signal::SIGKILL);
-        }
-        fired
-    });
-    // Wait for the exit but leave the child unreaped (WNOWAIT): until it is
-    // reaped its pid, which is also the group id, cannot be reused, so the
-    // killpg calls here and in the watchdog cannot hit another process.
-    let waited = loop {
-        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Err(Errno::EINTR) => continue,
-            other => break other,
-        }
-    };
+    let stderr = tail_reader(group.child_mut().stderr.take());
+    let waited = group.wait_until(start + timeout, Duration::ZERO)?;
     let wall = start.elapsed();
-    let _ = exited_tx.send(());
-    let fired = watchdog.join().unwrap_or(false);
-    // Whatever the command left running would compete with the next run.
-    let _ = killpg(pid, Signal::SIGKILL);
-    let status = child.wait().context("reaping the benchmarked command");
-    waited.context("waiting for the benchmarked command")?;
-    let status = status?;
+    let (status, fired) = match waited {
+        Some(st) => (st, false),
+        None => (
+            group.reap().context("reaping the benchmarked command")?,
+            true,
+        ),
+    };
     let stderr = stderr.recv_timeout(STDERR_GRACE).unwrap_or_default();
 
     let outcome = if status.success() {

@@ -4,7 +4,7 @@
 //! through [`crate::compare::stats::compare`], so every stage applies the
 //! same statistics.
 
-mod command;
+pub mod command;
 pub mod history;
 
 use std::time::{Duration, SystemTime};

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
 use serde::Serialize;
 
@@ -57,16 +56,9 @@ pub(super) fn observe<R>(
     during: impl FnOnce(&Attached) -> R,
 ) -> Result<(Cputime, R), Error> {
     let mut object = MaybeUninit::uninit();
-    let mut open = ScpCputimeSkelBuilder::default()
-        .open(&mut object)
-        .map_err(|e| skel::load_error(NAME, "opening", e))?;
-    skel::set_filter(open.maps.rodata_data.as_deref_mut(), filter)?;
-    let mut probe = open
-        .load()
-        .map_err(|e| skel::load_error(NAME, "loading", e))?;
-    probe
-        .attach()
-        .map_err(|e| skel::load_error(NAME, "attaching", e))?;
+    let mut probe = skel::open_load_attach::<ScpCputimeSkelBuilder>(NAME, &mut object, |open| {
+        skel::set_filter(open.maps.rodata_data.as_deref_mut(), filter)
+    })?;
     let attached = Attached::new(&[probe.progs.scp_cpu_switch.as_fd()])?;
     // The window opens once the program is live and closes before it is
     // detached (see cputime.bpf.c for why).

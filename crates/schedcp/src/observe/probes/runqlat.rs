@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
 use serde::Serialize;
 
@@ -43,16 +42,9 @@ pub(super) fn observe<R>(
     during: impl FnOnce(&Attached) -> R,
 ) -> Result<(Runqlat, R), Error> {
     let mut object = MaybeUninit::uninit();
-    let mut open = ScpRunqlatSkelBuilder::default()
-        .open(&mut object)
-        .map_err(|e| skel::load_error(NAME, "opening", e))?;
-    skel::set_filter(open.maps.rodata_data.as_deref_mut(), filter)?;
-    let mut probe = open
-        .load()
-        .map_err(|e| skel::load_error(NAME, "loading", e))?;
-    probe
-        .attach()
-        .map_err(|e| skel::load_error(NAME, "attaching", e))?;
+    let mut probe = skel::open_load_attach::<ScpRunqlatSkelBuilder>(NAME, &mut object, |open| {
+        skel::set_filter(open.maps.rodata_data.as_deref_mut(), filter)
+    })?;
     let progs = &probe.progs;
     let attached = Attached::new(&[
         progs.scp_rq_wake.as_fd(),

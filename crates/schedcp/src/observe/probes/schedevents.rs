@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::mem::MaybeUninit;
 use std::os::fd::AsFd;
 
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
 use serde::Serialize;
 
@@ -89,16 +88,10 @@ pub(super) fn observe<R>(
     during: impl FnOnce(&Attached) -> R,
 ) -> Result<(Schedevents, R), Error> {
     let mut object = MaybeUninit::uninit();
-    let mut open = ScpSchedeventsSkelBuilder::default()
-        .open(&mut object)
-        .map_err(|e| skel::load_error(NAME, "opening", e))?;
-    skel::set_filter(open.maps.rodata_data.as_deref_mut(), filter)?;
-    let mut probe = open
-        .load()
-        .map_err(|e| skel::load_error(NAME, "loading", e))?;
-    probe
-        .attach()
-        .map_err(|e| skel::load_error(NAME, "attaching", e))?;
+    let mut probe =
+        skel::open_load_attach::<ScpSchedeventsSkelBuilder>(NAME, &mut object, |open| {
+            skel::set_filter(open.maps.rodata_data.as_deref_mut(), filter)
+        })?;
     let p = &probe.progs;
     let attached = Attached::new(&[
         p.scp_ev_switch.as_fd(),

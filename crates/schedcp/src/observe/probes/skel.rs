@@ -5,6 +5,7 @@
 
 use std::sync::Once;
 
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::PrintLevel;
 
 use super::request::Filter;
@@ -117,6 +118,30 @@ pub fn route_libbpf_log() {
 
 /// A failure to open, load or attach probe `probe`: missing privileges are
 /// a setup problem with a known fix; anything else is ours.
+/// The one probe lifecycle up to attach: open the skeleton, let
+/// `configure` set its `.rodata` (the filter), load it (the kernel
+/// verifier) and attach it, each failure classified by [`load_error`].
+/// Detaching is dropping the skeleton's links, which each probe does before
+/// reading its maps so the totals are final.
+pub fn open_load_attach<'obj, B>(
+    probe: &str,
+    object: &'obj mut std::mem::MaybeUninit<libbpf_rs::OpenObject>,
+    configure: impl FnOnce(&mut B::Output) -> Result<(), Error>,
+) -> Result<<B::Output as OpenSkel<'obj>>::Output, Error>
+where
+    B: SkelBuilder<'obj> + Default,
+{
+    let mut open = B::default()
+        .open(object)
+        .map_err(|e| load_error(probe, "opening", e))?;
+    configure(&mut open)?;
+    let mut loaded = open.load().map_err(|e| load_error(probe, "loading", e))?;
+    loaded
+        .attach()
+        .map_err(|e| load_error(probe, "attaching", e))?;
+    Ok(loaded)
+}
+
 pub fn load_error(probe: &str, step: &str, e: libbpf_rs::Error) -> Error {
     use libbpf_rs::ErrorKind;
     match e.kind() {

@@ -151,11 +151,7 @@ fn version_line(path: &Path, flag: &str) -> Result<String, Error> {
     Ok(line)
 }
 
-pub fn kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "?".into())
-}
+pub use crate::host::kernel_release;
 
 #[cfg(test)]
 mod tests {

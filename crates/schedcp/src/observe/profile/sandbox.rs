@@ -56,16 +56,15 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use nix::sys::signal::{self, Signal};
-use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::host::process::Group;
 
 /// `PATH` inside the sandbox (and for resolving a `--cmd` program name).
 pub const SANDBOX_PATH: &str = "/usr/bin:/bin";
@@ -217,8 +216,7 @@ impl Sandbox {
             .env("HOME", self.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
         let parent = std::process::id() as libc::pid_t;
         let nofile = nofile_limits();
         // SAFETY: `confine` only makes raw system calls (prctl, getppid,
@@ -228,16 +226,14 @@ impl Sandbox {
             cmd.pre_exec(move || confine(parent, nofile));
         }
         let start = Instant::now();
-        let child = cmd
-            .spawn()
+        let mut group = Group::spawn(&mut cmd, false)
             .with_context(|| format!("starting {}", spec.program.display()))?;
-        let mut group = Group::new(child);
         let mut out = Drain::new(
-            group.child.stdout.take().map(OwnedFd::from),
+            group.child_mut().stdout.take().map(OwnedFd::from),
             spec.max_output,
         )?;
         let mut err = Drain::new(
-            group.child.stderr.take().map(OwnedFd::from),
+            group.child_mut().stderr.take().map(OwnedFd::from),
             spec.max_output,
         )?;
 
@@ -262,12 +258,12 @@ impl Sandbox {
             stage = match stage {
                 Stage::Running if now >= window_end => {
                     if spec.stop == Stop::Interrupt {
-                        group.interrupt();
+                        group.signal(Signal::SIGINT);
                     }
                     Stage::Stopping(now + GRACE_FOR_COMMAND)
                 }
                 Stage::Stopping(at) if now >= at => {
-                    if group.kill_command_if_waited_for() {
+                    if kill_command_if_waited_for(&group) {
                         forced = Some(Ending::CommandKilled);
                     }
                     Stage::CommandGone(now + GRACE_FOR_PROFILER)
@@ -293,7 +289,7 @@ impl Sandbox {
             Ending::WindowClosed
         });
         Ok(Run {
-            pid: group.child.id(),
+            pid: group.id(),
             status,
             stdout: out.finish(),
             stderr: err.finish(),
@@ -366,82 +362,24 @@ fn nofile_limits() -> libc::rlimit {
     }
 }
 
-/// The profiler and its process group.
-struct Group {
-    child: Child,
-    pgid: Pid,
-    status: Option<ExitStatus>,
-}
-
-impl Group {
-    fn new(child: Child) -> Group {
-        let pgid = Pid::from_raw(child.id() as i32);
-        Group {
-            child,
-            pgid,
-            status: None,
-        }
+/// If the profiler (the group's leader) still has a live child — the
+/// profiled command it is waiting for — SIGKILL every process of the group
+/// but the leader (the command and whatever it started) and return true.
+/// Without such a child the profiler is merely slow, and the command's
+/// leftovers (orphaned background jobs) die with the group later.
+fn kill_command_if_waited_for(group: &Group) -> bool {
+    let leader = group.id() as i32;
+    let members: Vec<Member> = group_members(leader)
+        .into_iter()
+        .filter(|m| m.pid != leader)
+        .collect();
+    if !members.iter().any(|m| m.ppid == leader) {
+        return false;
     }
-
-    /// Whether the leader exited, without reaping it: while it is a zombie
-    /// its pid (= the group id) cannot be reused, so killing the group
-    /// stays safe.
-    fn leader_exited(&self) -> nix::Result<bool> {
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        Ok(!matches!(
-            waitid(Id::Pid(self.pgid), flags)?,
-            WaitStatus::StillAlive
-        ))
+    for m in members {
+        kill_if_in_group(m.pid, leader);
     }
-
-    /// SIGINT to the whole group, as Ctrl-C in a terminal would: what
-    /// perf and strace are built to handle (stop, reap or detach, report),
-    /// and what makes a shell command stop rather than wait for a child.
-    fn interrupt(&self) {
-        let _ = signal::killpg(self.pgid, Signal::SIGINT);
-    }
-
-    fn kill_all(&self) {
-        let _ = signal::killpg(self.pgid, Signal::SIGKILL);
-    }
-
-    /// If the leader still has a live child — the profiled command it is
-    /// waiting for — SIGKILL every process of the group but the leader (the
-    /// command and whatever it started) and return true. Without such a
-    /// child the profiler is merely slow, and the command's leftovers
-    /// (orphaned background jobs) die with the group later.
-    fn kill_command_if_waited_for(&self) -> bool {
-        let leader = self.pgid.as_raw();
-        let members: Vec<Member> = group_members(leader)
-            .into_iter()
-            .filter(|m| m.pid != leader)
-            .collect();
-        if !members.iter().any(|m| m.ppid == leader) {
-            return false;
-        }
-        for m in members {
-            kill_if_in_group(m.pid, leader);
-        }
-        true
-    }
-
-    /// Kill what is left of the group, then reap the leader.
-    fn reap(&mut self) -> io::Result<ExitStatus> {
-        self.kill_all();
-        let status = self.child.wait()?;
-        self.status = Some(status);
-        Ok(status)
-    }
-}
-
-impl Drop for Group {
-    /// On an early return nothing may outlive the supervision.
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            self.kill_all();
-            let _ = self.child.wait();
-        }
-    }
+    true
 }
 
 /// A live process, from `/proc/<pid>/stat`.

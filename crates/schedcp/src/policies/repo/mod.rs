@@ -177,9 +177,7 @@ pub trait Repository: Send {
 }
 
 /// A stored timestamp for "now": RFC 3339 UTC with milliseconds.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use crate::host::now_rfc3339 as now;
 
 /// An internal storage error with what was being done.
 pub(crate) fn db_err(what: &str, e: impl std::fmt::Display) -> Error {
