@@ -12,8 +12,22 @@ use std::path::{Path, PathBuf};
 /// statistics); config; the store; scheduler sources to objects; the VM
 /// lab; the services; the doors; compositions above the doors.
 pub const LAYERS: &[&str] = &[
-    "error", "host", "compare", "config", "store", "bpf", "lab", "observe", "policies", "verify",
-    "deploy", "tune", "doctor", "api", "node", "bench",
+    "error",
+    "host",
+    "compare",
+    "config",
+    "store",
+    "bpf",
+    "lab",
+    "observe",
+    "policies",
+    "verify",
+    "deploy",
+    "tune",
+    "doctor",
+    "api",
+    "node",
+    "selfbench",
 ];
 
 /// The top-level modules in layer order; every `pub mod` of lib.rs must be

@@ -9,7 +9,6 @@
 // The layers, bottom to top, are listed in `layers.rs`: a module uses only
 // modules below it, and its test fails on an upward or cyclic `use`.
 pub mod api;
-pub mod bench;
 pub mod bpf;
 pub mod compare;
 pub mod config;
@@ -21,6 +20,7 @@ pub mod lab;
 pub mod node;
 pub mod observe;
 pub mod policies;
+pub mod selfbench;
 pub mod store;
 pub mod tune;
 pub mod verify;

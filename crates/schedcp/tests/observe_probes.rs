@@ -376,7 +376,7 @@ fn bad_arguments_are_refused_before_anything_loads() {
 
 #[test]
 fn overhead_benchmark_measures_both_sides() {
-    use schedcp::bench::probe_overhead::{run, Config};
+    use schedcp::selfbench::probe_overhead::{run, Config};
     let _k = exclusive();
     let cfg = Config {
         runs: 1,

@@ -16,7 +16,7 @@ use schedcp::bpf::meta::PolicyMeta;
 use schedcp::error::Error;
 use schedcp::policies::model::{
     Body, Direction, ExternalFlag, ExternalSpec, NewPolicy, NewResult, Origin, PolicyRef,
-    ResultSource, SearchDoc, State, Verdict,
+    ResultSource, ResultVerdict, SearchDoc, State,
 };
 use schedcp::policies::repo::postgres::PostgresRepo;
 use schedcp::policies::repo::sqlite::SqliteRepo;
@@ -208,7 +208,7 @@ fn add(repo: &mut dyn Repository, p: &NewPolicy, state: State, embedding: Vec<f3
     repo.insert_versions(&[item(p, state, embedding)]).unwrap()[0].version
 }
 
-fn result(workload: &str, desc: &str, verdict: Verdict, significant: bool) -> NewResult {
+fn result(workload: &str, desc: &str, verdict: ResultVerdict, significant: bool) -> NewResult {
     NewResult {
         workload: workload.into(),
         workload_description: desc.into(),
@@ -780,11 +780,11 @@ fn results_history_and_evidence(mut b: Backend) {
         .insert_result(
             "p",
             1,
-            &result("web", "web serving", Verdict::Improved, true),
+            &result("web", "web serving", ResultVerdict::Improved, true),
             &web,
         )
         .unwrap();
-    let mut regressed = result("web", "web serving", Verdict::Regressed, true);
+    let mut regressed = result("web", "web serving", ResultVerdict::Regressed, true);
     regressed.improvement_pct = Some(-12.5);
     regressed.baseline = None;
     regressed.p_value = None;
@@ -792,21 +792,21 @@ fn results_history_and_evidence(mut b: Backend) {
     repo.insert_result(
         "p",
         1,
-        &result("web", "web serving", Verdict::NoChange, true),
+        &result("web", "web serving", ResultVerdict::NoChange, true),
         &web,
     )
     .unwrap();
     repo.insert_result(
         "p",
         1,
-        &result("web", "web serving", Verdict::Improved, false),
+        &result("web", "web serving", ResultVerdict::Improved, false),
         &web,
     )
     .unwrap();
     repo.insert_result(
         "q",
         1,
-        &result("batch", "batch compile", Verdict::Improved, true),
+        &result("batch", "batch compile", ResultVerdict::Improved, true),
         &axis(6),
     )
     .unwrap();
@@ -816,7 +816,7 @@ fn results_history_and_evidence(mut b: Backend) {
         input_err(repo.insert_result(
             "p",
             9,
-            &result("web", "web serving", Verdict::Improved, true),
+            &result("web", "web serving", ResultVerdict::Improved, true),
             &web
         )),
         "no policy version p@9"
@@ -832,15 +832,15 @@ fn results_history_and_evidence(mut b: Backend) {
     let (web_id, batch_id) = (w[0].id, w[1].id);
 
     let ev = repo.evidence(&[web_id], None).unwrap();
-    let got: Vec<(&str, Verdict, Option<f64>)> = ev
+    let got: Vec<(&str, ResultVerdict, Option<f64>)> = ev
         .iter()
         .map(|e| (e.name.as_str(), e.verdict, e.improvement_pct))
         .collect();
     assert_eq!(
         got,
         [
-            ("p", Verdict::Improved, Some(20.0)),
-            ("p", Verdict::Regressed, Some(-12.5))
+            ("p", ResultVerdict::Improved, Some(20.0)),
+            ("p", ResultVerdict::Regressed, Some(-12.5))
         ]
     );
     assert_eq!(ev[0].workload_id, web_id);
@@ -881,7 +881,7 @@ fn results_history_and_evidence(mut b: Backend) {
     let back = &h.results[1];
     assert_eq!(back.id, r2.id);
     assert_eq!(back.result.workload_description, "web serving");
-    assert_eq!(back.result.verdict, Verdict::Regressed);
+    assert_eq!(back.result.verdict, ResultVerdict::Regressed);
     assert_eq!(back.result.baseline, None);
     assert_eq!(back.result.improvement_pct, Some(-12.5));
     assert_eq!(back.result.direction, Direction::Lower);
@@ -905,7 +905,7 @@ fn reindex_replaces_vectors(mut b: Backend) {
     repo.insert_result(
         "one",
         1,
-        &result("w", "a workload", Verdict::Improved, true),
+        &result("w", "a workload", ResultVerdict::Improved, true),
         &axis(2),
     )
     .unwrap();
@@ -1247,7 +1247,7 @@ fn postgres_a_role_that_may_only_read_and_write_can_use_a_set_up_database() {
     repo.insert_result(
         "rw",
         1,
-        &result("w", "a workload", Verdict::Improved, true),
+        &result("w", "a workload", ResultVerdict::Improved, true),
         &axis(1),
     )
     .unwrap();

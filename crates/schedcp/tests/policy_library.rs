@@ -10,18 +10,18 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use schedcp::bench::pg_scratch::Scratch;
 use schedcp::bpf::meta::PolicyMeta;
 use schedcp::config::Config;
 use schedcp::policies::embed;
 use schedcp::policies::model::{
-    Body, Direction, NewPolicy, NewResult, NewVerifyReport, Origin, PolicyRef, ResultSource, State,
-    Verdict,
+    Body, Direction, NewPolicy, NewResult, NewVerifyReport, Origin, PolicyRef, ResultSource,
+    ResultVerdict, State,
 };
 use schedcp::policies::repo::sqlite::SqliteRepo;
 use schedcp::policies::repo::Repository;
 use schedcp::policies::search::SearchQuery;
 use schedcp::policies::Library;
+use schedcp::selfbench::pg_scratch::Scratch;
 use schedcp::store::Store;
 
 fn model_dir() -> PathBuf {
@@ -73,11 +73,11 @@ fn agent_policy(name: &str, description: &str, targets: &[&str]) -> NewPolicy {
     }
 }
 
-fn result(workload: &str, desc: &str, verdict: Verdict, source: ResultSource) -> NewResult {
+fn result(workload: &str, desc: &str, verdict: ResultVerdict, source: ResultSource) -> NewResult {
     let (value, baseline) = match verdict {
-        Verdict::Improved => (80.0, 100.0),
-        Verdict::Regressed => (120.0, 100.0),
-        Verdict::NoChange => (100.0, 100.0),
+        ResultVerdict::Improved => (80.0, 100.0),
+        ResultVerdict::Regressed => (120.0, 100.0),
+        ResultVerdict::NoChange => (100.0, 100.0),
     };
     NewResult {
         workload: workload.into(),
@@ -88,12 +88,12 @@ fn result(workload: &str, desc: &str, verdict: Verdict, source: ResultSource) ->
         value,
         baseline: Some(baseline),
         improvement_pct: None,
-        p_value: Some(if verdict == Verdict::NoChange {
+        p_value: Some(if verdict == ResultVerdict::NoChange {
             0.6
         } else {
             0.002
         }),
-        significant: verdict != Verdict::NoChange,
+        significant: verdict != ResultVerdict::NoChange,
         verdict,
         source,
         environment: "test".into(),
@@ -241,7 +241,7 @@ fn results_on_similar_workloads_lift_a_policy(backend: &str) {
             result(
                 "web_requests",
                 "web server serving many small HTTP requests",
-                Verdict::Improved,
+                ResultVerdict::Improved,
                 ResultSource::Tune,
             ),
         )
@@ -282,7 +282,12 @@ fn curation_promotes_on_evidence_and_demotes(backend: &str) {
         let rec = lib
             .record_result(
                 &r("cand"),
-                result("w", "a workload", Verdict::Improved, ResultSource::Manual),
+                result(
+                    "w",
+                    "a workload",
+                    ResultVerdict::Improved,
+                    ResultSource::Manual,
+                ),
             )
             .unwrap();
         assert!(rec.transition.is_none());
@@ -304,14 +309,24 @@ fn curation_promotes_on_evidence_and_demotes(backend: &str) {
     let one = lib
         .record_result(
             &r("cand"),
-            result("w", "a workload", Verdict::Improved, ResultSource::Deploy),
+            result(
+                "w",
+                "a workload",
+                ResultVerdict::Improved,
+                ResultSource::Deploy,
+            ),
         )
         .unwrap();
     assert!(one.transition.is_none());
     let two = lib
         .record_result(
             &r("cand"),
-            result("w", "a workload", Verdict::Improved, ResultSource::Deploy),
+            result(
+                "w",
+                "a workload",
+                ResultVerdict::Improved,
+                ResultSource::Deploy,
+            ),
         )
         .unwrap();
     assert_eq!(two.transition.unwrap().to, State::Promoted, "{backend}");
@@ -319,7 +334,12 @@ fn curation_promotes_on_evidence_and_demotes(backend: &str) {
     let bad = lib
         .record_result(
             &r("cand"),
-            result("w", "a workload", Verdict::Regressed, ResultSource::Deploy),
+            result(
+                "w",
+                "a workload",
+                ResultVerdict::Regressed,
+                ResultSource::Deploy,
+            ),
         )
         .unwrap();
     assert_eq!(bad.transition.unwrap().to, State::Deployed, "{backend}");
@@ -338,7 +358,12 @@ fn curation_promotes_on_evidence_and_demotes(backend: &str) {
     );
     assert_eq!(h.results.len(), 6);
     // A verdict that contradicts the numbers is refused.
-    let mut lie = result("w", "a workload", Verdict::Improved, ResultSource::Deploy);
+    let mut lie = result(
+        "w",
+        "a workload",
+        ResultVerdict::Improved,
+        ResultSource::Deploy,
+    );
     lie.value = 150.0;
     let e = lib.record_result(&r("cand"), lie).unwrap_err().to_string();
     assert!(e.contains("contradicts"), "{e}");
@@ -357,7 +382,7 @@ fn export_import_round_trips(backend: &str) {
         result(
             "w",
             "some workload",
-            Verdict::Improved,
+            ResultVerdict::Improved,
             ResultSource::Manual,
         ),
     )

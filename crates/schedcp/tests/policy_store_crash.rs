@@ -10,11 +10,11 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult};
-use schedcp::bench::pg_scratch::Scratch;
-use schedcp::bench::policy_search::corpus;
 use schedcp::policies::model::{NewPolicy, SearchDoc, State};
 use schedcp::policies::repo::sqlite::SqliteRepo;
 use schedcp::policies::repo::{Insert, Repository};
+use schedcp::selfbench::pg_scratch::Scratch;
+use schedcp::selfbench::policy_search::corpus;
 use schedcp::store::Store;
 
 const BATCH: usize = 150;

@@ -1,10 +1,10 @@
 //! `schedcp bench ...`: benchmarks of schedcp itself.
 
 use clap::{Args, Subcommand};
-use schedcp::bench::canary_overhead;
-use schedcp::bench::probe_overhead::{self, MAX_RUNS};
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
+use schedcp::selfbench::canary_overhead;
+use schedcp::selfbench::probe_overhead::{self, MAX_RUNS};
 
 use super::output;
 
@@ -162,7 +162,7 @@ fn canary_overhead_cmd(cfg: &Config, a: CanaryOverheadArgs, quiet: bool) -> Resu
 }
 
 fn api_cmd(cfg: &Config, a: ApiArgs, quiet: bool) -> Result<i32, Error> {
-    use schedcp::bench::api_latency;
+    use schedcp::selfbench::api_latency;
     let bench = api_latency::Config {
         clients: a.clients.iter().map(|c| *c as usize).collect(),
         calls: a.calls as usize,
@@ -184,14 +184,14 @@ fn probe_overhead_cmd(a: ProbeOverheadArgs, quiet: bool) -> Result<i32, Error> {
 }
 
 fn policy_search_cmd(cfg: &Config, a: PolicySearchArgs, quiet: bool) -> Result<i32, Error> {
-    use schedcp::bench::policy_search;
     use schedcp::policies::repo::{sqlite::SqliteRepo, Repository};
+    use schedcp::selfbench::policy_search;
     use schedcp::store::Store;
 
     let pg = a
         .postgres_url
         .as_deref()
-        .map(schedcp::bench::pg_scratch::Scratch::new)
+        .map(schedcp::selfbench::pg_scratch::Scratch::new)
         .transpose()?;
     let scratch = tempfile::tempdir().map_err(|e| Error::Internal(e.into()))?;
     let dir = scratch.path().to_path_buf();

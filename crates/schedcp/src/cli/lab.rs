@@ -7,7 +7,7 @@ use schedcp::config::{Accel, Config};
 use schedcp::error::{exit, Error};
 use schedcp::lab::compare::{CompareRequest, Contender};
 use schedcp::lab::report::LabReport;
-use schedcp::lab::{kernel, Lab, LabRequest, PolicyRef, Progress};
+use schedcp::lab::{kernel, Lab, LabRequest, Progress, SchedulerRef};
 use schedcp_proto::report::GuestMessage;
 use schedcp_proto::workload::{ParamKind, WorkloadKind, WorkloadSpec};
 use serde::Serialize;
@@ -204,7 +204,7 @@ fn node(cfg: Config, vcpus: u32, mem_mib: u32, json: bool, quiet: bool) -> Resul
 
 fn request(cfg: &Config, policy: &str, set: Vec<(String, String)>, vm: &VmArgs) -> LabRequest {
     LabRequest {
-        policy: PolicyRef::parse(policy),
+        policy: SchedulerRef::parse(policy),
         tunables: set,
         workload: vm.workload.clone(),
         then: Vec::new(),
@@ -284,11 +284,11 @@ fn run_compare(cfg: Config, a: CompareArgs, quiet: bool) -> Result<i32, Error> {
     criteria.validate().map_err(Error::Input)?;
     let req = CompareRequest {
         baseline: Contender {
-            policy: PolicyRef::parse(&a.baseline),
+            policy: SchedulerRef::parse(&a.baseline),
             tunables: Vec::new(),
         },
         candidate: Contender {
-            policy: PolicyRef::parse(&a.policy),
+            policy: SchedulerRef::parse(&a.policy),
             tunables: a.set,
         },
         workload: a.vm.workload.clone(),

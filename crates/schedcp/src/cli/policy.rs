@@ -7,7 +7,7 @@ use schedcp::bpf::meta::PolicyMeta;
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
 use schedcp::policies::model::{
-    Body, Direction, NewPolicy, NewResult, Origin, PolicyRef, ResultSource, State, Verdict,
+    Body, Direction, NewPolicy, NewResult, Origin, PolicyRef, ResultSource, ResultVerdict, State,
 };
 use schedcp::policies::search::SearchQuery;
 use schedcp::policies::transfer::Export;
@@ -172,8 +172,8 @@ pub struct RecordArgs {
     #[arg(long)]
     p_value: Option<f64>,
     /// improved | regressed | no_change (improved and regressed mean significant).
-    #[arg(long, value_parser = |s: &str| s.parse::<Verdict>())]
-    verdict: Verdict,
+    #[arg(long, value_parser = |s: &str| s.parse::<ResultVerdict>())]
+    verdict: ResultVerdict,
     /// Who measured it: manual (default), verify, deploy, tune.
     #[arg(long, default_value = "manual", value_parser = |s: &str| s.parse::<ResultSource>())]
     source: ResultSource,
@@ -321,7 +321,7 @@ pub fn run(cfg: Config, cmd: PolicyCommand, quiet: bool) -> Result<i32, Error> {
                 baseline: a.baseline,
                 improvement_pct: None,
                 p_value: a.p_value,
-                significant: a.verdict != Verdict::NoChange,
+                significant: a.verdict != ResultVerdict::NoChange,
                 verdict: a.verdict,
                 source: a.source,
                 environment,

@@ -193,9 +193,9 @@ pub fn status(cfg: &Config, busy: bool) -> Result<Status, Error> {
 /// A workload name: a registered profile (its target, metric and
 /// direction), else a built-in lab workload spec (its primary metric).
 pub fn resolve_workload(cfg: &Config, name: &str) -> Result<Workload, Error> {
-    use crate::observe::profiles::{self, Target};
+    use crate::observe::workload_profiles::{self, Target};
     let store = Store::open_in(&cfg.state_dir())?;
-    let profile = profiles::get(&store, name).ok();
+    let profile = workload_profiles::get(&store, name).ok();
     let target = match &profile {
         Some(p) => p.target.clone(),
         None => Target::lab(name).map_err(|_| {

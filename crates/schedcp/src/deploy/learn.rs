@@ -7,7 +7,7 @@ use super::record::{self, Deployment};
 use super::thresholds::Breach;
 use crate::config::Config;
 use crate::error::Error;
-use crate::policies::model::{Direction, NewResult, PolicyRef, ResultSource, State, Verdict};
+use crate::policies::model::{Direction, NewResult, PolicyRef, ResultSource, ResultVerdict, State};
 use crate::policies::Library;
 use crate::store::Store;
 
@@ -73,7 +73,7 @@ pub(super) fn canary_result(d: &Deployment, base: Option<&Kpis>, windows: &[Kpis
         // One baseline window: a canary guards, it does not prove,
         // so the change is evidence for search, never a verdict.
         significant: false,
-        verdict: Verdict::NoChange,
+        verdict: ResultVerdict::NoChange,
         source: ResultSource::Deploy,
         environment: format!("deploy canary on {}", d.kernel_release),
     }
@@ -117,7 +117,7 @@ pub(super) fn trip_result(d: &Deployment, trip: Option<&Trip>) -> NewResult {
         p_value: None,
         // A breach of a safety limit or a crash is decisive.
         significant: true,
-        verdict: Verdict::Regressed,
+        verdict: ResultVerdict::Regressed,
         source: ResultSource::Deploy,
         environment: format!("deploy on {}", d.kernel_release),
     }

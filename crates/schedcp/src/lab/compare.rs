@@ -12,7 +12,7 @@ use schedcp_proto::report::RunRecord;
 use schedcp_proto::workload::WorkloadSpec;
 
 use super::report::{LabReport, Outcome};
-use super::{Lab, LabRequest, PolicyRef, Progress};
+use super::{Lab, LabRequest, Progress, SchedulerRef};
 use crate::compare::{abba, AbReport, Arm, Criteria, Metric, Setting, Side};
 use crate::config::Accel;
 use crate::error::Error;
@@ -23,7 +23,7 @@ pub const MAX_RUNS: usize = 50;
 /// A scheduler and its tunables, as one side of a comparison.
 #[derive(Debug, Clone)]
 pub struct Contender {
-    pub policy: PolicyRef,
+    pub policy: SchedulerRef,
     pub tunables: Vec<(String, String)>,
 }
 
@@ -88,8 +88,8 @@ impl Lab {
             )));
         }
         let (b_default, c_default) = (
-            req.baseline.policy == PolicyRef::Default,
-            req.candidate.policy == PolicyRef::Default,
+            req.baseline.policy == SchedulerRef::Default,
+            req.candidate.policy == SchedulerRef::Default,
         );
         if b_default && c_default {
             return Err(Error::Input(

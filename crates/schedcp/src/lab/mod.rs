@@ -30,7 +30,7 @@ use sha2::Digest as _;
 
 /// Which scheduler a lab run uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicyRef {
+pub enum SchedulerRef {
     /// The kernel's default scheduler (no sched_ext scheduler attached).
     Default,
     Builtin(String),
@@ -46,31 +46,31 @@ pub enum PolicyRef {
     },
 }
 
-impl PolicyRef {
+impl SchedulerRef {
     /// `default`, a built-in name, or anything with a `/` or ending in `.c` as a path.
-    pub fn parse(s: &str) -> PolicyRef {
+    pub fn parse(s: &str) -> SchedulerRef {
         if s == "default" {
-            PolicyRef::Default
+            SchedulerRef::Default
         } else if s.contains('/') || s.ends_with(".c") {
-            PolicyRef::File(PathBuf::from(s))
+            SchedulerRef::File(PathBuf::from(s))
         } else {
-            PolicyRef::Builtin(s.to_string())
+            SchedulerRef::Builtin(s.to_string())
         }
     }
 
     pub fn label(&self) -> String {
         match self {
-            PolicyRef::Default => "default".into(),
-            PolicyRef::Builtin(n) => n.clone(),
-            PolicyRef::File(p) => p.display().to_string(),
-            PolicyRef::Object { name, .. } => name.clone(),
+            SchedulerRef::Default => "default".into(),
+            SchedulerRef::Builtin(n) => n.clone(),
+            SchedulerRef::File(p) => p.display().to_string(),
+            SchedulerRef::Object { name, .. } => name.clone(),
         }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct LabRequest {
-    pub policy: PolicyRef,
+    pub policy: SchedulerRef,
     /// `name=value` tunable overrides (built-in policies only).
     pub tunables: Vec<(String, String)>,
     pub workload: WorkloadSpec,
@@ -78,7 +78,7 @@ pub struct LabRequest {
     pub then: Vec<PlannedRun>,
     /// More schedulers for planned runs ([`PlannedRun::other`]), each with
     /// its tunables: two schedulers compared in one boot.
-    pub others: Vec<(PolicyRef, Vec<(String, String)>)>,
+    pub others: Vec<(SchedulerRef, Vec<(String, String)>)>,
     pub vcpus: u32,
     pub mem_mib: u32,
     /// Wall-clock watchdog for the whole VM, plan included.
@@ -156,12 +156,12 @@ impl Lab {
     /// Compile a scheduler for the lab (no VM involved).
     pub fn compile(
         &self,
-        policy: &PolicyRef,
+        policy: &SchedulerRef,
         tunables: &[(String, String)],
         workdir: &Path,
     ) -> Result<Option<(SchedulerJob, CompiledObject)>, Error> {
         let (name, source, rodata): (String, String, Vec<RodataValue>) = match policy {
-            PolicyRef::Default => {
+            SchedulerRef::Default => {
                 if !tunables.is_empty() {
                     return Err(Error::Input(
                         "tunables (--set) need a sched_ext policy; 'default' has none".into(),
@@ -169,7 +169,7 @@ impl Lab {
                 }
                 return Ok(None);
             }
-            PolicyRef::Builtin(n) => {
+            SchedulerRef::Builtin(n) => {
                 let p = builtin::get(n).map_err(|e| Error::Input(format!("{e:#}")))?;
                 let rodata = p
                     .meta
@@ -177,7 +177,7 @@ impl Lab {
                     .map_err(|e| Error::Input(format!("{e:#}")))?;
                 (p.meta.name.clone(), p.source.to_string(), rodata)
             }
-            PolicyRef::Object {
+            SchedulerRef::Object {
                 name,
                 path,
                 sha256,
@@ -213,7 +213,7 @@ impl Lab {
                 };
                 return Ok(Some((job, object)));
             }
-            PolicyRef::File(path) => {
+            SchedulerRef::File(path) => {
                 if !tunables.is_empty() {
                     return Err(Error::Input("tunables (--set) are validated against a built-in policy's metadata; a bare .bpf.c file has none".into()));
                 }

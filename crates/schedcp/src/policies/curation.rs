@@ -20,7 +20,7 @@
 //!   `deployed`, where it must earn promotion again.
 //! - `retired` is terminal for a version; publish a new version instead.
 
-use super::model::{PolicyResult, ResultSource, State, Verdict};
+use super::model::{PolicyResult, ResultSource, ResultVerdict, State};
 
 pub use crate::config::policies::DEFAULT_MIN_IMPROVEMENTS;
 
@@ -65,7 +65,7 @@ pub fn after_result(
     let r = &last.result;
     if state == State::Promoted
         && r.significant
-        && r.verdict == Verdict::Regressed
+        && r.verdict == ResultVerdict::Regressed
         && measured_by_schedcp(r.source)
     {
         return Some((
@@ -81,13 +81,13 @@ pub fn after_result(
     }
     let since_regression = results.iter().rev().take_while(|x| {
         !(x.result.significant
-            && x.result.verdict == Verdict::Regressed
+            && x.result.verdict == ResultVerdict::Regressed
             && measured_by_schedcp(x.result.source))
     });
     let wins: Vec<&PolicyResult> = since_regression
         .filter(|x| {
             x.result.significant
-                && x.result.verdict == Verdict::Improved
+                && x.result.verdict == ResultVerdict::Improved
                 && counts_for_promotion(x.result.source)
         })
         .collect();
@@ -109,7 +109,12 @@ mod tests {
     use super::*;
     use crate::policies::model::{Direction, NewResult};
 
-    fn res(id: i64, verdict: Verdict, significant: bool, source: ResultSource) -> PolicyResult {
+    fn res(
+        id: i64,
+        verdict: ResultVerdict,
+        significant: bool,
+        source: ResultSource,
+    ) -> PolicyResult {
         PolicyResult {
             id,
             version: 1,
@@ -133,7 +138,7 @@ mod tests {
     }
 
     use ResultSource::*;
-    use Verdict::*;
+    use ResultVerdict::*;
 
     #[test]
     fn promotion_needs_enough_measured_wins_while_deployed() {

@@ -523,9 +523,13 @@ fn validate_result(r: &mut NewResult) -> Result<(), Error> {
         }
     }
     let consistent = match r.verdict {
-        model::Verdict::Improved => r.significant && r.improvement_pct.is_none_or(|p| p > 0.0),
-        model::Verdict::Regressed => r.significant && r.improvement_pct.is_none_or(|p| p < 0.0),
-        model::Verdict::NoChange => !r.significant,
+        model::ResultVerdict::Improved => {
+            r.significant && r.improvement_pct.is_none_or(|p| p > 0.0)
+        }
+        model::ResultVerdict::Regressed => {
+            r.significant && r.improvement_pct.is_none_or(|p| p < 0.0)
+        }
+        model::ResultVerdict::NoChange => !r.significant,
     };
     if !consistent {
         return bad(format!(

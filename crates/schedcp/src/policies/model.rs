@@ -69,7 +69,7 @@ pub enum ResultSource {
 /// Whether a result shows the policy helped, hurt, or neither.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum ResultVerdict {
     Improved,
     Regressed,
     NoChange,
@@ -138,7 +138,7 @@ str_enum!(
     Tune = "tune"
 );
 str_enum!(
-    Verdict,
+    ResultVerdict,
     "verdict",
     Improved = "improved",
     Regressed = "regressed",
@@ -275,7 +275,7 @@ pub struct NewResult {
     pub improvement_pct: Option<f64>,
     pub p_value: Option<f64>,
     pub significant: bool,
-    pub verdict: Verdict,
+    pub verdict: ResultVerdict,
     pub source: ResultSource,
     /// Where it was measured (host or lab kernel, accelerator, machine).
     pub environment: String,

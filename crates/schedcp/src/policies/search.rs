@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::model::{Kind, Origin, State, Verdict};
+use super::model::{Kind, Origin, ResultVerdict, State};
 use super::repo::{DocRow, Evidence, Repository};
 use crate::error::Error;
 
@@ -205,8 +205,8 @@ fn add<'a>(
 
 fn evidence_line(e: &Evidence, sim: f64) -> String {
     let what = match (e.verdict, e.improvement_pct) {
-        (Verdict::Improved, Some(p)) => format!("improved {} by {:.1}%", e.metric, p.abs()),
-        (Verdict::Regressed, Some(p)) => format!("regressed {} by {:.1}%", e.metric, p.abs()),
+        (ResultVerdict::Improved, Some(p)) => format!("improved {} by {:.1}%", e.metric, p.abs()),
+        (ResultVerdict::Regressed, Some(p)) => format!("regressed {} by {:.1}%", e.metric, p.abs()),
         (v, _) => format!("{v} on {}", e.metric),
     };
     let p = e.p_value.map(|p| format!(", p={p:.3}")).unwrap_or_default();
@@ -264,7 +264,7 @@ pub fn run(
     let mut sums: HashMap<String, (f64, Vec<String>)> = HashMap::new();
     for e in repo.evidence(&ids, q.state)? {
         let sim = sims[&e.workload_id];
-        let sign = if e.verdict == Verdict::Improved {
+        let sign = if e.verdict == ResultVerdict::Improved {
             1.0
         } else {
             -1.0

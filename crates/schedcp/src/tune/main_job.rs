@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::deploy::{DeployState, Deployment};
 use crate::error::Error;
 use crate::lab::compare::{CompareRequest, Contender};
-use crate::lab::{Lab, PolicyRef, Progress as LabProgress};
+use crate::lab::{Lab, Progress as LabProgress, SchedulerRef};
 use crate::verify::pipeline::{object_store, Options};
 use crate::verify::report::VerifyReport;
 use crate::verify::{service, token};
@@ -129,11 +129,11 @@ pub fn run(
     for (policy, workload) in PAIRS {
         let req = CompareRequest {
             baseline: Contender {
-                policy: PolicyRef::Default,
+                policy: SchedulerRef::Default,
                 tunables: vec![],
             },
             candidate: Contender {
-                policy: PolicyRef::Builtin(policy.to_string()),
+                policy: SchedulerRef::Builtin(policy.to_string()),
                 tunables: vec![],
             },
             workload: workload

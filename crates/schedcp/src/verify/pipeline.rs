@@ -45,7 +45,7 @@ use crate::compare::{AbReport, Arm, Criteria, Metric, Setting, Side, Verdict};
 use crate::config::Config;
 use crate::error::Error;
 use crate::lab::report::{LabReport, Outcome};
-use crate::lab::{Lab, LabRequest, PolicyRef, Progress};
+use crate::lab::{Lab, LabRequest, Progress, SchedulerRef};
 use crate::policies::external::Installed;
 
 /// Smallest share of an equal split any equal-weight hog may get.
@@ -129,7 +129,7 @@ impl Ctx<'_> {
     /// One VM: `workload` under `object`, then `then` in the same boot.
     fn lab_run(
         &mut self,
-        object: &PolicyRef,
+        object: &SchedulerRef,
         workload: &WorkloadSpec,
         then: Vec<PlannedRun>,
     ) -> Result<LabReport, Error> {
@@ -295,7 +295,7 @@ fn run_stages(
     }) else {
         return Ok(false);
     };
-    let candidate = PolicyRef::Object {
+    let candidate = SchedulerRef::Object {
         name: subject.policy.clone(),
         path: object.path.clone(),
         sha256: object.sha256.clone(),

@@ -14,10 +14,10 @@ use crate::api::ops::{op, Ctx, Method, Op};
 use crate::observe::benchmark::{self, BenchProgress, BenchmarkRequest};
 use crate::observe::detail::{self, Detail, TaskSort, Topic};
 use crate::observe::probes::{self, Filter, ProbeKind, ProbeReport, ProbeRequest};
-use crate::observe::profile::{self, ProfileReport, ProfileRequest, Target, Tool};
-use crate::observe::profiles::{self, WorkloadProfile};
+use crate::observe::profilers::{self, ProfileReport, ProfileRequest, Target, Tool};
 use crate::observe::scheduler::{self, SchedulerState};
 use crate::observe::summary::{self, Summary};
+use crate::observe::workload_profiles::{self, WorkloadProfile};
 use crate::store::Store;
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -212,7 +212,7 @@ fn observe_profile(ctx: &Ctx<'_>, i: ProfileInput) -> Result<ProfileReport, ApiE
         Target::Pid(i.pid),
         Duration::from_secs(i.duration_s),
     );
-    Ok(profile::profile(&ctx.services.cfg.observe, &req)?)
+    Ok(profilers::profile(&ctx.services.cfg.observe, &req)?)
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -224,7 +224,7 @@ pub struct ProfilesOutput {
 fn workload_profiles(ctx: &Ctx<'_>, _: NoInput) -> Result<ProfilesOutput, ApiError> {
     let store = Store::open_in(&ctx.services.cfg.state_dir())?;
     Ok(ProfilesOutput {
-        profiles: profiles::list(&store)?,
+        profiles: workload_profiles::list(&store)?,
     })
 }
 
@@ -252,7 +252,7 @@ fn observe_benchmark(ctx: &Ctx<'_>, i: BenchmarkInput) -> Result<JobStatus, ApiE
     }
     let cfg = ctx.services.cfg.clone();
     // Refuse an unknown profile now rather than in the job.
-    profiles::get(&Store::open_in(&cfg.state_dir())?, &i.profile)?;
+    workload_profiles::get(&Store::open_in(&cfg.state_dir())?, &i.profile)?;
     let mut req = BenchmarkRequest::new(i.profile.clone(), runs);
     req.baseline = i.baseline;
     let title = format!("benchmark {} x{runs}", i.profile);

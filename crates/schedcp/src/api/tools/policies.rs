@@ -10,7 +10,7 @@ use crate::api::ops::{op, Ctx, Method, Op};
 use crate::bpf::meta::PolicyMeta;
 use crate::policies::model::{
     Body, Direction, NewPolicy, NewResult, Origin, PolicyRef, PolicySummary, PolicyVersion,
-    ResultSource, State, StoredVerifyReport, Transition, Verdict,
+    ResultSource, ResultVerdict, State, StoredVerifyReport, Transition,
 };
 use crate::policies::search::{SearchQuery, SearchResults};
 use crate::policies::Recorded;
@@ -251,7 +251,7 @@ pub struct RecordInput {
     pub baseline: Option<f64>,
     pub p_value: Option<f64>,
     /// improved, regressed or no_change (improved/regressed claim significance).
-    pub verdict: Verdict,
+    pub verdict: ResultVerdict,
     /// Where it was measured (default: "reported through the API").
     pub environment: Option<String>,
 }
@@ -268,7 +268,7 @@ fn record(ctx: &Ctx<'_>, i: RecordInput) -> Result<Recorded, ApiError> {
         baseline: i.baseline,
         improvement_pct: None,
         p_value: i.p_value,
-        significant: i.verdict != Verdict::NoChange,
+        significant: i.verdict != ResultVerdict::NoChange,
         verdict: i.verdict,
         // Agents report manual results: they never promote on their own.
         source: ResultSource::Manual,

@@ -11,11 +11,11 @@ use schedcp::compare::stats::{
 };
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
-use schedcp::lab::{Lab, PolicyRef, Progress};
+use schedcp::lab::{Lab, Progress, SchedulerRef};
 use schedcp::observe::benchmark::{
     self, BenchProgress, BenchmarkReport, BenchmarkRequest, History, MAX_RUNS,
 };
-use schedcp::observe::profiles::{self, NewProfile, Target, WorkloadProfile};
+use schedcp::observe::workload_profiles::{self, NewProfile, Target, WorkloadProfile};
 use schedcp::store::Store;
 use schedcp_proto::report::GuestMessage;
 use schedcp_proto::workload::Better;
@@ -161,7 +161,7 @@ pub fn run_workload(cfg: Config, c: WorkloadCommand) -> Result<i32, Error> {
     match c {
         WorkloadCommand::Add(a) => add(&mut store, a),
         WorkloadCommand::List { json: as_json } => {
-            let list = profiles::list(&store)?;
+            let list = workload_profiles::list(&store)?;
             if as_json {
                 json(&list)?;
             } else if list.is_empty() {
@@ -192,7 +192,7 @@ pub fn run_workload(cfg: Config, c: WorkloadCommand) -> Result<i32, Error> {
             force,
             json: as_json,
         } => {
-            let r = profiles::remove(&mut store, &name, force)?;
+            let r = workload_profiles::remove(&mut store, &name, force)?;
             if as_json {
                 json(&r)?;
             } else {
@@ -248,7 +248,9 @@ fn add(store: &mut Store, a: AddArgs) -> Result<i32, Error> {
             Target::Command {
                 argv: a.argv,
                 cwd: Some(cwd),
-                timeout_s: a.timeout.unwrap_or(profiles::DEFAULT_COMMAND_TIMEOUT_S),
+                timeout_s: a
+                    .timeout
+                    .unwrap_or(workload_profiles::DEFAULT_COMMAND_TIMEOUT_S),
             }
         }
         (false, Some(spec)) => {
@@ -262,7 +264,7 @@ fn add(store: &mut Store, a: AddArgs) -> Result<i32, Error> {
         // clap's required group rules this out.
         (false, None) => return Err(Error::Input("give --cmd -- ARGV... or --lab SPEC".into())),
     };
-    let p = profiles::add(
+    let p = workload_profiles::add(
         store,
         NewProfile {
             name: a.name,
@@ -292,7 +294,7 @@ pub fn run_benchmark(cfg: Config, a: BenchmarkArgs, quiet: bool) -> Result<i32, 
         policy: a
             .policy
             .as_deref()
-            .map_or(PolicyRef::Default, PolicyRef::parse),
+            .map_or(SchedulerRef::Default, SchedulerRef::parse),
         criteria: Criteria {
             alpha: a.alpha,
             min_effect_pct: a.min_effect,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{ArgGroup, Args};
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
-use schedcp::observe::profile::{self, ProfileRequest, Target, Tool, MAX_TOP};
+use schedcp::observe::profilers::{self, ProfileRequest, Target, Tool, MAX_TOP};
 
 use super::super::output::{json, spinner};
 
@@ -40,7 +40,7 @@ pub struct ProfileArgs {
     #[arg(long, value_name = "S")]
     duration: u64,
     /// Rows per top list.
-    #[arg(long, default_value_t = profile::DEFAULT_TOP as u16,
+    #[arg(long, default_value_t = profilers::DEFAULT_TOP as u16,
           value_parser = clap::value_parser!(u16).range(1..=MAX_TOP as i64))]
     top: u16,
     /// Print JSON instead of text.
@@ -61,7 +61,7 @@ pub fn run(cfg: Config, a: ProfileArgs, quiet: bool) -> Result<i32, Error> {
     };
     let pb = spinner(quiet);
     pb.set_message(format!("{} for {} s", a.tool.name(), a.duration));
-    let report = profile::profile(&cfg.observe, &req);
+    let report = profilers::profile(&cfg.observe, &req);
     pb.finish_and_clear();
     let report = report?;
     if a.json {

@@ -205,11 +205,11 @@ pub fn for_profile(conn: &Connection, profile_id: i64, limit: u32) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::profiles::{self, NewProfile, Target};
+    use crate::observe::workload_profiles::{self, NewProfile, Target};
     use std::time::Duration;
 
     fn profile(store: &mut Store, name: &str) -> i64 {
-        profiles::add(
+        workload_profiles::add(
             store,
             NewProfile {
                 name: name.into(),

@@ -16,8 +16,8 @@ use serde::Serialize;
 use crate::compare::stats::{self, Comparison, Criteria, Summary};
 use crate::error::Error;
 use crate::lab::report::Outcome;
-use crate::lab::{self, Lab, LabRequest, PolicyRef};
-use crate::observe::profiles::{self, Target, WorkloadProfile};
+use crate::lab::{self, Lab, LabRequest, SchedulerRef};
+use crate::observe::workload_profiles::{self, Target, WorkloadProfile};
 use crate::store::Store;
 pub use history::{LabEnv, RunSet, Sample};
 
@@ -40,7 +40,7 @@ pub struct BenchmarkRequest {
     pub baseline: Option<i64>,
     /// The scheduler a lab profile runs under (`Default`: the kernel's own).
     /// Command profiles run on the host as it is and take only `Default`.
-    pub policy: PolicyRef,
+    pub policy: SchedulerRef,
     pub criteria: Criteria,
 }
 
@@ -51,7 +51,7 @@ impl BenchmarkRequest {
             runs,
             label: None,
             baseline: None,
-            policy: PolicyRef::Default,
+            policy: SchedulerRef::Default,
             criteria: Criteria::default(),
         }
     }
@@ -141,7 +141,7 @@ pub fn run_benchmark(
         )));
     }
     req.criteria.validate().map_err(Error::Input)?;
-    let profile = profiles::get(store, &req.profile)?;
+    let profile = workload_profiles::get(store, &req.profile)?;
     let baseline = req
         .baseline
         .map(|id| baseline_set(store, &profile, id))
@@ -158,7 +158,7 @@ pub fn run_benchmark(
             cwd,
             timeout_s,
         } => {
-            if req.policy != PolicyRef::Default {
+            if req.policy != SchedulerRef::Default {
                 return Err(Error::Input(format!(
                     "profile '{}' runs a command on the host, which runs whatever scheduler the host has; a policy applies to lab profiles only (to record what the host ran, use a label)",
                     profile.name
@@ -219,7 +219,7 @@ pub fn report(
 ) -> Result<BenchmarkReport, Error> {
     let set = history::load(store.conn(), id)?
         .ok_or_else(|| Error::NotFound(format!("no benchmark run-set with id {id}")))?;
-    let profile = profiles::get_by_id(store.conn(), set.profile_id)?
+    let profile = workload_profiles::get_by_id(store.conn(), set.profile_id)?
         .ok_or_else(|| Error::Internal(anyhow!("run-set {id} refers to a missing profile")))?;
     let baseline = baseline
         .map(|b| baseline_set(store, &profile, b))
@@ -296,7 +296,7 @@ pub struct History {
 
 /// The newest `limit` run-sets of profile `name`.
 pub fn history(store: &Store, name: &str, limit: u32) -> Result<History, Error> {
-    let profile = profiles::get(store, name)?;
+    let profile = workload_profiles::get(store, name)?;
     let entries = history::for_profile(store.conn(), profile.id, limit)?
         .into_iter()
         .map(|s| HistoryEntry {
@@ -340,7 +340,7 @@ fn repeat(
 fn run_lab(
     lab: &Lab,
     workload: &WorkloadSpec,
-    policy: &PolicyRef,
+    policy: &SchedulerRef,
     metric: &str,
     runs: u32,
     progress: &mut ProgressFn<'_>,
@@ -411,7 +411,7 @@ fn baseline_set(store: &Store, profile: &WorkloadProfile, id: i64) -> Result<Run
         ))
     })?;
     if set.profile_id != profile.id {
-        let other = profiles::get_by_id(store.conn(), set.profile_id)?.map_or_else(
+        let other = workload_profiles::get_by_id(store.conn(), set.profile_id)?.map_or_else(
             || format!("#{}", set.profile_id),
             |p| format!("'{}'", p.name),
         );
@@ -470,7 +470,7 @@ fn validate_label(label: &str) -> Result<String, Error> {
     Ok(label.to_string())
 }
 
-fn default_label(profile: &WorkloadProfile, policy: &PolicyRef) -> String {
+fn default_label(profile: &WorkloadProfile, policy: &SchedulerRef) -> String {
     match profile.target {
         Target::Command { .. } => host_scheduler(),
         Target::Lab { .. } => policy.label(),
@@ -495,11 +495,11 @@ fn host_scheduler() -> String {
 mod tests {
     use super::*;
     use crate::compare::stats::Verdict;
-    use crate::observe::profiles::NewProfile;
+    use crate::observe::workload_profiles::NewProfile;
 
     fn store_with(name: &str, argv: &[&str]) -> Store {
         let mut s = Store::open_in_memory().unwrap();
-        profiles::add(
+        workload_profiles::add(
             &mut s,
             NewProfile {
                 name: name.into(),
@@ -583,7 +583,7 @@ mod tests {
     #[test]
     fn bad_requests_are_input_errors_and_record_nothing() {
         let mut s = store_with("a", &["true"]);
-        profiles::add(
+        workload_profiles::add(
             &mut s,
             NewProfile {
                 name: "b".into(),
@@ -625,7 +625,7 @@ mod tests {
         assert!(m.contains("profile 'b', not 'a'"), "{m}");
 
         let mut req = BenchmarkRequest::new("a", 1);
-        req.policy = PolicyRef::Builtin("fifo".into());
+        req.policy = SchedulerRef::Builtin("fifo".into());
         let m = input_error(run_benchmark(&mut s, None, &req, &mut quiet));
         assert!(m.contains("lab profiles only"), "{m}");
 

@@ -15,7 +15,7 @@ pub mod sqlite;
 
 use super::model::{
     History, NewPolicy, NewResult, NewVerifyReport, PolicyRef, PolicyResult, PolicySummary,
-    PolicyVersion, SearchDoc, State, StoredVerifyReport, Verdict,
+    PolicyVersion, ResultVerdict, SearchDoc, State, StoredVerifyReport,
 };
 use crate::error::Error;
 
@@ -58,7 +58,7 @@ pub struct Evidence {
     pub workload_id: i64,
     pub workload: String,
     pub metric: String,
-    pub verdict: Verdict,
+    pub verdict: ResultVerdict,
     pub improvement_pct: Option<f64>,
     pub p_value: Option<f64>,
 }

@@ -89,7 +89,7 @@ pub fn helper_name(id: i32) -> Option<String> {
 
 /// What a rule says about one helper or kfunc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Ruling {
     Allow,
     /// Allowed, but worth a warning: `(code, why)`.
     Warn(&'static str, &'static str),
@@ -144,25 +144,25 @@ const HELPERS_DENIED: &[(&str, &str)] = &[
 ];
 
 /// Decide on helper `name` (with the `bpf_` prefix).
-pub fn helper_verdict(name: &str) -> Verdict {
+pub fn helper_verdict(name: &str) -> Ruling {
     let n = name.strip_prefix("bpf_").unwrap_or(name);
     if HELPERS_ALLOWED.contains(&n) {
-        return Verdict::Allow;
+        return Ruling::Allow;
     }
     if let Some((_, why)) = HELPERS_DENIED.iter().find(|(d, _)| *d == n) {
-        return Verdict::Deny(why);
+        return Ruling::Deny(why);
     }
     match n {
-        "trace_printk" | "trace_vprintk" => Verdict::Warn(
+        "trace_printk" | "trace_vprintk" => Ruling::Warn(
             "debug_print",
             "writes to the shared trace buffer: slow (takes a global lock), visible to every \
              tracer, and %s can format kernel strings; remove it before deploying",
         ),
-        "get_stack" | "get_stackid" | "get_task_stack" => Verdict::Warn(
+        "get_stack" | "get_stackid" | "get_task_stack" => Ruling::Warn(
             "stack_capture",
             "unwinds the stack (microseconds) and copies kernel addresses into BPF memory",
         ),
-        _ => Verdict::Unlisted,
+        _ => Ruling::Unlisted,
     }
 }
 
@@ -172,9 +172,9 @@ pub fn helper_verdict(name: &str) -> Verdict {
 /// `bpf_probe_read_kernel_str`; every scheduler does so in `ops.exit`, which
 /// runs once at teardown. That pairing is allowed; anywhere else the helper
 /// is an arbitrary kernel read.
-pub fn helper_verdict_in(name: &str, callback: Option<&str>) -> Verdict {
+pub fn helper_verdict_in(name: &str, callback: Option<&str>) -> Ruling {
     if name == "bpf_probe_read_kernel_str" && callback == Some("exit") {
-        return Verdict::Allow;
+        return Ruling::Allow;
     }
     helper_verdict(name)
 }
@@ -231,14 +231,14 @@ const KFUNCS_DENIED: &[(&str, &str)] = &[
 ];
 
 /// Decide on kfunc `name` (already stripped of libbpf's `___flavour` suffix).
-pub fn kfunc_verdict(name: &str) -> Verdict {
+pub fn kfunc_verdict(name: &str) -> Ruling {
     if KFUNCS_ALLOWED.contains(&name) || KFUNC_PREFIXES_ALLOWED.iter().any(|p| name.starts_with(p))
     {
-        return Verdict::Allow;
+        return Ruling::Allow;
     }
     match KFUNCS_DENIED.iter().find(|(d, _)| name.starts_with(d)) {
-        Some((_, why)) => Verdict::Deny(why),
-        None => Verdict::Unlisted,
+        Some((_, why)) => Ruling::Deny(why),
+        None => Ruling::Unlisted,
     }
 }
 
@@ -361,39 +361,36 @@ mod tests {
 
     #[test]
     fn helper_verdicts() {
-        assert_eq!(helper_verdict("bpf_map_lookup_elem"), Verdict::Allow);
-        assert_eq!(helper_verdict("bpf_loop"), Verdict::Allow);
+        assert_eq!(helper_verdict("bpf_map_lookup_elem"), Ruling::Allow);
+        assert_eq!(helper_verdict("bpf_loop"), Ruling::Allow);
         assert!(matches!(
             helper_verdict("bpf_probe_read_kernel"),
-            Verdict::Deny(_)
+            Ruling::Deny(_)
         ));
         assert!(matches!(
             helper_verdict("bpf_probe_write_user"),
-            Verdict::Deny(_)
+            Ruling::Deny(_)
         ));
         assert!(matches!(
             helper_verdict("bpf_override_return"),
-            Verdict::Deny(_)
+            Ruling::Deny(_)
         ));
-        assert!(matches!(
-            helper_verdict("bpf_send_signal"),
-            Verdict::Deny(_)
-        ));
+        assert!(matches!(helper_verdict("bpf_send_signal"), Ruling::Deny(_)));
         assert!(matches!(
             helper_verdict("bpf_trace_printk"),
-            Verdict::Warn("debug_print", _)
+            Ruling::Warn("debug_print", _)
         ));
-        assert_eq!(helper_verdict("bpf_skb_store_bytes"), Verdict::Unlisted);
-        assert_eq!(helper_verdict("bpf_tail_call"), Verdict::Unlisted);
+        assert_eq!(helper_verdict("bpf_skb_store_bytes"), Ruling::Unlisted);
+        assert_eq!(helper_verdict("bpf_tail_call"), Ruling::Unlisted);
         let exit_read = "bpf_probe_read_kernel_str";
-        assert_eq!(helper_verdict_in(exit_read, Some("exit")), Verdict::Allow);
+        assert_eq!(helper_verdict_in(exit_read, Some("exit")), Ruling::Allow);
         assert!(matches!(
             helper_verdict_in(exit_read, Some("enqueue")),
-            Verdict::Deny(_)
+            Ruling::Deny(_)
         ));
         assert!(matches!(
             helper_verdict_in("bpf_probe_read_kernel", Some("exit")),
-            Verdict::Deny(_)
+            Ruling::Deny(_)
         ));
     }
 
@@ -408,18 +405,18 @@ mod tests {
             "bpf_task_from_pid",
             "bpf_rbtree_add_impl",
         ] {
-            assert_eq!(kfunc_verdict(k), Verdict::Allow, "{k}");
+            assert_eq!(kfunc_verdict(k), Ruling::Allow, "{k}");
         }
-        assert!(matches!(kfunc_verdict("bpf_rdonly_cast"), Verdict::Deny(_)));
+        assert!(matches!(kfunc_verdict("bpf_rdonly_cast"), Ruling::Deny(_)));
         assert!(matches!(
             kfunc_verdict("bpf_iter_task_new"),
-            Verdict::Deny(_)
+            Ruling::Deny(_)
         ));
         assert!(matches!(
             kfunc_verdict("bpf_copy_from_user_str"),
-            Verdict::Deny(_)
+            Ruling::Deny(_)
         ));
-        assert_eq!(kfunc_verdict("bpf_foo"), Verdict::Unlisted);
+        assert_eq!(kfunc_verdict("bpf_foo"), Ruling::Unlisted);
     }
 
     #[test]

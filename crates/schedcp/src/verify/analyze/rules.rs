@@ -3,7 +3,7 @@
 
 use super::btf::{Externs, StructOpsVar};
 use super::code::{Code, Reach};
-use super::policy::{self, Verdict};
+use super::policy::{self, Ruling};
 use super::{Finding, Limits, Location, MapInfo, Program, Severity};
 
 /// struct_ops types that are a sched_ext scheduler (the cid form is the
@@ -174,8 +174,8 @@ pub fn program(ctx: &Context<'_>, p: &Program, root: usize, reach: &Reach, out: 
 
     for h in &p.helpers {
         match policy::helper_verdict_in(&h.name, p.callback.as_deref()) {
-            Verdict::Allow => {}
-            Verdict::Warn(code, why) => {
+            Ruling::Allow => {}
+            Ruling::Warn(code, why) => {
                 if is_struct_ops {
                     push(
                         out,
@@ -186,7 +186,7 @@ pub fn program(ctx: &Context<'_>, p: &Program, root: usize, reach: &Reach, out: 
                     );
                 }
             }
-            Verdict::Deny(why) => push(
+            Ruling::Deny(why) => push(
                 out,
                 Severity::Error,
                 "forbidden_helper",
@@ -200,7 +200,7 @@ pub fn program(ctx: &Context<'_>, p: &Program, root: usize, reach: &Reach, out: 
                     h.call_sites
                 ),
             ),
-            Verdict::Unlisted => push(
+            Ruling::Unlisted => push(
                 out,
                 Severity::Error,
                 "forbidden_helper",
@@ -218,9 +218,9 @@ pub fn program(ctx: &Context<'_>, p: &Program, root: usize, reach: &Reach, out: 
 
     for k in &p.kfuncs {
         let (code, why) = match policy::kfunc_verdict(&k.name) {
-            Verdict::Allow | Verdict::Warn(..) => continue,
-            Verdict::Deny(why) => ("forbidden_kfunc", why.to_string()),
-            Verdict::Unlisted => (
+            Ruling::Allow | Ruling::Warn(..) => continue,
+            Ruling::Deny(why) => ("forbidden_kfunc", why.to_string()),
+            Ruling::Unlisted => (
                 "unknown_kfunc",
                 "is not on the scheduler kfunc allowlist (scx_bpf_*, cpumask, list/rbtree, \
                  bpf_obj_*, iterators, RCU/lock, task/cgroup references, arena); schedcp \
