@@ -2,9 +2,12 @@
 //! and a tripped breaker become results in the policy repository
 //! (`source = deploy`), and a pass moves the version to `deployed`.
 
+use schedcp_proto::workload::Better;
+
 use super::kpi::Kpis;
 use super::record::{self, Deployment};
 use super::thresholds::Breach;
+use crate::compare::{AbReport, Arm, Criteria, Metric, Setting};
 use crate::config::Config;
 use crate::error::Error;
 use crate::policies::model::{Direction, NewResult, PolicyRef, ResultSource, ResultVerdict, State};
@@ -17,66 +20,87 @@ pub(super) enum Trip {
     Health,
 }
 
-/// A passed canary as a result: the workload metric (or run-queue p99),
-/// median over the canary windows, against the baseline window.
+/// A passed canary as a result, judged by the one comparison engine: the
+/// workload metric (or run-queue p99) of every canary window against the
+/// baseline window. One baseline window can never make a change
+/// significant, so a canary's result is evidence for search (its p-value
+/// and change recorded), never a verdict: a canary guards, it does not
+/// prove.
 pub(super) fn canary_result(d: &Deployment, base: Option<&Kpis>, windows: &[Kpis]) -> NewResult {
-    let res = match (
-        base.and_then(|b| b.workload.clone()),
-        windows.last().and_then(|w| w.workload.clone()),
-    ) {
-        (Some(b), Some(_)) => {
-            let vals: Vec<f64> = windows
-                .iter()
-                .filter_map(|w| w.workload.as_ref().map(|x| x.value))
-                .collect();
-            let med = crate::compare::stats::median(&vals).unwrap_or(b.value);
-            let lower = b.better != "higher";
-            (
-                b.metric.clone(),
-                b.unit.clone(),
-                lower,
-                med,
-                b.value,
-                b.what.clone(),
-            )
-        }
-        _ => {
-            let vals: Vec<f64> = windows.iter().filter_map(|w| w.runq_p99_us).collect();
-            let b = base.and_then(|b| b.runq_p99_us).unwrap_or(0.0);
-            let med = crate::compare::stats::median(&vals).unwrap_or(b);
-            (
-                "runq_p99".to_string(),
-                "us".to_string(),
-                true,
-                med,
-                b,
-                "this machine's own load".to_string(),
-            )
-        }
-    };
-    let (metric, unit, lower, value, baseline, what) = res;
-    let change = improvement_pct(value, baseline, lower).unwrap_or(0.0);
+    let ab = canary_summary(d, base, windows);
+    let lower = ab.metric.direction == Better::Lower;
     NewResult {
         // Result workloads are identifiers; the description says which load ran.
         workload: "deploy_canary".into(),
         workload_description: format!(
-            "canary of a deployment on {} under {what}",
-            d.kernel_release
+            "canary of a deployment on {} under {}",
+            d.kernel_release, ab.subject
         ),
-        metric,
-        unit,
+        metric: ab.metric.name.clone(),
+        unit: ab.metric.unit.clone(),
         direction: direction(lower),
-        value,
-        baseline: Some(baseline),
-        improvement_pct: Some(change),
-        p_value: None,
-        // One baseline window: a canary guards, it does not prove,
-        // so the change is evidence for search, never a verdict.
+        value: ab
+            .candidate
+            .summary
+            .as_ref()
+            .map_or(ab.baseline.values.first().copied().unwrap_or(0.0), |s| {
+                s.median
+            }),
+        baseline: ab.baseline.values.first().copied(),
+        improvement_pct: Some(ab.improvement_pct.unwrap_or(0.0)),
+        p_value: ab.comparison.p_value,
         significant: false,
         verdict: ResultVerdict::NoChange,
         source: ResultSource::Deploy,
         environment: format!("deploy canary on {}", d.kernel_release),
     }
+}
+
+/// The canary as an A/B: the baseline window against the canary windows.
+pub(super) fn canary_summary(d: &Deployment, base: Option<&Kpis>, windows: &[Kpis]) -> AbReport {
+    let workload = base.and_then(|b| b.workload.clone());
+    let (metric, what, b, c): (Metric, String, Vec<f64>, Vec<f64>) = match workload {
+        Some(w) if windows.iter().any(|x| x.workload.is_some()) => (
+            Metric {
+                name: w.metric.clone(),
+                unit: w.unit.clone(),
+                direction: if w.better == "higher" {
+                    Better::Higher
+                } else {
+                    Better::Lower
+                },
+            },
+            w.what.clone(),
+            vec![w.value],
+            windows
+                .iter()
+                .filter_map(|x| x.workload.as_ref().map(|v| v.value))
+                .collect(),
+        ),
+        _ => (
+            Metric {
+                name: "runq_p99".into(),
+                unit: "us".into(),
+                direction: Better::Lower,
+            },
+            "this machine's own load".into(),
+            base.and_then(|b| b.runq_p99_us).into_iter().collect(),
+            windows.iter().filter_map(|w| w.runq_p99_us).collect(),
+        ),
+    };
+    AbReport::new(
+        what,
+        metric,
+        Arm::new("before (baseline window)", b, vec![]),
+        Arm::new(
+            format!("{}@{} (canary windows)", d.policy, d.version),
+            c,
+            vec![],
+        ),
+        Vec::new(),
+        Setting::host("baseline window, then canary windows (not interleaved)"),
+        Criteria::default(),
+    )
 }
 
 /// A tripped breaker as a result: the first breached KPI, or a failure count.

@@ -393,7 +393,11 @@ impl Controller {
     ) {
         let res = match trip {
             Some(_) => learn::trip_result(d, trip),
-            None => learn::canary_result(d, inf.baseline.as_ref(), &inf.windows),
+            None => {
+                let ab = learn::canary_summary(d, inf.baseline.as_ref(), &inf.windows);
+                self.event(Some(d.id), "canary_summary", &ab.headline());
+                learn::canary_result(d, inf.baseline.as_ref(), &inf.windows)
+            }
         };
         learn::record(&self.cfg, d, res, trip.is_none());
     }

@@ -14,6 +14,7 @@ use schedcp_proto::workload::{Better, WorkloadSpec};
 use serde::Serialize;
 
 use crate::compare::stats::{self, Comparison, Criteria, Summary};
+use crate::compare::{AbReport, Arm, Metric, Setting};
 use crate::error::Error;
 use crate::lab::report::Outcome;
 use crate::lab::{self, Lab, LabRequest, SchedulerRef};
@@ -116,8 +117,13 @@ pub struct BaselineReport {
     pub id: i64,
     pub label: String,
     pub started_at: String,
+    /// The verdict, also inside `ab` (kept flat here for existing callers).
     #[serde(flatten)]
     pub comparison: Comparison,
+    /// The comparison in the shape every A/B in schedcp reports: both
+    /// sides' values, the setting (stored history, not interleaved), the
+    /// improvement with its interval.
+    pub ab: AbReport,
 }
 
 /// Run `req.profile` `req.runs` times, record the run-set, and report it
@@ -245,11 +251,45 @@ pub fn report(
     }
     let baseline = baseline.map(|b| {
         warnings.extend(environment_warnings(&b, &set));
+        let failed = |s: &RunSet| -> Vec<String> {
+            s.samples
+                .iter()
+                .zip(1..)
+                .filter_map(|(x, run)| x.error.as_ref().map(|e| format!("run {run}: {e}")))
+                .collect()
+        };
+        let design = "against a stored run-set (not interleaved)";
+        let setting = match &set.lab {
+            Some(env) => Setting::lab("lab VM", design, &env.accel, "not recorded"),
+            None => Setting::host(design),
+        };
+        let ab = AbReport::new(
+            profile.name.clone(),
+            Metric {
+                name: profile.metric.clone(),
+                unit: profile.unit.clone(),
+                direction: profile.direction,
+            },
+            Arm::new(
+                format!("run-set {} ({})", b.id, b.label),
+                b.values(),
+                failed(&b),
+            ),
+            Arm::new(
+                format!("run-set {} ({})", set.id, set.label),
+                values.clone(),
+                failed(&set),
+            ),
+            Vec::new(),
+            setting,
+            criteria,
+        );
         BaselineReport {
             id: b.id,
             label: b.label.clone(),
             started_at: b.started_at.clone(),
-            comparison: stats::compare_with(&b.values(), &values, profile.direction, criteria),
+            comparison: ab.comparison.clone(),
+            ab,
         }
     });
     Ok(BenchmarkReport {
