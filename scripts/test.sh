@@ -6,16 +6,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Every test tier; each fails with what to set up when its prerequisites are
+# missing (a plain `cargo test` runs only the pure tier).
+TIERS="schedcp/tier-host,schedcp/tier-lab,schedcp/tier-external"
 echo "==> cargo fmt --check" >&2
 cargo fmt --all --check
 echo "==> cargo clippy" >&2
-cargo clippy --release --workspace --all-targets --locked -- -D warnings
+cargo clippy --release --workspace --all-targets --locked --features "$TIERS" -- -D warnings
 echo "==> test PostgreSQL + pgvector (non-root, loopback)" >&2
 scripts/pg-test-server.sh start
 SCHEDCP_TEST_PG_URL="$(scripts/pg-test-server.sh url)"
 export SCHEDCP_TEST_PG_URL
 echo "==> MCP/REST test clients (Python MCP SDK, MCP Inspector, schemathesis; pinned, cached)" >&2
 scripts/api-clients.sh >/dev/null
-echo "==> cargo test" >&2
+echo "==> cargo test (tiers: pure, host, lab, external)" >&2
 # Two test threads: each lab test boots a 2-vCPU TCG VM; more would only thrash.
-cargo test --release --workspace --locked -- --test-threads=2
+cargo test --release --workspace --locked --features "$TIERS" -- --test-threads=2

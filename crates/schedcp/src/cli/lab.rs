@@ -302,7 +302,7 @@ fn run_compare(cfg: Config, a: CompareArgs, quiet: bool) -> Result<i32, Error> {
     let lab = lab_with(cfg, a.vm.keep);
     let label = format!("{} vs {}", req.candidate.label(), req.baseline.label());
     let pb = output::spinner(quiet || a.vm.json);
-    let total = 1 + 2 * req.runs;
+    let total = 2 + 2 * req.runs;
     let mut done = 0usize;
     let cmp = lab.compare(&req, &mut |p| {
         let msg = match p {

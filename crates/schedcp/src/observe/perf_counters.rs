@@ -90,6 +90,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(
+        not(feature = "tier-host"),
+        ignore = "host tier: perf_event_open needs root or CAP_PERFMON (scripts/test.sh runs it)"
+    )]
     fn context_switches_count_up() {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut c = CpuCounters::open(PERF_COUNT_SW_CONTEXT_SWITCHES, cpus);

@@ -403,11 +403,17 @@ mod tests {
 
     #[test]
     fn shrinks_to_tight_budgets_and_refuses_impossible_ones() {
+        // One sample, then the fitting on copies of it: a second live sample
+        // could be smaller and need no shrinking at all.
         let full = summary(Duration::from_millis(100), MAX_BUDGET).unwrap();
+        assert!(full.omitted.is_empty());
         let tight = full.tokens - 5;
-        let s = summary(Duration::from_millis(100), tight).unwrap_or_else(|e| panic!("{e}"));
+        let mut s = full.clone();
+        fit(&mut s, tight).unwrap_or_else(|e| panic!("{e}"));
         assert!(s.tokens <= tight, "{} > {tight}", s.tokens);
         assert!(!s.omitted.is_empty());
+        let mut tiny = full.clone();
+        assert!(fit(&mut tiny, 5).is_err());
         assert!(summary(Duration::from_millis(10), 5).is_err());
     }
 }

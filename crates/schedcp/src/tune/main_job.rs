@@ -147,7 +147,7 @@ pub fn run(
             accel: cfg.lab.accel,
         };
         let mut done = 0usize;
-        let total = 1 + 2 * opts.runs;
+        let total = 2 + 2 * opts.runs;
         let cmp = lab.compare(&req, &mut |p| match p {
             LabProgress::Phase(m) => on(Step::Progress(&format!("{policy} vs default: {m}"))),
             LabProgress::Guest(schedcp_proto::report::GuestMessage::Run { .. }) => {

@@ -4,7 +4,7 @@
 //! deployed on a lab node under a canary and rolled back; otherwise the
 //! kernel default is kept and nothing is deployed.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 

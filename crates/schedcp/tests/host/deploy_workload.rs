@@ -4,7 +4,7 @@
 //! PSI read). The deploy service runs exactly this code in every canary
 //! window; only attaching needs the lab node. Needs root and BPF (as CI has).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

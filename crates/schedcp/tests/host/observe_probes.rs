@@ -3,7 +3,7 @@
 //! starts itself, and checks what came back and that the kernel holds none
 //! of our programs or maps afterwards. Needs root and BPF (as CI has).
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! token `verify token check` accepts. Boots the sched_ext micro-VM (needs
 //! scripts/setup.sh); without it these fail, they do not skip.
 
-mod common;
+use crate::common;
 
 use common::verify_json as verify;
 

@@ -3,70 +3,13 @@
 //! repeated no-change run, and bad input. Each test has its own state
 //! directory.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Output;
 
 use common::*;
 use serde_json::Value;
-
-/// `schedcp` against a private state directory, with an empty config so
-/// that a host's /etc/schedcp/config.toml cannot redirect the store.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.toml"), "").unwrap();
-        Env { dir }
-    }
-
-    fn state(&self) -> std::path::PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        schedcp()
-            // First: anything after a `--` in `args` belongs to a command.
-            .arg("--quiet")
-            .args(args)
-            .env("SCHEDCP_STATE", self.state())
-            .env("SCHEDCP_CONFIG", self.dir.path().join("config.toml"))
-            .current_dir(self.dir.path())
-            .output()
-            .expect("running schedcp")
-    }
-
-    /// Run with `--json`; expect `code` and a JSON document on stdout.
-    fn json(&self, args: &[&str], code: i32) -> Value {
-        let mut full = args.to_vec();
-        full.push("--json");
-        let o = self.run(&full);
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "schedcp {full:?}:\n{}",
-            text(&o)
-        );
-        serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|e| panic!("schedcp {full:?} printed no JSON ({e}):\n{}", text(&o)))
-    }
-
-    /// Expect failure with exit `code` and `needle` in the output.
-    fn fails(&self, args: &[&str], code: i32, needle: &str) {
-        let o = self.run(args);
-        let t = text(&o);
-        assert_eq!(o.status.code(), Some(code), "schedcp {args:?}:\n{t}");
-        assert!(
-            t.contains(needle),
-            "schedcp {args:?}: expected '{needle}' in:\n{t}"
-        );
-    }
-}
 
 /// A command whose duration hardly depends on host load (the tests run
 /// beside CPU-heavy micro-VM tests): its two run-sets are draws from one
@@ -349,34 +292,4 @@ fn an_unusable_state_dir_is_a_setup_error() {
         3,
         "cannot create the state directory",
     );
-}
-
-/// Boots the micro-VM twice (needs scripts/setup.sh, like tests/lab_vm.rs).
-#[test]
-fn lab_profile_benchmark_in_the_micro_vm() {
-    let env = Env::new();
-    env.json(
-        &[
-            "observe",
-            "workload",
-            "add",
-            "pp",
-            "--lab",
-            "pingpong:groups=2,pairs=3,loops=300",
-            "--metric",
-            "messages_per_s",
-        ],
-        0,
-    );
-    let r = env.json(&["observe", "benchmark", "pp", "--runs", "2"], 0);
-    assert_eq!(r["values"].as_array().unwrap().len(), 2, "{r:#}");
-    assert!(r["values"][0].as_f64().unwrap() > 0.0);
-    assert_eq!(r["unit"], "messages/s");
-    assert_eq!(r["direction"], "higher");
-    assert_eq!(r["label"], "default");
-    assert!(
-        ["kvm", "tcg"].contains(&r["lab"]["accel"].as_str().unwrap()),
-        "{r:#}"
-    );
-    assert!(!r["lab"]["kernel"].as_str().unwrap().is_empty());
 }

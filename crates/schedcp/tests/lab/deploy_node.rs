@@ -13,7 +13,7 @@
 //! and the node's audit log holds every transition, its chain intact across
 //! the crashes.
 
-mod common;
+use crate::common;
 
 use common::{b64, deploy_status, wait_for};
 

@@ -5,8 +5,6 @@
 //! the PostgreSQL half fails, it does not skip). Real embeddings throughout
 //! (the model from scripts/fetch-model.sh).
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

@@ -1,6 +1,6 @@
 //! `observe summary` and `observe detail` through the real binary.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -1,7 +1,7 @@
 //! `schedcp policy ...` through the real binary: the CLI door of the
 //! repository, bad input refused with exit code 2 and a precise message.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

@@ -10,7 +10,7 @@
 //! install finds it intact; on a machine without that cache this test
 //! builds it (several minutes).
 
-mod common;
+use crate::common;
 
 use common::{b64, deploy_status, wait_for};
 

@@ -2,7 +2,7 @@
 //! real guest agent. They need `scripts/setup.sh` to have run (guest kernel
 //! in the cache, QEMU, clang-19); without it they fail, they do not skip.
 
-mod common;
+use crate::common;
 
 use common::*;
 

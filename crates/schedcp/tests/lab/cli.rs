@@ -1,7 +1,7 @@
 //! Bad input at the command line: each case gets a precise message and the
 //! documented exit code, before any VM boots.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -5,7 +5,7 @@
 //! Needs root, `linux-perf` and `strace` (scripts/setup.sh installs them)
 //! and, for perf-sched, a mounted tracefs.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -5,7 +5,7 @@
 //! clients come from `scripts/api-clients.sh` (run by scripts/setup.sh);
 //! without them these tests fail, they do not skip.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -4,7 +4,7 @@
 //! trick the lexical check cannot see is harmless inside the sandbox, and
 //! good schedulers still compile.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,0 +1,18 @@
+//! Host tier: root, BPF probes, perf and strace, clang in the compile jail.
+//!
+//! One test binary per tier (one link, not one per file). Run with
+//! `scripts/test.sh` (every tier) or `cargo test --release --features schedcp/tier-host`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod deploy_workload;
+mod observe_probes;
+mod observe_profile;
+mod verify_analyze;
+mod verify_compile;
+
+#[test]
+fn prerequisites() {
+    common::tier::require("host", common::tier::host());
+}
