@@ -34,8 +34,10 @@ pub struct CallError {
 impl From<CallError> for Error {
     fn from(e: CallError) -> Error {
         match e.code.as_str() {
-            "invalid_input" | "not_found" | "forbidden" | "unauthorized" | "too_large"
-            | "tool_error" => Error::Input(e.message),
+            "not_found" => Error::NotFound(e.message),
+            "invalid_input" | "forbidden" | "unauthorized" | "too_large" | "tool_error" => {
+                Error::Input(e.message)
+            }
             "setup" => Error::Setup(e.message),
             _ => Error::Internal(anyhow::anyhow!("{e}")),
         }

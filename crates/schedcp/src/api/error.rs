@@ -106,3 +106,17 @@ impl From<Error> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_decides_the_status_not_the_wording() {
+        let nf = ApiError::from(Error::NotFound("whatever the words".into()));
+        assert_eq!(nf.code.http_status(), 404);
+        // Input that merely mentions "no policy" stays a 400.
+        let bad = ApiError::from(Error::Input("no policy may be named like that".into()));
+        assert_eq!(bad.code.http_status(), 400);
+    }
+}
