@@ -150,13 +150,28 @@ pub(super) fn trip_result(d: &Deployment, trip: Option<&Trip>) -> NewResult {
 /// Into the policy repository, so curation learns from deployments. A
 /// version this machine's library does not hold is noted, not fatal.
 /// Runs on its own thread: opening the library may load the embedding
-/// model, and the controller must keep polling health meanwhile.
-pub(super) fn record(cfg: &Config, d: &Deployment, res: NewResult, passed: bool) {
+/// model, and the controller must keep polling health meanwhile. The
+/// thread runs at the lowest priority (nice 19), and the controller does
+/// not measure a new baseline until it is done: embedding a result is
+/// seconds of CPU on every core (measured on a lab node: the daemon at
+/// 191% CPU right after a rollback), which would otherwise load the next
+/// deployment's baseline and canary windows.
+pub(super) fn record(
+    cfg: &Config,
+    d: &Deployment,
+    res: NewResult,
+    passed: bool,
+) -> Option<std::thread::JoinHandle<()>> {
     let cfg = cfg.clone();
     let d = d.clone();
     let spawned = std::thread::Builder::new()
         .name("deploy-curation".into())
         .spawn(move || {
+            // SAFETY: plain syscalls on this thread's own id.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+            }
             let pref = PolicyRef {
                 name: d.policy.clone(),
                 version: Some(d.version),
@@ -192,9 +207,9 @@ pub(super) fn record(cfg: &Config, d: &Deployment, res: NewResult, passed: bool)
                 let _ = record::event(&mut store, Some(d.id), event, &detail);
             }
         });
-    if let Err(e) = spawned {
-        tracing::error!("recording the deploy result: {e}");
-    }
+    spawned
+        .map_err(|e| tracing::error!("recording the deploy result: {e}"))
+        .ok()
 }
 
 /// How much better `value` is than `baseline`, in percent of the baseline

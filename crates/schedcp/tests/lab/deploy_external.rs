@@ -153,8 +153,15 @@ fn scx_bpfland_installs_verifies_and_deploys_as_a_supervised_binary() {
     );
 
     // 5. Deployed again, then a manual rollback stops it with SIGINT.
+    let before = api
+        .call("observe_summary", &json!({ "window_ms": 2000 }))
+        .unwrap_or_default();
+    eprintln!("node before the second deployment: {before:#}");
     let d2 = deploy(5);
-    assert_eq!(d2["state"], "active", "{d2:#}");
+    assert_eq!(
+        d2["state"], "active",
+        "{d2:#}\nthe node just before (observe_summary): {before:#}"
+    );
     let back = api
         .call("deploy_rollback", &json!({ "reason": "end of the test" }))
         .unwrap();

@@ -69,8 +69,11 @@ impl Controller {
             return;
         }
         if let Some(inf) = &self.inflight {
-            if inf.id.is_some() {
+            let (attached, since) = (inf.id.is_some(), inf.received);
+            if attached {
                 self.start_window(Purpose::Canary);
+            } else if inf.baseline.is_none() && self.curation_settled(since) {
+                self.start_window(Purpose::Baseline);
             }
             return;
         }

@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::store::Store;
 
 use attachment::STATE_TIMEOUT;
-use canary::{InFlight, Measuring, Purpose};
+use canary::{InFlight, Measuring};
 
 pub(in crate::deploy) struct Controller {
     pub(in crate::deploy) cfg: Config,
@@ -46,7 +46,12 @@ pub(in crate::deploy) struct Controller {
     /// Consecutive passive windows with a breach while active.
     pub(in crate::deploy) active_streak: u32,
     pub(in crate::deploy) next_active_check: Option<Instant>,
+    /// Curation threads still recording results ([`learn::record`]).
+    pub(in crate::deploy) curation: Vec<std::thread::JoinHandle<()>>,
 }
+
+/// The longest a new deployment's baseline waits for curation work.
+const CURATION_WAIT: Duration = Duration::from_secs(120);
 
 impl Controller {
     pub(in crate::deploy) fn new(cfg: Config, store: Store, sink: Option<EventSink>) -> Self {
@@ -60,6 +65,7 @@ impl Controller {
             active_baseline: None,
             active_streak: 0,
             next_active_check: None,
+            curation: Vec::new(),
         }
     }
 
@@ -229,9 +235,10 @@ impl Controller {
                     canary_until: None,
                 });
                 // A passive check in progress measures the old scheduler
-                // only; drop it and measure the baseline afresh.
+                // only; drop it. The baseline starts from the poll loop
+                // once the daemon's own curation work is done.
                 self.measuring = None;
-                self.start_window(Purpose::Baseline);
+                self.start_window_if_due();
             }
             Command::Rollback { reason, reply } => {
                 let out = match record::current(&self.store) {
@@ -399,10 +406,24 @@ impl Controller {
                 learn::canary_result(d, inf.baseline.as_ref(), &inf.windows)
             }
         };
-        learn::record(&self.cfg, d, res, trip.is_none());
+        self.curation
+            .extend(learn::record(&self.cfg, d, res, trip.is_none()));
     }
 
     fn record_trip_result(&mut self, d: &Deployment, trip: Option<&Trip>) {
-        learn::record(&self.cfg, d, learn::trip_result(d, trip), false);
+        self.curation.extend(learn::record(
+            &self.cfg,
+            d,
+            learn::trip_result(d, trip),
+            false,
+        ));
+    }
+
+    /// Whether the daemon's own curation work (recording results) is done,
+    /// or has had [`CURATION_WAIT`] since `since`: a baseline measured
+    /// while it runs would measure schedcp, not the machine.
+    pub(in crate::deploy) fn curation_settled(&mut self, since: Instant) -> bool {
+        self.curation.retain(|h| !h.is_finished());
+        self.curation.is_empty() || since.elapsed() >= CURATION_WAIT
     }
 }
