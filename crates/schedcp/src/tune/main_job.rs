@@ -66,6 +66,9 @@ pub struct MainJobOptions {
     pub criteria: Criteria,
 }
 
+/// Starts the deploy target when a winner needs one; gets a progress sink.
+pub type StartTarget<'a> = dyn Fn(&dyn Fn(&str)) -> Result<Box<dyn DeployTarget>, Error> + 'a;
+
 /// What happened, as it happens: the CLI renders these.
 pub enum Step<'a> {
     /// Work under way (for a spinner).
@@ -121,7 +124,7 @@ impl MainJobReport {
 pub fn run(
     cfg: &Config,
     opts: &MainJobOptions,
-    target: &dyn Fn(&dyn Fn(&str)) -> Result<Box<dyn DeployTarget>, Error>,
+    target: &StartTarget<'_>,
     on: &(dyn Fn(Step<'_>) + Sync),
 ) -> Result<MainJobReport, Error> {
     let lab = Lab::new(cfg.clone());
@@ -187,7 +190,7 @@ pub fn run(
 fn verify_and_deploy(
     cfg: &Config,
     w: &AbReport,
-    target: &dyn Fn(&dyn Fn(&str)) -> Result<Box<dyn DeployTarget>, Error>,
+    target: &StartTarget<'_>,
     on: &(dyn Fn(Step<'_>) + Sync),
 ) -> Result<MainJobDeploy, Error> {
     let policy = w.candidate.label.clone();
