@@ -184,8 +184,18 @@ fn a_good_scheduler_passes_and_its_token_checks() {
     let perf = &stage(&r, "performance")["detail"];
     assert_eq!(perf["same_vm"], true, "{perf:#}");
     let cmp = &perf["comparisons"][0];
-    assert_eq!(cmp["baseline"].as_array().unwrap().len(), 2, "{cmp:#}");
-    assert_eq!(cmp["candidate"].as_array().unwrap().len(), 2, "{cmp:#}");
+    // In the comparison engine's shape: every run's value per side, ABBA order.
+    assert_eq!(
+        cmp["baseline"]["values"].as_array().unwrap().len(),
+        2,
+        "{cmp:#}"
+    );
+    assert_eq!(
+        cmp["candidate"]["values"].as_array().unwrap().len(),
+        2,
+        "{cmp:#}"
+    );
+    assert_eq!(cmp["order"].as_array().unwrap().len(), 4, "{cmp:#}");
     // The report is kept with the version, which is now verified.
     let kept = cli(&["verify", "report", "agent_vtime", "--json"]);
     assert!(kept.status.success());
