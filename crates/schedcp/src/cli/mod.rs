@@ -47,6 +47,9 @@ pub struct Cli {
     /// Only errors on stderr; no progress display.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Machine-readable output: one JSON document on stdout (progress and logs stay on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -54,7 +57,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check what this host can do (sched_ext, BPF, tracefs, KVM, QEMU, clang, guest kernel) and how to fix what is missing.
-    Doctor(doctor::DoctorArgs),
+    Doctor,
     /// The micro-VM lab: run sched_ext schedulers in a real sched_ext kernel under QEMU.
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -104,12 +107,16 @@ pub fn run(cli: Cli) -> i32 {
         Ok(c) => c,
         Err(e) => return report_error(&Error::Input(format!("{e:#}"))),
     };
+    let out = output::Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
     let result = match cli.command {
-        Command::Doctor(a) => doctor::run(cfg, a),
+        Command::Doctor => doctor::run(cfg, out),
         Command::Lab(c) => lab::run(cfg, c, cli.quiet),
         Command::Observe(c) => observe::run(cfg, c, cli.quiet),
         Command::Policy(c) => policy::run(cfg, c, cli.quiet),
-        Command::Bench(c) => bench::run(cfg, c, cli.quiet),
+        Command::Bench(c) => bench::run(cfg, c, out),
         Command::Verify(a) => verify::run(cfg, a, cli.quiet),
         Command::Deploy(a) => deploy::run(cfg, a, cli.quiet),
         Command::Serve(a) => serve::serve(cfg, a),
