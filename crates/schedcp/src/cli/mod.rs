@@ -121,8 +121,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Deploy(a) => deploy::run(cfg, a, cli.quiet),
         Command::Serve(a) => serve::serve(cfg, a),
         Command::Mcp(a) => serve::mcp(cfg, a),
-        Command::Token(c) => token::run(cfg, c),
-        Command::Audit(c) => audit::run(cfg, c),
+        Command::Token(c) => token::run(cfg, c, out),
+        Command::Audit(c) => audit::run(cfg, c, out),
     };
     match result {
         Ok(code) => code,

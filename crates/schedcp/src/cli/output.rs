@@ -13,6 +13,12 @@ use serde::Serialize;
 pub trait Report: Serialize {
     /// The human text, newline-terminated (empty prints nothing).
     fn render(&self) -> String;
+
+    /// A line for a person on stderr, after the text; not printed with
+    /// `--json`, where the document says it.
+    fn notice(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Library reports that render themselves.
@@ -78,6 +84,9 @@ impl Output {
             println!("{}", to_json(r, to_string)?);
         } else {
             print!("{}", r.render());
+            if let Some(n) = r.notice() {
+                eprintln!("{n}");
+            }
         }
         Ok(())
     }
