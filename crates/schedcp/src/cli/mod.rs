@@ -114,7 +114,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Doctor => doctor::run(cfg, out),
         Command::Lab(c) => lab::run(cfg, c, cli.quiet),
-        Command::Observe(c) => observe::run(cfg, c, cli.quiet),
+        Command::Observe(c) => observe::run(cfg, c, out),
         Command::Policy(c) => policy::run(cfg, c, cli.quiet),
         Command::Bench(c) => bench::run(cfg, c, out),
         Command::Verify(a) => verify::run(cfg, a, cli.quiet),

@@ -59,6 +59,11 @@ impl Output {
         self.print(r, serde_json::to_string_pretty)
     }
 
+    /// The same with compact JSON: for output sized against a token budget.
+    pub fn emit_compact(&self, r: &impl Report) -> Result<(), Error> {
+        self.print(r, serde_json::to_string)
+    }
+
     /// A spinner on stderr when it is a terminal; hidden with `--quiet` or
     /// `--json`, and invisible when stderr is not a terminal (the same
     /// messages go to the debug log).
