@@ -115,7 +115,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Doctor => doctor::run(cfg, out),
         Command::Lab(c) => lab::run(cfg, c, cli.quiet),
         Command::Observe(c) => observe::run(cfg, c, out),
-        Command::Policy(c) => policy::run(cfg, c, cli.quiet),
+        Command::Policy(c) => policy::run(cfg, c, out),
         Command::Bench(c) => bench::run(cfg, c, out),
         Command::Verify(a) => verify::run(cfg, a, cli.quiet),
         Command::Deploy(a) => deploy::run(cfg, a, cli.quiet),
