@@ -118,7 +118,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Policy(c) => policy::run(cfg, c, out),
         Command::Bench(c) => bench::run(cfg, c, out),
         Command::Verify(a) => verify::run(cfg, a, out),
-        Command::Deploy(a) => deploy::run(cfg, a, cli.quiet),
+        Command::Deploy(a) => deploy::run(cfg, a, out),
         Command::Serve(a) => serve::serve(cfg, a),
         Command::Mcp(a) => serve::mcp(cfg, a),
         Command::Token(c) => token::run(cfg, c, out),
