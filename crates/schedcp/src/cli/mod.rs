@@ -113,7 +113,7 @@ pub fn run(cli: Cli) -> i32 {
     };
     let result = match cli.command {
         Command::Doctor => doctor::run(cfg, out),
-        Command::Lab(c) => lab::run(cfg, c, cli.quiet),
+        Command::Lab(c) => lab::run(cfg, c, out),
         Command::Observe(c) => observe::run(cfg, c, out),
         Command::Policy(c) => policy::run(cfg, c, out),
         Command::Bench(c) => bench::run(cfg, c, out),

@@ -64,6 +64,31 @@ impl Output {
         self.print(r, serde_json::to_string)
     }
 
+    /// [`emit`](Self::emit), except that `--quiet` silences the text (the
+    /// JSON document is always printed): for reports that only confirm.
+    pub fn emit_unless_quiet(&self, r: &impl Report) -> Result<(), Error> {
+        if self.quiet && !self.json {
+            return Ok(());
+        }
+        self.emit(r)
+    }
+
+    /// Whether the command should print its text as it goes: for commands
+    /// (the demo) whose text is a log of steps, and whose JSON document is
+    /// the final report alone ([`finish_streamed`](Self::finish_streamed)).
+    pub fn streams_text(&self) -> bool {
+        !self.json
+    }
+
+    /// The final report of a command that printed its text step by step:
+    /// the JSON document with `--json`, nothing more otherwise.
+    pub fn finish_streamed(&self, r: &impl Serialize) -> Result<(), Error> {
+        if self.json {
+            println!("{}", to_json(r, serde_json::to_string_pretty)?);
+        }
+        Ok(())
+    }
+
     /// A spinner on stderr when it is a terminal; hidden with `--quiet` or
     /// `--json`, and invisible when stderr is not a terminal (the same
     /// messages go to the debug log).
@@ -102,25 +127,4 @@ fn to_json<T: ?Sized>(
     to_string: fn(&T) -> serde_json::Result<String>,
 ) -> Result<String, Error> {
     to_string(value).map_err(|e| Error::Internal(e.into()))
-}
-
-// Until every command goes through `Output`.
-
-pub fn json<T: Serialize>(value: &T) -> Result<(), Error> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.into()))?;
-    println!("{text}");
-    Ok(())
-}
-
-/// Compact JSON: for output sized against a token budget.
-pub fn json_compact<T: Serialize>(value: &T) -> Result<(), Error> {
-    let text = serde_json::to_string(value).map_err(|e| Error::Internal(e.into()))?;
-    println!("{text}");
-    Ok(())
-}
-
-/// A spinner on stderr when it is a terminal; invisible otherwise (and the
-/// same messages go to the debug log).
-pub fn spinner(quiet: bool) -> ProgressBar {
-    Output { json: false, quiet }.spinner()
 }
