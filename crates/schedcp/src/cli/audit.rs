@@ -1,12 +1,16 @@
 //! `schedcp audit ...`: the hash-chained log of every API call.
 
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
 use clap::Subcommand;
 use schedcp::api::audit;
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
 use schedcp::store::Store;
+use serde::Serialize;
 
-use super::output;
+use super::output::{Output, Report};
 
 #[derive(Debug, Subcommand)]
 #[command(after_help = "\
@@ -17,54 +21,104 @@ deleted entry, or a cut-off end, is detected.
 Exit codes of verify: 0 intact, 1 tampered (each problem is printed).")]
 pub enum AuditCommand {
     /// Check every entry, the chain and the end of the log.
-    Verify {
-        #[arg(long)]
-        json: bool,
-    },
+    Verify,
     /// The last entries.
     Tail {
         #[arg(short, long, default_value_t = 20)]
         n: usize,
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub fn run(cfg: Config, c: AuditCommand) -> Result<i32, Error> {
+pub fn run(cfg: Config, c: AuditCommand, out: Output) -> Result<i32, Error> {
     let path = audit::path(&cfg.state_dir());
     match c {
-        AuditCommand::Verify { json } => {
+        AuditCommand::Verify => {
             let store = Store::open_in(&cfg.state_dir())?;
-            let v = audit::verify(&path, Some(&store))?;
-            if json {
-                output::json(&v)?;
-            } else if v.ok {
-                println!(
-                    "audit log intact: {} entries ({})",
-                    v.entries,
-                    path.display()
-                );
-            } else {
-                println!("audit log TAMPERED ({}):", path.display());
-                for p in &v.problems {
-                    println!("  {p}");
-                }
-            }
-            Ok(if v.ok { exit::OK } else { exit::FAILURE })
+            let verification = audit::verify(&path, Some(&store))?;
+            let ok = verification.ok;
+            out.emit(&Checked { verification, path })?;
+            Ok(if ok { exit::OK } else { exit::FAILURE })
         }
-        AuditCommand::Tail { n, json } => {
-            let entries = audit::tail(&path, n.clamp(1, 100_000))?;
-            if json {
-                output::json(&entries)?;
-            } else {
-                for e in &entries {
-                    println!(
-                        "{:>6} {} {:<10} {:<12} {:<22} {:<14} {:>9.1} ms  {}",
-                        e.seq, e.at, e.door, e.token, e.call, e.outcome, e.duration_ms, e.peer
-                    );
-                }
-            }
+        AuditCommand::Tail { n } => {
+            out.emit(&Tail(audit::tail(&path, n.clamp(1, 100_000))?))?;
             Ok(exit::OK)
         }
+    }
+}
+
+/// `audit verify`: the check of the log at `path`.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Checked {
+    verification: audit::Verification,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl Report for Checked {
+    fn render(&self) -> String {
+        let v = &self.verification;
+        if v.ok {
+            return format!(
+                "audit log intact: {} entries ({})\n",
+                v.entries,
+                self.path.display()
+            );
+        }
+        let mut s = format!("audit log TAMPERED ({}):\n", self.path.display());
+        for p in &v.problems {
+            let _ = writeln!(s, "  {p}");
+        }
+        s
+    }
+}
+
+/// `audit tail`: the last entries, oldest first.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Tail(Vec<audit::Entry>);
+
+impl Report for Tail {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for e in &self.0 {
+            let _ = writeln!(
+                s,
+                "{:>6} {} {:<10} {:<12} {:<22} {:<14} {:>9.1} ms  {}",
+                e.seq, e.at, e.door, e.token, e.call, e.outcome, e.duration_ms, e.peer
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_serializes_the_verification_and_renders_with_the_path() {
+        let checked = |ok, problems: Vec<String>| Checked {
+            verification: audit::Verification {
+                entries: 3,
+                ok,
+                problems,
+            },
+            path: PathBuf::from("/var/lib/schedcp/audit.log"),
+        };
+        let good = checked(true, Vec::new());
+        assert_eq!(
+            serde_json::to_value(&good).unwrap(),
+            serde_json::json!({ "entries": 3, "ok": true, "problems": [] })
+        );
+        assert_eq!(
+            good.render(),
+            "audit log intact: 3 entries (/var/lib/schedcp/audit.log)\n"
+        );
+        let bad = checked(false, vec!["entry 2: hash mismatch".into()]);
+        assert_eq!(
+            bad.render(),
+            "audit log TAMPERED (/var/lib/schedcp/audit.log):\n  entry 2: hash mismatch\n"
+        );
     }
 }

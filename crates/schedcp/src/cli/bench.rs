@@ -6,7 +6,7 @@ use schedcp::error::{exit, Error};
 use schedcp::selfbench::canary_overhead;
 use schedcp::selfbench::probe_overhead::{self, MAX_RUNS};
 
-use super::output;
+use super::output::{Output, Report};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -80,9 +80,6 @@ pub struct CanaryOverheadArgs {
     /// Runs per side.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(2..=canary_overhead::MAX_RUNS as i64))]
     runs: u32,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -97,9 +94,6 @@ pub struct ApiArgs {
     /// observe_summary's sampling window (its latency is mostly this).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=10_000))]
     summary_window_ms: u64,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -114,9 +108,6 @@ pub struct PolicySearchArgs {
     /// Also measure PostgreSQL + pgvector at this URL.
     #[arg(long, value_name = "URL")]
     postgres_url: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -133,21 +124,18 @@ pub struct ProbeOverheadArgs {
     /// Also measure the library's other probes (cputime, schedevents) on the same workload.
     #[arg(long)]
     all: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
-pub fn run(cfg: Config, cmd: BenchCommand, quiet: bool) -> Result<i32, Error> {
+pub fn run(cfg: Config, cmd: BenchCommand, out: Output) -> Result<i32, Error> {
     match cmd {
-        BenchCommand::ProbeOverhead(a) => probe_overhead_cmd(a, quiet),
-        BenchCommand::PolicySearch(a) => policy_search_cmd(&cfg, a, quiet),
-        BenchCommand::Api(a) => api_cmd(&cfg, a, quiet),
-        BenchCommand::CanaryOverhead(a) => canary_overhead_cmd(&cfg, a, quiet),
+        BenchCommand::ProbeOverhead(a) => probe_overhead_cmd(a, out),
+        BenchCommand::PolicySearch(a) => policy_search_cmd(&cfg, a, out),
+        BenchCommand::Api(a) => api_cmd(&cfg, a, out),
+        BenchCommand::CanaryOverhead(a) => canary_overhead_cmd(&cfg, a, out),
     }
 }
 
-fn canary_overhead_cmd(cfg: &Config, a: CanaryOverheadArgs, quiet: bool) -> Result<i32, Error> {
+fn canary_overhead_cmd(cfg: &Config, a: CanaryOverheadArgs, out: Output) -> Result<i32, Error> {
     let agent = schedcp::host::locate_agent(
         cfg.deploy.workload_agent.as_deref(),
         "deploy.workload_agent",
@@ -157,33 +145,33 @@ fn canary_overhead_cmd(cfg: &Config, a: CanaryOverheadArgs, quiet: bool) -> Resu
         workload: a.workload,
         runs: a.runs,
     };
-    let report = with_progress(quiet || a.json, |p| canary_overhead::run(&bench, p))?;
-    print_report(a.json, &report, canary_overhead::Report::render)
+    let report = with_progress(out, |p| canary_overhead::run(&bench, p))?;
+    print_report(out, &report)
 }
 
-fn api_cmd(cfg: &Config, a: ApiArgs, quiet: bool) -> Result<i32, Error> {
+fn api_cmd(cfg: &Config, a: ApiArgs, out: Output) -> Result<i32, Error> {
     use schedcp::selfbench::api_latency;
     let bench = api_latency::Config {
         clients: a.clients.iter().map(|c| *c as usize).collect(),
         calls: a.calls as usize,
         summary_window_ms: a.summary_window_ms,
     };
-    let report = with_progress(quiet || a.json, |p| api_latency::run(cfg, &bench, p))?;
-    print_report(a.json, &report, api_latency::Report::render)
+    let report = with_progress(out, |p| api_latency::run(cfg, &bench, p))?;
+    print_report(out, &report)
 }
 
-fn probe_overhead_cmd(a: ProbeOverheadArgs, quiet: bool) -> Result<i32, Error> {
+fn probe_overhead_cmd(a: ProbeOverheadArgs, out: Output) -> Result<i32, Error> {
     let cfg = probe_overhead::Config {
         runs: a.runs,
         hackbench_groups: a.groups,
         hackbench_loops: a.loops,
         all_probes: a.all,
     };
-    let report = with_progress(quiet || a.json, |p| probe_overhead::run(&cfg, p))?;
-    print_report(a.json, &report, probe_overhead::Report::render)
+    let report = with_progress(out, |p| probe_overhead::run(&cfg, p))?;
+    print_report(out, &report)
 }
 
-fn policy_search_cmd(cfg: &Config, a: PolicySearchArgs, quiet: bool) -> Result<i32, Error> {
+fn policy_search_cmd(cfg: &Config, a: PolicySearchArgs, out: Output) -> Result<i32, Error> {
     use schedcp::policies::repo::{sqlite::SqliteRepo, Repository};
     use schedcp::selfbench::policy_search;
     use schedcp::store::Store;
@@ -216,34 +204,24 @@ fn policy_search_cmd(cfg: &Config, a: PolicySearchArgs, quiet: bool) -> Result<i
             .clone()
             .unwrap_or_else(|| schedcp::policies::embed::default_dir(&cfg.cache_dir())),
     };
-    let report = with_progress(quiet || a.json, |p| {
-        policy_search::run(&bench_cfg, &mut backends, p)
-    });
+    let report = with_progress(out, |p| policy_search::run(&bench_cfg, &mut backends, p));
     drop(backends);
-    print_report(a.json, &report?, policy_search::Report::render)
+    print_report(out, &report?)
 }
 
 /// Run a benchmark behind a spinner that shows (and logs) its progress.
-fn with_progress<T>(hidden: bool, work: impl FnOnce(&mut dyn FnMut(&str)) -> T) -> T {
-    let pb = output::spinner(hidden);
-    let out = work(&mut |msg| {
+fn with_progress<T>(out: Output, work: impl FnOnce(&mut dyn FnMut(&str)) -> T) -> T {
+    let pb = out.spinner();
+    let result = work(&mut |msg| {
         tracing::debug!("{msg}");
         pb.set_message(msg.to_string());
     });
     pb.finish_and_clear();
-    out
+    result
 }
 
-/// A benchmark's report as JSON or as its text rendering.
-fn print_report<R: serde::Serialize>(
-    json: bool,
-    report: &R,
-    render: impl FnOnce(&R) -> String,
-) -> Result<i32, Error> {
-    if json {
-        output::json(report)?;
-    } else {
-        print!("{}", render(report));
-    }
+/// A benchmark's report, through the one output path.
+fn print_report(out: Output, report: &impl Report) -> Result<i32, Error> {
+    out.emit(report)?;
     Ok(exit::OK)
 }

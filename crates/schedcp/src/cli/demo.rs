@@ -11,7 +11,7 @@ use schedcp::lab::Lab;
 use schedcp::node::NodeTarget;
 use schedcp::tune::main_job::{self, DeployTarget, MainJobOptions, Step};
 
-use super::output;
+use super::output::Output;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -21,18 +21,17 @@ pub struct DemoArgs {
     /// Stop after the comparisons: no verification, no lab node.
     #[arg(long)]
     no_deploy: bool,
-    #[arg(long)]
-    json: bool,
 }
 
-pub fn run(cfg: Config, a: DemoArgs, quiet: bool) -> Result<i32, Error> {
+pub fn run(cfg: Config, a: DemoArgs, out: Output) -> Result<i32, Error> {
     let opts = MainJobOptions {
         runs: a.runs as usize,
         deploy: !a.no_deploy,
         criteria: Criteria::default(),
     };
-    let pb = output::spinner(quiet || a.json);
-    let human = !a.json;
+    let pb = out.spinner();
+    // The text is the steps as they happen; the JSON document, the report.
+    let human = out.streams_text();
     let on = |s: Step<'_>| {
         match s {
         Step::Progress(m) => pb.set_message(m.to_string()),
@@ -71,9 +70,7 @@ pub fn run(cfg: Config, a: DemoArgs, quiet: bool) -> Result<i32, Error> {
     let report = main_job::run(&cfg, &opts, &target, &on);
     pb.finish_and_clear();
     let report = report?;
-    if a.json {
-        output::json(&report)?;
-    }
+    out.finish_streamed(&report)?;
     let mut code = if report.clean() {
         exit::OK
     } else {

@@ -2,6 +2,7 @@
 //! scheduler — the local one over its socket, or another machine (a lab
 //! node) over REST with `--url`.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,12 +10,14 @@ use clap::{Args, Subcommand};
 use schedcp::api::auth::{self, Scope};
 use schedcp::api::client::{Rest, Session};
 use schedcp::config::Config;
+use schedcp::deploy::record::DeployEvent;
 use schedcp::deploy::{self, DeployState, Deployment, Status};
 use schedcp::error::{exit, Error};
 use schedcp::store::Store;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::output;
+use super::output::{Output, Report};
 
 #[derive(Debug, Args)]
 #[command(
@@ -77,8 +80,6 @@ pub struct DeployArgs {
     pub workload: Option<String>,
     #[command(flatten)]
     pub remote: Remote,
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -95,34 +96,25 @@ pub struct Remote {
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
     /// What runs now: sched_ext state, the current deployment, its last known-good.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
     /// Past deployments and every deploy event, newest first.
     History {
         #[arg(long, default_value_t = 20)]
         limit: usize,
-        #[arg(long)]
-        json: bool,
     },
     /// Roll the current deployment back to its last known-good now.
     Rollback {
         /// Why (kept in the history and the audit log).
         #[arg(long)]
         reason: String,
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub fn run(cfg: Config, a: DeployArgs, quiet: bool) -> Result<i32, Error> {
+pub fn run(cfg: Config, a: DeployArgs, out: Output) -> Result<i32, Error> {
     match a.command {
-        Some(DeployCommand::Status { json }) => status(&cfg, &a.remote, json || a.json),
-        Some(DeployCommand::History { limit, json }) => {
-            history(&cfg, &a.remote, limit, json || a.json)
-        }
-        Some(DeployCommand::Rollback { reason, json }) => {
+        Some(DeployCommand::Status) => status(&cfg, &a.remote, out),
+        Some(DeployCommand::History { limit }) => history(&cfg, &a.remote, limit, out),
+        Some(DeployCommand::Rollback { reason }) => {
             let d: Deployment = serde_json::from_value(call(
                 &cfg,
                 &a.remote,
@@ -130,14 +122,14 @@ pub fn run(cfg: Config, a: DeployArgs, quiet: bool) -> Result<i32, Error> {
                 json!({ "reason": reason }),
             )?)
             .map_err(|e| Error::Internal(e.into()))?;
-            show(&d, json || a.json)?;
+            out.emit(&d)?;
             Ok(exit::OK)
         }
-        None => deploy_cmd(&cfg, &a, quiet),
+        None => deploy_cmd(&cfg, &a, out),
     }
 }
 
-fn deploy_cmd(cfg: &Config, a: &DeployArgs, quiet: bool) -> Result<i32, Error> {
+fn deploy_cmd(cfg: &Config, a: &DeployArgs, out: Output) -> Result<i32, Error> {
     let token = match (&a.token, &a.token_file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
@@ -176,7 +168,7 @@ fn deploy_cmd(cfg: &Config, a: &DeployArgs, quiet: bool) -> Result<i32, Error> {
         "workload": a.workload,
         "wait_seconds": (canary + 600).min(3600),
     });
-    let pb = output::spinner(quiet || a.json);
+    let pb = out.spinner();
     pb.set_message(format!("deploying: baseline, switch, {canary} s canary"));
     let job = call(cfg, &a.remote, "deploy", args)?;
     pb.finish_and_clear();
@@ -198,7 +190,7 @@ fn deploy_cmd(cfg: &Config, a: &DeployArgs, quiet: bool) -> Result<i32, Error> {
         }
     };
     let d: Deployment = serde_json::from_value(result).map_err(|e| Error::Internal(e.into()))?;
-    show(&d, a.json)?;
+    out.emit(&d)?;
     Ok(if d.state == DeployState::Active {
         exit::OK
     } else {
@@ -206,100 +198,124 @@ fn deploy_cmd(cfg: &Config, a: &DeployArgs, quiet: bool) -> Result<i32, Error> {
     })
 }
 
-fn status(cfg: &Config, remote: &Remote, json: bool) -> Result<i32, Error> {
+fn status(cfg: &Config, remote: &Remote, out: Output) -> Result<i32, Error> {
     let s: Status = match &remote.url {
         Some(_) => serde_json::from_value(call(cfg, remote, "deploy_status", json!({}))?)
             .map_err(|e| Error::Internal(e.into()))?,
         None => deploy::deployer::status(cfg, false)?,
     };
-    if json {
-        output::json(&s)?;
-        return Ok(exit::OK);
-    }
-    println!(
-        "sched_ext: {}{}",
-        s.sched_ext_state.as_deref().unwrap_or("not in this kernel"),
-        s.kernel_ops
-            .as_deref()
-            .map(|o| format!(" ({o})"))
-            .unwrap_or_default()
-    );
-    match &s.current {
-        Some(d) => {
-            println!(
-                "deployment #{} {}@{}: {} since {}",
-                d.id,
-                d.policy,
-                d.version,
-                d.state.as_str(),
-                d.requested_at
-            );
-            println!(
-                "rollback goes to: {}",
-                s.last_known_good.as_deref().unwrap_or("-")
-            );
-        }
-        None => println!("no deployment: the kernel's default scheduler runs"),
-    }
+    out.emit(&s)?;
     Ok(exit::OK)
 }
 
-fn history(cfg: &Config, remote: &Remote, limit: usize, json: bool) -> Result<i32, Error> {
-    let v = match &remote.url {
-        Some(_) => call(cfg, remote, "deploy_history", json!({ "limit": limit }))?,
+impl Report for Status {
+    fn render(&self) -> String {
+        let mut s = format!(
+            "sched_ext: {}{}\n",
+            self.sched_ext_state
+                .as_deref()
+                .unwrap_or("not in this kernel"),
+            self.kernel_ops
+                .as_deref()
+                .map(|o| format!(" ({o})"))
+                .unwrap_or_default()
+        );
+        match &self.current {
+            Some(d) => {
+                let _ = writeln!(
+                    s,
+                    "deployment #{} {}@{}: {} since {}",
+                    d.id,
+                    d.policy,
+                    d.version,
+                    d.state.as_str(),
+                    d.requested_at
+                );
+                let _ = writeln!(
+                    s,
+                    "rollback goes to: {}",
+                    self.last_known_good.as_deref().unwrap_or("-")
+                );
+            }
+            None => s.push_str("no deployment: the kernel's default scheduler runs\n"),
+        }
+        s
+    }
+}
+
+/// `deploy history`: the daemon's deploy_history, or the local store's.
+#[derive(Serialize, Deserialize)]
+struct History {
+    deployments: Vec<Deployment>,
+    events: Vec<DeployEvent>,
+}
+
+impl Report for History {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        if self.deployments.is_empty() {
+            s.push_str("no deployments yet\n");
+        }
+        for d in &self.deployments {
+            let _ = writeln!(
+                s,
+                "#{:<4} {:<24} {:<11} {}  {}",
+                d.id,
+                format!("{}@{}", d.policy, d.version),
+                d.state.as_str(),
+                d.requested_at,
+                d.reason.as_deref().unwrap_or("")
+            );
+        }
+        s
+    }
+}
+
+fn history(cfg: &Config, remote: &Remote, limit: usize, out: Output) -> Result<i32, Error> {
+    let h: History = match &remote.url {
+        Some(_) => serde_json::from_value(call(
+            cfg,
+            remote,
+            "deploy_history",
+            json!({ "limit": limit }),
+        )?)
+        .map_err(|e| Error::Internal(e.into()))?,
         None => {
             let store = Store::open_in(&cfg.state_dir())?;
-            json!({
-                "deployments": deploy::record::list(&store, limit)?,
-                "events": deploy::record::events(&store, limit)?,
-            })
+            History {
+                deployments: deploy::record::list(&store, limit)?,
+                events: deploy::record::events(&store, limit)?,
+            }
         }
     };
-    if json {
-        output::json(&v)?;
-        return Ok(exit::OK);
-    }
-    let deployments: Vec<Deployment> =
-        serde_json::from_value(v["deployments"].clone()).map_err(|e| Error::Internal(e.into()))?;
-    if deployments.is_empty() {
-        println!("no deployments yet");
-    }
-    for d in &deployments {
-        println!(
-            "#{:<4} {:<24} {:<11} {}  {}",
-            d.id,
-            format!("{}@{}", d.policy, d.version),
-            d.state.as_str(),
-            d.requested_at,
-            d.reason.as_deref().unwrap_or("")
-        );
-    }
+    out.emit(&h)?;
     Ok(exit::OK)
 }
 
-fn show(d: &Deployment, json: bool) -> Result<(), Error> {
-    if json {
-        return output::json(d);
+/// A deployment: the outcome of deploy and rollback.
+impl Report for Deployment {
+    fn render(&self) -> String {
+        let mut s = format!(
+            "deployment #{} {}@{}: {}\n",
+            self.id,
+            self.policy,
+            self.version,
+            self.state.as_str()
+        );
+        if let Some(r) = &self.reason {
+            let _ = writeln!(s, "  {r}");
+        }
+        let t = &self.timings;
+        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
+        let _ = writeln!(
+            s,
+            "  request→attached {}  request→active {}  breach→rollback {}",
+            ms(t.request_to_attached_ms),
+            ms(t.request_to_active_ms),
+            ms(t.breach_to_rollback_ms)
+        );
+        s
     }
-    println!(
-        "deployment #{} {}@{}: {}",
-        d.id,
-        d.policy,
-        d.version,
-        d.state.as_str()
-    );
-    if let Some(r) = &d.reason {
-        println!("  {r}");
-    }
-    let t = &d.timings;
-    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
-    println!(
-        "  request→attached {}  request→active {}  breach→rollback {}",
-        ms(t.request_to_attached_ms),
-        ms(t.request_to_active_ms),
-        ms(t.breach_to_rollback_ms)
-    );
-    Ok(())
 }
 
 /// Call a tool of the daemon: REST with `--url`, else the local socket.

@@ -1,3 +1,5 @@
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -5,14 +7,15 @@ use schedcp::bpf::meta::parse_assignment;
 use schedcp::compare::Criteria;
 use schedcp::config::{Accel, Config};
 use schedcp::error::{exit, Error};
-use schedcp::lab::compare::{CompareRequest, Contender};
+use schedcp::lab::compare::{CompareRequest, Contender, LabComparison};
+use schedcp::lab::kernel::{self, KernelImage};
 use schedcp::lab::report::LabReport;
-use schedcp::lab::{kernel, Lab, LabRequest, Progress, SchedulerRef};
+use schedcp::lab::{Lab, LabRequest, Progress, SchedulerRef};
 use schedcp_proto::report::GuestMessage;
 use schedcp_proto::workload::{ParamKind, WorkloadKind, WorkloadSpec};
 use serde::Serialize;
 
-use super::output;
+use super::output::{Output, Report};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -41,8 +44,6 @@ pub enum LabCommand {
         /// Fetch again even if a kernel is cached.
         #[arg(long)]
         refresh: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// Boot a lab node: a long-running micro-VM with the sched_ext kernel whose
     /// init runs this schedcp's daemon, reachable from this host over REST and
@@ -63,14 +64,9 @@ pub enum LabCommand {
         /// Guest memory in MiB (the initramfs carries schedcp and the embedding model).
         #[arg(long, default_value_t = 2048)]
         mem_mib: u32,
-        #[arg(long)]
-        json: bool,
     },
     /// List the built-in workloads and their parameters.
-    Workloads {
-        #[arg(long)]
-        json: bool,
-    },
+    Workloads,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -93,9 +89,6 @@ pub struct VmArgs {
     /// Keep the run directory (initramfs, console log, raw report).
     #[arg(long)]
     keep: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -140,26 +133,54 @@ fn parse_workload(s: &str) -> Result<WorkloadSpec, String> {
         .map_err(|e: schedcp_proto::workload::SpecError| e.to_string())
 }
 
-pub fn run(cfg: Config, cmd: LabCommand, quiet: bool) -> Result<i32, Error> {
+pub fn run(cfg: Config, cmd: LabCommand, out: Output) -> Result<i32, Error> {
     match cmd {
-        LabCommand::Run(a) => run_one(cfg, a, quiet),
-        LabCommand::Compare(a) => run_compare(cfg, a, quiet),
-        LabCommand::Demo(a) => super::demo::run(cfg, a, quiet),
-        LabCommand::FetchKernel { refresh, json } => fetch_kernel(cfg, refresh, json, quiet),
-        LabCommand::Workloads { json } => workloads(json),
-        LabCommand::Node {
-            vcpus,
-            mem_mib,
-            json,
-        } => node(cfg, vcpus, mem_mib, json, quiet),
+        LabCommand::Run(a) => run_one(cfg, a, out),
+        LabCommand::Compare(a) => run_compare(cfg, a, out),
+        LabCommand::Demo(a) => super::demo::run(cfg, a, out),
+        LabCommand::FetchKernel { refresh } => fetch_kernel(cfg, refresh, out),
+        LabCommand::Workloads => {
+            out.emit(&workloads())?;
+            Ok(exit::OK)
+        }
+        LabCommand::Node { vcpus, mem_mib } => node(cfg, vcpus, mem_mib, out),
     }
 }
 
-fn node(cfg: Config, vcpus: u32, mem_mib: u32, json: bool, quiet: bool) -> Result<i32, Error> {
+/// `lab node`: where the node is and how to reach it.
+#[derive(Serialize)]
+struct NodeUp {
+    kernel_release: String,
+    run_dir: PathBuf,
+    token: String,
+    url: String,
+}
+
+impl Report for NodeUp {
+    fn render(&self) -> String {
+        let mut s = format!("lab node up: kernel {} (sched_ext)\n", self.kernel_release);
+        let _ = writeln!(s, "  REST  {}/v1   MCP  {}/mcp", self.url, self.url);
+        let _ = writeln!(s, "  token {}", self.token);
+        let _ = writeln!(
+            s,
+            "  console log {}",
+            self.run_dir.join("console.log").display()
+        );
+        let _ = writeln!(
+            s,
+            "try:  schedcp deploy status --url {} --api-token <token>",
+            self.url
+        );
+        s.push_str("Ctrl-C stops the node.\n");
+        s
+    }
+}
+
+fn node(cfg: Config, vcpus: u32, mem_mib: u32, out: Output) -> Result<i32, Error> {
     schedcp::config::check_vm_size(vcpus, mem_mib, 60)
         .map_err(|e| Error::Input(format!("{e:#}")))?;
     let lab = Lab::new(cfg);
-    let pb = output::spinner(quiet || json);
+    let pb = out.spinner();
     let opts = schedcp::node::NodeOptions {
         vcpus,
         mem_mib,
@@ -172,25 +193,12 @@ fn node(cfg: Config, vcpus: u32, mem_mib: u32, json: bool, quiet: bool) -> Resul
         pb.set_message(m.to_string());
     })?;
     pb.finish_and_clear();
-    if json {
-        output::json_compact(&serde_json::json!({
-            "url": node.url, "token": node.token, "kernel_release": node.kernel_release,
-            "run_dir": node.run_dir,
-        }))?;
-    } else {
-        println!("lab node up: kernel {} (sched_ext)", node.kernel_release);
-        println!("  REST  {}/v1   MCP  {}/mcp", node.url, node.url);
-        println!("  token {}", node.token);
-        println!(
-            "  console log {}",
-            node.run_dir.join("console.log").display()
-        );
-        println!(
-            "try:  schedcp deploy status --url {} --api-token <token>",
-            node.url
-        );
-        println!("Ctrl-C stops the node.");
-    }
+    out.emit_compact(&NodeUp {
+        kernel_release: node.kernel_release.clone(),
+        run_dir: node.run_dir.clone(),
+        token: node.token.clone(),
+        url: node.url.clone(),
+    })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -225,10 +233,10 @@ fn lab_with(mut cfg: Config, keep: bool) -> Lab {
 fn run_with_progress(
     lab: &Lab,
     req: &LabRequest,
-    quiet: bool,
+    out: Output,
     label: &str,
 ) -> Result<LabReport, Error> {
-    let pb = output::spinner(quiet);
+    let pb = out.spinner();
     let mut on_progress = |p: Progress<'_>| {
         let msg = describe_progress(&p);
         tracing::debug!("{label}: {msg}");
@@ -264,19 +272,15 @@ fn describe_progress(p: &Progress<'_>) -> String {
     }
 }
 
-fn run_one(cfg: Config, a: RunArgs, quiet: bool) -> Result<i32, Error> {
+fn run_one(cfg: Config, a: RunArgs, out: Output) -> Result<i32, Error> {
     let req = request(&cfg, &a.policy, a.set, &a.vm);
     let lab = lab_with(cfg, a.vm.keep);
-    let report = run_with_progress(&lab, &req, quiet, &req.policy.label())?;
-    if a.vm.json {
-        output::json(&report)?;
-    } else {
-        print!("{}", report.render());
-    }
+    let report = run_with_progress(&lab, &req, out, &req.policy.label())?;
+    out.emit(&report)?;
     Ok(report.outcome.exit_code())
 }
 
-fn run_compare(cfg: Config, a: CompareArgs, quiet: bool) -> Result<i32, Error> {
+fn run_compare(cfg: Config, a: CompareArgs, out: Output) -> Result<i32, Error> {
     let criteria = Criteria {
         alpha: a.alpha,
         min_effect_pct: a.min_effect,
@@ -301,7 +305,7 @@ fn run_compare(cfg: Config, a: CompareArgs, quiet: bool) -> Result<i32, Error> {
     };
     let lab = lab_with(cfg, a.vm.keep);
     let label = format!("{} vs {}", req.candidate.label(), req.baseline.label());
-    let pb = output::spinner(quiet || a.vm.json);
+    let pb = out.spinner();
     let total = 2 + 2 * req.runs;
     let mut done = 0usize;
     let cmp = lab.compare(&req, &mut |p| {
@@ -316,54 +320,67 @@ fn run_compare(cfg: Config, a: CompareArgs, quiet: bool) -> Result<i32, Error> {
     });
     pb.finish_and_clear();
     let cmp = cmp?;
-    if a.vm.json {
-        output::json(&cmp)?;
-    } else {
-        print!("{}", cmp.ab.render());
-    }
+    out.emit(&cmp)?;
     let failed = !cmp.ab.baseline.failures.is_empty() || !cmp.ab.candidate.failures.is_empty();
     Ok(if failed { exit::SCHEDULER } else { exit::OK })
 }
 
-fn fetch_kernel(cfg: Config, refresh: bool, json: bool, quiet: bool) -> Result<i32, Error> {
+/// The JSON document is the comparison with its boot; the text, the judged A/B.
+impl Report for LabComparison {
+    fn render(&self) -> String {
+        self.ab.render()
+    }
+}
+
+/// `lab fetch-kernel`: the guest kernel in the cache.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Kernel {
+    image: KernelImage,
+    /// Downloaded now, rather than found in the cache.
+    #[serde(skip)]
+    fetched: bool,
+}
+
+impl Report for Kernel {
+    fn render(&self) -> String {
+        let k = &self.image;
+        format!(
+            "{}: {} ({} {}) at {}\n",
+            if self.fetched { "fetched" } else { "cached" },
+            k.release,
+            k.package,
+            k.package_version,
+            k.vmlinuz.display()
+        )
+    }
+}
+
+fn fetch_kernel(cfg: Config, refresh: bool, out: Output) -> Result<i32, Error> {
     let lab = Lab::new(cfg);
     let cache = lab.cache_dir().to_path_buf();
     if !refresh {
-        if let Some(k) = kernel::cached(&cache) {
-            if json {
-                output::json(&k)?;
-            } else if !quiet {
-                println!(
-                    "cached: {} ({} {}) at {}",
-                    k.release,
-                    k.package,
-                    k.package_version,
-                    k.vmlinuz.display()
-                );
-            }
+        if let Some(image) = kernel::cached(&cache) {
+            out.emit_unless_quiet(&Kernel {
+                image,
+                fetched: false,
+            })?;
             return Ok(exit::OK);
         }
     }
     let mirror = kernel::debian_mirror(lab.config().lab.debian_mirror.as_deref())
         .map_err(|e| Error::Setup(format!("{e:#}")))?;
-    let pb = output::spinner(quiet || json);
-    let k = kernel::fetch(&cache, &mirror, &|m| {
+    let pb = out.spinner();
+    let image = kernel::fetch(&cache, &mirror, &|m| {
         tracing::info!("{m}");
         pb.set_message(m.to_string());
     })
     .map_err(|e| Error::Setup(format!("fetching the sched_ext guest kernel failed: {e:#}")))?;
     pb.finish_and_clear();
-    if json {
-        output::json(&k)?;
-    } else if !quiet {
-        println!(
-            "fetched: {} ({} {}) at {}",
-            k.release,
-            k.package,
-            k.package_version,
-            k.vmlinuz.display()
-        );
-    }
+    out.emit_unless_quiet(&Kernel {
+        image,
+        fetched: true,
+    })?;
     Ok(exit::OK)
 }
 
@@ -382,7 +399,30 @@ struct ParamInfo {
     doc: &'static str,
 }
 
-fn workloads(json: bool) -> Result<i32, Error> {
+/// `lab workloads`.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Workloads(Vec<WorkloadInfo>);
+
+impl Report for Workloads {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for w in &self.0 {
+            let _ = writeln!(s, "{} — {}", w.name, w.description);
+            for p in &w.params {
+                let _ = writeln!(
+                    s,
+                    "    {:<12} default {:<6} {:<16} {}",
+                    p.name, p.default, p.range, p.doc
+                );
+            }
+        }
+        s.push_str("\nSpec syntax: NAME[:key=value,...], e.g. batch:short=64,long=4\n");
+        s
+    }
+}
+
+fn workloads() -> Workloads {
     let list: Vec<WorkloadInfo> = WorkloadKind::ALL
         .iter()
         .map(|k| WorkloadInfo {
@@ -408,19 +448,48 @@ fn workloads(json: bool) -> Result<i32, Error> {
                 .collect(),
         })
         .collect();
-    if json {
-        output::json(&list)?;
-    } else {
-        for w in &list {
-            println!("{} — {}", w.name, w.description);
-            for p in &w.params {
-                println!(
-                    "    {:<12} default {:<6} {:<16} {}",
-                    p.name, p.default, p.range, p.doc
-                );
-            }
-        }
-        println!("\nSpec syntax: NAME[:key=value,...], e.g. batch:short=64,long=4");
+    Workloads(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_is_one_compact_document_or_instructions() {
+        let n = NodeUp {
+            kernel_release: "6.12.0-cloud-amd64".into(),
+            run_dir: PathBuf::from("/tmp/run"),
+            token: "scp_x".into(),
+            url: "http://127.0.0.1:7433".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&n).unwrap(),
+            serde_json::json!({
+                "url": n.url, "token": n.token, "kernel_release": n.kernel_release,
+                "run_dir": n.run_dir,
+            })
+            .to_string()
+        );
+        assert_eq!(
+            n.render(),
+            "lab node up: kernel 6.12.0-cloud-amd64 (sched_ext)
+  REST  http://127.0.0.1:7433/v1   MCP  http://127.0.0.1:7433/mcp
+  token scp_x
+  console log /tmp/run/console.log
+try:  schedcp deploy status --url http://127.0.0.1:7433 --api-token <token>
+Ctrl-C stops the node.
+"
+        );
     }
-    Ok(exit::OK)
+
+    #[test]
+    fn workloads_list_every_workload_then_the_syntax() {
+        let w = workloads();
+        let json = serde_json::to_value(&w).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), WorkloadKind::ALL.len());
+        assert!(w
+            .render()
+            .ends_with("\nSpec syntax: NAME[:key=value,...], e.g. batch:short=64,long=4\n"));
+    }
 }

@@ -47,6 +47,9 @@ pub struct Cli {
     /// Only errors on stderr; no progress display.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Machine-readable output: one JSON document on stdout (progress and logs stay on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -54,7 +57,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check what this host can do (sched_ext, BPF, tracefs, KVM, QEMU, clang, guest kernel) and how to fix what is missing.
-    Doctor(doctor::DoctorArgs),
+    Doctor,
     /// The micro-VM lab: run sched_ext schedulers in a real sched_ext kernel under QEMU.
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -104,18 +107,22 @@ pub fn run(cli: Cli) -> i32 {
         Ok(c) => c,
         Err(e) => return report_error(&Error::Input(format!("{e:#}"))),
     };
+    let out = output::Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
     let result = match cli.command {
-        Command::Doctor(a) => doctor::run(cfg, a),
-        Command::Lab(c) => lab::run(cfg, c, cli.quiet),
-        Command::Observe(c) => observe::run(cfg, c, cli.quiet),
-        Command::Policy(c) => policy::run(cfg, c, cli.quiet),
-        Command::Bench(c) => bench::run(cfg, c, cli.quiet),
-        Command::Verify(a) => verify::run(cfg, a, cli.quiet),
-        Command::Deploy(a) => deploy::run(cfg, a, cli.quiet),
+        Command::Doctor => doctor::run(cfg, out),
+        Command::Lab(c) => lab::run(cfg, c, out),
+        Command::Observe(c) => observe::run(cfg, c, out),
+        Command::Policy(c) => policy::run(cfg, c, out),
+        Command::Bench(c) => bench::run(cfg, c, out),
+        Command::Verify(a) => verify::run(cfg, a, out),
+        Command::Deploy(a) => deploy::run(cfg, a, out),
         Command::Serve(a) => serve::serve(cfg, a),
         Command::Mcp(a) => serve::mcp(cfg, a),
-        Command::Token(c) => token::run(cfg, c),
-        Command::Audit(c) => audit::run(cfg, c),
+        Command::Token(c) => token::run(cfg, c, out),
+        Command::Audit(c) => audit::run(cfg, c, out),
     };
     match result {
         Ok(code) => code,
@@ -136,5 +143,81 @@ fn report_error(e: &Error) -> i32 {
         exit::FAILURE
     } else {
         e.exit_code()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn json_is_one_global_flag_before_or_after_the_subcommand() {
+        let lines: &[&[&str]] = &[
+            &["--json", "lab", "workloads"],
+            &["lab", "workloads", "--json"],
+            &["doctor", "--json"],
+            &["-q", "lab", "demo", "--runs", "4", "--json"],
+            &[
+                "lab", "run", "--json", "--quiet", "-p", "vtime", "-w", "batch",
+            ],
+            &["observe", "summary", "--json", "--window-ms", "100"],
+            &["observe", "probe", "--list", "--json"],
+            &[
+                "observe", "workload", "add", "x", "--cmd", "--json", "--", "true",
+            ],
+            &["policy", "show", "vtime@1", "--source", "--json"],
+            &["verify", "report", "vtime", "--json"],
+            &["verify", "token", "check", "t", "--json"],
+            &["deploy", "status", "--json"],
+            &["--json", "deploy", "status"],
+            &["deploy", "--token", "t", "--json"],
+            &[
+                "token", "create", "--name", "a", "--scopes", "observe", "--json",
+            ],
+            &["audit", "tail", "-n", "5", "--json"],
+            &["bench", "api", "--json"],
+        ];
+        for line in lines {
+            let args = std::iter::once("schedcp").chain(line.iter().copied());
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            assert!(cli.json, "{line:?}");
+        }
+        assert!(!Cli::try_parse_from(["schedcp", "doctor"]).unwrap().json);
+        // After `--`, `--json` belongs to the profiled command.
+        let cli = Cli::try_parse_from([
+            "schedcp", "observe", "workload", "add", "x", "--cmd", "--", "prog", "--json",
+        ])
+        .unwrap();
+        assert!(!cli.json);
+    }
+
+    #[test]
+    fn no_subcommand_declares_its_own_json() {
+        fn walk(c: &clap::Command, path: &str) {
+            for sc in c.get_subcommands() {
+                let path = format!("{path} {}", sc.get_name());
+                assert!(
+                    sc.get_arguments().all(|a| a.get_long() != Some("json")),
+                    "`{path}` declares its own --json"
+                );
+                walk(sc, &path);
+            }
+        }
+        // Not built: global arguments are not yet copied into subcommands.
+        walk(&Cli::command(), "schedcp");
+    }
+
+    #[test]
+    fn the_top_level_help_mentions_json_once() {
+        let help = Cli::command().render_long_help().to_string();
+        assert_eq!(help.matches("--json").count(), 1, "{help}");
+        assert!(help.contains("one JSON document on stdout"), "{help}");
     }
 }

@@ -1,5 +1,6 @@
 //! `schedcp policy ...`: the scheduler policy repository.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
@@ -7,13 +8,15 @@ use schedcp::bpf::meta::PolicyMeta;
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
 use schedcp::policies::model::{
-    Body, Direction, NewPolicy, NewResult, Origin, PolicyRef, ResultSource, ResultVerdict, State,
+    Body, Direction, History, NewPolicy, NewResult, Origin, PolicyRef, PolicySummary,
+    PolicyVersion, ResultSource, ResultVerdict, State, StoredVerifyReport,
 };
-use schedcp::policies::search::SearchQuery;
-use schedcp::policies::transfer::Export;
-use schedcp::policies::{external, validate, Library};
+use schedcp::policies::search::{SearchQuery, SearchResults};
+use schedcp::policies::transfer::{Export, ImportReport};
+use schedcp::policies::{external, validate, Library, Recorded};
+use serde::{Serialize, Serializer};
 
-use super::output;
+use super::output::{Output, Report};
 
 const LIFECYCLE: &str = "\
 Lifecycle: candidate → verified (passed `schedcp verify`) → deployed → promoted, or retired.
@@ -31,8 +34,6 @@ pub enum PolicyCommand {
         /// Only policies whose latest version is in this state.
         #[arg(long, value_parser = parse_state)]
         state: Option<State>,
-        #[arg(long)]
-        json: bool,
     },
     /// Show one policy version: metadata, tunables or flags, and (with --source) its BPF C.
     Show {
@@ -40,8 +41,6 @@ pub enum PolicyCommand {
         policy: PolicyRef,
         #[arg(long)]
         source: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// Add an agent-written policy (or a new version of one) as a candidate.
     ///
@@ -67,15 +66,9 @@ pub enum PolicyCommand {
         limit: usize,
         #[arg(long, value_parser = parse_state)]
         state: Option<State>,
-        #[arg(long)]
-        json: bool,
     },
     /// A policy's versions, lifecycle transitions and recorded results.
-    History {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    History { name: String },
     /// Record a measured result against a policy version (curation may promote or demote it).
     ///
     /// The verdict says whether the change against the baseline was
@@ -93,8 +86,6 @@ pub enum PolicyCommand {
         policy: PolicyRef,
         #[arg(long)]
         reason: String,
-        #[arg(long)]
-        json: bool,
     },
     /// Install an external scx scheduler from the catalogue, pinned.
     ///
@@ -117,8 +108,6 @@ pub enum PolicyCommand {
         /// Build and install again even if an intact install exists.
         #[arg(long)]
         force: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// Write the whole library (versions, states, results) as JSON.
     Export {
@@ -127,11 +116,7 @@ pub enum PolicyCommand {
         out: Option<PathBuf>,
     },
     /// Import a library written by `export` (content hashes are checked first).
-    Import {
-        file: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -145,8 +130,6 @@ pub struct AddArgs {
     /// BPF C source file.
     #[arg(long, requires = "meta")]
     source: Option<PathBuf>,
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -180,133 +163,52 @@ pub struct RecordArgs {
     /// Where it was measured (default: this host's kernel).
     #[arg(long)]
     environment: Option<String>,
-    #[arg(long)]
-    json: bool,
 }
 
 fn parse_state(s: &str) -> Result<State, String> {
     s.parse()
 }
 
-pub fn run(cfg: Config, cmd: PolicyCommand, quiet: bool) -> Result<i32, Error> {
-    let pb = output::spinner(quiet);
+pub fn run(cfg: Config, cmd: PolicyCommand, out: Output) -> Result<i32, Error> {
+    let pb = out.spinner();
     pb.set_message("opening the policy library");
     let lib = Library::open(&cfg);
     pb.finish_and_clear();
     let mut lib = lib?;
     match cmd {
-        PolicyCommand::List { state, json } => {
-            let all = lib.list(state)?;
-            if json {
-                output::json(&all)?;
-            } else {
-                for p in &all {
-                    println!(
-                        "{:<14} v{:<3} {:<9} {:<8} {}",
-                        p.name,
-                        p.version,
-                        p.state,
-                        p.origin,
-                        first_sentence(&p.description)
-                    );
-                }
-            }
+        PolicyCommand::List { state } => out.emit(&Listed(lib.list(state)?))?,
+        PolicyCommand::Show { policy, source } => {
+            let version = lib.get(&policy)?;
+            let pinned = PolicyRef {
+                name: version.name.clone(),
+                version: Some(version.version),
+            };
+            let last_verify = lib.verify_reports(&pinned, 1)?.into_iter().next();
+            out.emit(&Shown {
+                cfg: &cfg,
+                version,
+                last_verify,
+                source,
+            })?;
         }
-        PolicyCommand::Show {
-            policy,
-            source,
-            json,
-        } => show(&cfg, &lib, &policy, source, json)?,
         PolicyCommand::Add(a) => {
-            let p = read_new_policy(&a)?;
-            let v = lib.add(p)?;
-            if a.json {
-                output::json(&serde_json::json!({
-                    "added": v.id(), "state": v.state, "content_hash": v.content_hash,
-                }))?;
-            } else {
-                println!(
-                    "added {} as {} (sha256 {})",
-                    v.id(),
-                    v.state,
-                    &v.content_hash[..12]
-                );
-            }
+            let v = lib.add(read_new_policy(&a)?)?;
+            out.emit(&Added {
+                added: v.id(),
+                content_hash: v.content_hash,
+                state: v.state,
+            })?;
         }
         PolicyCommand::Search {
             query,
             limit,
             state,
-            json,
-        } => {
-            let r = lib.search(&SearchQuery {
-                text: query,
-                limit,
-                state,
-            })?;
-            if json {
-                output::json(&r)?;
-            } else {
-                for h in &r.hits {
-                    println!(
-                        "{}. {}@{} [{} {}] score {:.4}\n   {}\n   why: {}",
-                        h.rank,
-                        h.name,
-                        h.version,
-                        h.origin,
-                        h.state,
-                        h.score,
-                        first_sentence(&h.description),
-                        h.reason
-                    );
-                }
-                if r.hits.is_empty() {
-                    println!("no policy matches");
-                }
-                println!(
-                    "({} backend; embedding {:.1} ms, search {:.1} ms)",
-                    r.backend, r.embed_ms, r.search_ms
-                );
-            }
-        }
-        PolicyCommand::History { name, json } => {
-            let h = lib.history(&name)?;
-            if json {
-                output::json(&h)?;
-            } else {
-                println!("{} ({} policy, origin {})", h.name, h.kind, h.origin);
-                for v in &h.versions {
-                    println!(
-                        "  v{} {} sha256 {} created {}",
-                        v.version,
-                        v.state,
-                        &v.content_hash[..12],
-                        v.created_at
-                    );
-                }
-                for t in &h.transitions {
-                    let from = t.from.map_or("new".to_string(), |s| s.to_string());
-                    println!("  {} v{} {from} → {}: {}", t.at, t.version, t.to, t.reason);
-                }
-                for r in &h.results {
-                    let x = &r.result;
-                    println!(
-                        "  result #{} v{} {} {}={} {} vs {:?} ({:+.1}%) {} [{}] {}",
-                        r.id,
-                        r.version,
-                        x.workload,
-                        x.metric,
-                        x.value,
-                        x.unit,
-                        x.baseline,
-                        x.improvement_pct.unwrap_or(f64::NAN),
-                        x.verdict,
-                        x.source,
-                        r.recorded_at
-                    );
-                }
-            }
-        }
+        } => out.emit(&lib.search(&SearchQuery {
+            text: query,
+            limit,
+            state,
+        })?)?,
+        PolicyCommand::History { name } => out.emit(&lib.history(&name)?)?,
         PolicyCommand::RecordResult(a) => {
             let environment = a
                 .environment
@@ -326,78 +228,34 @@ pub fn run(cfg: Config, cmd: PolicyCommand, quiet: bool) -> Result<i32, Error> {
                 source: a.source,
                 environment,
             };
-            let rec = lib.record_result(&a.policy, res)?;
-            if a.json {
-                output::json(&rec)?;
-            } else {
-                println!(
-                    "recorded result #{} for {}@{}",
-                    rec.result.id, a.policy.name, rec.result.version
-                );
-                if let Some(t) = &rec.transition {
-                    println!("{}", t.reason);
-                }
-            }
+            out.emit(&ResultRecorded {
+                recorded: lib.record_result(&a.policy, res)?,
+                name: a.policy.name,
+            })?;
         }
-        PolicyCommand::Retire {
-            policy,
-            reason,
-            json,
-        } => {
+        PolicyCommand::Retire { policy, reason } => {
             let v = lib.transition(&policy, State::Retired, &reason)?;
-            if json {
-                output::json(&serde_json::json!({"retired": v.id()}))?;
-            } else {
-                println!("retired {}", v.id());
-            }
+            out.emit(&Retired { retired: v.id() })?;
         }
-        PolicyCommand::InstallExternal { name, force, json } => {
-            let pb = output::spinner(quiet || json);
+        PolicyCommand::InstallExternal { name, force } => {
+            let pb = out.spinner();
             pb.set_message(format!("installing {name} with cargo"));
             let m = external::install(&cfg, &lib, &name, force, &mut |line| {
                 pb.set_message(line.to_string())
             });
             pb.finish_and_clear();
-            let m = m?;
-            if json {
-                output::json(&m)?;
-            } else {
-                println!(
-                    "{} {} {} {}
-  binary {} ({} bytes)
-  sha256 {}
-  built by {}{}
-next: schedcp verify {}",
-                    if m.already {
-                        "already installed:"
-                    } else {
-                        "installed:"
-                    },
-                    m.policy,
-                    m.crate_name,
-                    m.crate_version,
-                    m.binary.display(),
-                    m.size_bytes,
-                    m.sha256,
-                    m.rustc,
-                    if m.already {
-                        String::new()
-                    } else {
-                        format!(" in {:.0} s", m.build_s)
-                    },
-                    m.policy
-                );
-            }
+            out.emit(&m?)?;
         }
-        PolicyCommand::Export { out } => {
+        PolicyCommand::Export { out: file } => {
+            // The export is a JSON document with or without --json.
             let e = lib.export()?;
             let text = serde_json::to_string_pretty(&e).map_err(|e| Error::Internal(e.into()))?;
-            match out {
+            match file {
                 Some(path) => write_atomically(&path, text.as_bytes())?,
                 None => println!("{text}"),
             }
         }
-        PolicyCommand::Import { file, json } => {
+        PolicyCommand::Import { file } => {
             let text = read_bounded(&file, 256 * 1024 * 1024)?;
             let e: Export = serde_json::from_str(&text).map_err(|e| {
                 Error::Input(format!(
@@ -405,119 +263,326 @@ next: schedcp verify {}",
                     file.display()
                 ))
             })?;
-            let r = lib.import(&e, &file.display().to_string())?;
-            if json {
-                output::json(&r)?;
-            } else {
-                for (old, new) in &r.added {
-                    println!("added {new} (from {old})");
-                }
-                println!(
-                    "{} versions added, {} already present, {} results imported",
-                    r.added.len(),
-                    r.unchanged.len(),
-                    r.results
-                );
-            }
+            out.emit(&lib.import(&e, &file.display().to_string())?)?;
         }
     }
     Ok(exit::OK)
 }
 
-fn show(cfg: &Config, lib: &Library, r: &PolicyRef, source: bool, json: bool) -> Result<(), Error> {
-    let v = lib.get(r)?;
-    let pinned = PolicyRef {
-        name: v.name.clone(),
-        version: Some(v.version),
-    };
-    let last_verify = lib.verify_reports(&pinned, 1)?.into_iter().next();
-    if json {
-        let mut val = serde_json::to_value(&v).map_err(|e| Error::Internal(e.into()))?;
-        if !source {
+/// `policy list`: each policy's latest version.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Listed(Vec<PolicySummary>);
+
+impl Report for Listed {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for p in &self.0 {
+            let _ = writeln!(
+                s,
+                "{:<14} v{:<3} {:<9} {:<8} {}",
+                p.name,
+                p.version,
+                p.state,
+                p.origin,
+                first_sentence(&p.description)
+            );
+        }
+        s
+    }
+}
+
+/// `policy add`: the new version.
+#[derive(Serialize)]
+struct Added {
+    added: String,
+    content_hash: String,
+    state: State,
+}
+
+impl Report for Added {
+    fn render(&self) -> String {
+        format!(
+            "added {} as {} (sha256 {})\n",
+            self.added,
+            self.state,
+            &self.content_hash[..12]
+        )
+    }
+}
+
+impl Report for SearchResults {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for h in &self.hits {
+            let _ = writeln!(
+                s,
+                "{}. {}@{} [{} {}] score {:.4}\n   {}\n   why: {}",
+                h.rank,
+                h.name,
+                h.version,
+                h.origin,
+                h.state,
+                h.score,
+                first_sentence(&h.description),
+                h.reason
+            );
+        }
+        if self.hits.is_empty() {
+            s.push_str("no policy matches\n");
+        }
+        let _ = writeln!(
+            s,
+            "({} backend; embedding {:.1} ms, search {:.1} ms)",
+            self.backend, self.embed_ms, self.search_ms
+        );
+        s
+    }
+}
+
+impl Report for History {
+    fn render(&self) -> String {
+        let mut s = format!(
+            "{} ({} policy, origin {})\n",
+            self.name, self.kind, self.origin
+        );
+        for v in &self.versions {
+            let _ = writeln!(
+                s,
+                "  v{} {} sha256 {} created {}",
+                v.version,
+                v.state,
+                &v.content_hash[..12],
+                v.created_at
+            );
+        }
+        for t in &self.transitions {
+            let from = t.from.map_or("new".to_string(), |s| s.to_string());
+            let _ = writeln!(
+                s,
+                "  {} v{} {from} → {}: {}",
+                t.at, t.version, t.to, t.reason
+            );
+        }
+        for r in &self.results {
+            let x = &r.result;
+            let _ = writeln!(
+                s,
+                "  result #{} v{} {} {}={} {} vs {:?} ({:+.1}%) {} [{}] {}",
+                r.id,
+                r.version,
+                x.workload,
+                x.metric,
+                x.value,
+                x.unit,
+                x.baseline,
+                x.improvement_pct.unwrap_or(f64::NAN),
+                x.verdict,
+                x.source,
+                r.recorded_at
+            );
+        }
+        s
+    }
+}
+
+/// `policy record-result`: the result, and what curation did with it.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct ResultRecorded {
+    recorded: Recorded,
+    /// The policy's name as given.
+    #[serde(skip)]
+    name: String,
+}
+
+impl Report for ResultRecorded {
+    fn render(&self) -> String {
+        let rec = &self.recorded;
+        let mut s = format!(
+            "recorded result #{} for {}@{}\n",
+            rec.result.id, self.name, rec.result.version
+        );
+        if let Some(t) = &rec.transition {
+            let _ = writeln!(s, "{}", t.reason);
+        }
+        s
+    }
+}
+
+/// `policy retire`.
+#[derive(Serialize)]
+struct Retired {
+    retired: String,
+}
+
+impl Report for Retired {
+    fn render(&self) -> String {
+        format!("retired {}\n", self.retired)
+    }
+}
+
+/// `policy install-external`: the install, new or found.
+impl Report for external::Installed {
+    fn render(&self) -> String {
+        format!(
+            "{} {} {} {}
+  binary {} ({} bytes)
+  sha256 {}
+  built by {}{}
+next: schedcp verify {}
+",
+            if self.already {
+                "already installed:"
+            } else {
+                "installed:"
+            },
+            self.policy,
+            self.crate_name,
+            self.crate_version,
+            self.binary.display(),
+            self.size_bytes,
+            self.sha256,
+            self.rustc,
+            if self.already {
+                String::new()
+            } else {
+                format!(" in {:.0} s", self.build_s)
+            },
+            self.policy
+        )
+    }
+}
+
+impl Report for ImportReport {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for (old, new) in &self.added {
+            let _ = writeln!(s, "added {new} (from {old})");
+        }
+        let _ = writeln!(
+            s,
+            "{} versions added, {} already present, {} results imported",
+            self.added.len(),
+            self.unchanged.len(),
+            self.results
+        );
+        s
+    }
+}
+
+/// `policy show`: one version, its source only with --source, and its
+/// last verification.
+struct Shown<'a> {
+    /// Where external installs are (the text checks the install).
+    cfg: &'a Config,
+    version: PolicyVersion,
+    last_verify: Option<StoredVerifyReport>,
+    source: bool,
+}
+
+impl Serialize for Shown<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let mut val = serde_json::to_value(&self.version).map_err(S::Error::custom)?;
+        if !self.source {
             if let Some(b) = val.get_mut("body").and_then(|b| b.as_object_mut()) {
                 b.remove("source");
             }
         }
-        val["last_verify"] = serde_json::json!(last_verify.map(|k| serde_json::json!({
-            "id": k.id, "passed": k.passed, "recorded_at": k.recorded_at,
-            "report_sha256": k.report_sha256, "kernel_release": k.kernel_release,
-        })));
-        return output::json(&val);
+        val["last_verify"] =
+            serde_json::json!(self.last_verify.as_ref().map(|k| serde_json::json!({
+                "id": k.id, "passed": k.passed, "recorded_at": k.recorded_at,
+                "report_sha256": k.report_sha256, "kernel_release": k.kernel_release,
+            })));
+        val.serialize(s)
     }
-    let m = &v.meta;
-    println!(
-        "{} ({} {}, {}, ops {}, sha256 {})\n\n{}\n\nalgorithm: {}\ntargets: {}",
-        v.id(),
-        v.origin,
-        v.body.kind(),
-        v.state,
-        m.ops_name,
-        &v.content_hash[..12],
-        m.description,
-        m.algorithm,
-        m.target_workloads.join(", ")
-    );
-    for l in &m.limitations {
-        println!("limitation: {l}");
-    }
-    for t in &m.tunables {
-        let range = match (t.min, t.max) {
-            (Some(a), Some(b)) => format!(" [{a}..={b}]"),
-            _ => String::new(),
-        };
-        println!(
-            "tunable {} ({:?}, default {}{range}): {}",
-            t.name, t.kind, t.default, t.doc
+}
+
+impl Report for Shown<'_> {
+    fn render(&self) -> String {
+        let v = &self.version;
+        let m = &v.meta;
+        let mut s = format!(
+            "{} ({} {}, {}, ops {}, sha256 {})\n\n{}\n\nalgorithm: {}\ntargets: {}\n",
+            v.id(),
+            v.origin,
+            v.body.kind(),
+            v.state,
+            m.ops_name,
+            &v.content_hash[..12],
+            m.description,
+            m.algorithm,
+            m.target_workloads.join(", ")
         );
-    }
-    match &v.body {
-        Body::External(x) => {
-            match external::installed(cfg, x) {
-                Ok(Some(m)) => println!(
-                    "installed: {} (sha256 {}…, {} bytes, {} by {})",
-                    m.binary.display(),
-                    &m.sha256[..16],
-                    m.size_bytes,
-                    m.installed_at,
-                    m.rustc
-                ),
-                Ok(None) => println!(
-                    "not installed: `schedcp policy install-external {}` (cargo install {}@{} --locked)",
-                    v.name, x.crate_name, x.version
-                ),
-                Err(e) => println!("install: {e}"),
+        for l in &m.limitations {
+            let _ = writeln!(s, "limitation: {l}");
+        }
+        for t in &m.tunables {
+            let range = match (t.min, t.max) {
+                (Some(a), Some(b)) => format!(" [{a}..={b}]"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "tunable {} ({:?}, default {}{range}): {}",
+                t.name, t.kind, t.default, t.doc
+            );
+        }
+        match &v.body {
+            Body::External(x) => {
+                let _ = match external::installed(self.cfg, x) {
+                    Ok(Some(m)) => writeln!(
+                        s,
+                        "installed: {} (sha256 {}…, {} bytes, {} by {})",
+                        m.binary.display(),
+                        &m.sha256[..16],
+                        m.size_bytes,
+                        m.installed_at,
+                        m.rustc
+                    ),
+                    Ok(None) => writeln!(
+                        s,
+                        "not installed: `schedcp policy install-external {}` (cargo install {}@{} --locked)",
+                        v.name, x.crate_name, x.version
+                    ),
+                    Err(e) => writeln!(s, "install: {e}"),
+                };
+                for f in &x.flags {
+                    let d = f
+                        .default
+                        .as_deref()
+                        .map(|d| format!(", default {d}"))
+                        .unwrap_or_default();
+                    let _ = writeln!(s, "flag {} ({}{d}): {}", f.flag, f.kind, f.doc);
+                }
             }
-            for f in &x.flags {
-                let d = f
-                    .default
-                    .as_deref()
-                    .map(|d| format!(", default {d}"))
-                    .unwrap_or_default();
-                println!("flag {} ({}{d}): {}", f.flag, f.kind, f.doc);
+            Body::Bpf { .. } => {}
+        }
+        match &self.last_verify {
+            Some(k) => {
+                let _ = writeln!(
+                    s,
+                    "last verify: {} at {} on {} (report #{}, `schedcp verify report {}`)",
+                    if k.passed { "passed" } else { "FAILED" },
+                    k.recorded_at,
+                    k.kernel_release.as_deref().unwrap_or("?"),
+                    k.id,
+                    v.id()
+                );
+            }
+            None if matches!(v.body, Body::Bpf { .. }) => {
+                let _ = writeln!(s, "last verify: never (`schedcp verify {}`)", v.id());
+            }
+            None => {}
+        }
+        if let Body::Bpf { source } = &v.body {
+            if self.source {
+                let _ = writeln!(s, "\n{source}");
             }
         }
-        Body::Bpf { .. } => {}
+        s
     }
-    match last_verify {
-        Some(k) => println!(
-            "last verify: {} at {} on {} (report #{}, `schedcp verify report {}`)",
-            if k.passed { "passed" } else { "FAILED" },
-            k.recorded_at,
-            k.kernel_release.as_deref().unwrap_or("?"),
-            k.id,
-            v.id()
-        ),
-        None if matches!(v.body, Body::Bpf { .. }) => {
-            println!("last verify: never (`schedcp verify {}`)", v.id())
-        }
-        None => {}
-    }
-    if let Body::Bpf { source: s } = &v.body {
-        if source {
-            println!("\n{s}");
-        }
-    }
-    Ok(())
 }
 
 fn first_sentence(s: &str) -> &str {
@@ -574,4 +639,39 @@ fn read_new_policy(a: &AddArgs) -> Result<NewPolicy, Error> {
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), Error> {
     schedcp::host::fs::atomic_write(path, data, None)
         .map_err(|e| Error::Input(format!("cannot write {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_and_retire_keep_their_documents() {
+        let a = Added {
+            added: "my_fifo@1".into(),
+            content_hash: "0123456789abcdef".into(),
+            state: State::Candidate,
+        };
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({
+                "added": "my_fifo@1", "state": State::Candidate, "content_hash": "0123456789abcdef",
+            })
+        );
+        assert_eq!(
+            a.render(),
+            format!(
+                "added my_fifo@1 as {} (sha256 0123456789ab)\n",
+                State::Candidate
+            )
+        );
+        let r = Retired {
+            retired: "my_fifo@1".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({ "retired": "my_fifo@1" })
+        );
+        assert_eq!(r.render(), "retired my_fifo@1\n");
+    }
 }

@@ -1,21 +1,23 @@
 //! `schedcp verify ...`: the execution verifier and its deployment tokens.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
-use schedcp::policies::model::PolicyRef;
+use schedcp::policies::model::{PolicyRef, StoredVerifyReport};
 use schedcp::policies::Library;
 use schedcp::verify::pipeline::Options;
 use schedcp::verify::report::VerifyReport;
 use schedcp::verify::service;
-use schedcp::verify::token::{self, Expect, Keys};
+use schedcp::verify::token::{self, Claims, Expect, Keys};
 use schedcp_proto::workload::WorkloadSpec;
+use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use super::output;
+use super::output::{Output, Report};
 
 const STAGES: &str = "\
 Stages, in order (each gates the next):
@@ -53,8 +55,6 @@ pub struct VerifyArgs {
     /// Token lifetime in hours.
     #[arg(long, default_value_t = 168)]
     pub ttl_hours: u64,
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,38 +69,28 @@ pub enum VerifyCommand {
         /// How many reports to show.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
         limit: u64,
-        #[arg(long)]
-        json: bool,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TokenAction {
     /// Decode a token and show its claims (and whether this machine's key signed it).
-    Show {
-        token: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Show { token: String },
     /// Check a token: signature, expiry, and (with --object) that it is for these bytes.
     Check {
         token: String,
         /// The BPF object (or, for a verified object, its sha256 in the store) the token must be for.
         #[arg(long)]
         object: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub fn run(cfg: Config, a: VerifyArgs, quiet: bool) -> Result<i32, Error> {
+pub fn run(cfg: Config, a: VerifyArgs, out: Output) -> Result<i32, Error> {
     match a.command {
-        Some(VerifyCommand::Token(t)) => return token_cmd(&cfg, t),
-        Some(VerifyCommand::Report {
-            target,
-            limit,
-            json,
-        }) => return report_cmd(&cfg, &target, limit as usize, json),
+        Some(VerifyCommand::Token(t)) => return token_cmd(&cfg, t, out),
+        Some(VerifyCommand::Report { target, limit }) => {
+            return report_cmd(&cfg, &target, limit as usize, out)
+        }
         None => {}
     }
     if a.targets.is_empty() {
@@ -137,7 +127,7 @@ pub fn run(cfg: Config, a: VerifyArgs, quiet: bool) -> Result<i32, Error> {
         .iter()
         .map(|t| service::subject(&cfg, t))
         .collect::<Result<Vec<_>, _>>()?;
-    let pb = output::spinner(quiet || a.json);
+    let pb = out.spinner();
     let results = service::verify_all(&cfg, &subjects, &opts, a.jobs as usize, &|label, m| {
         pb.set_message(format!("{label}: {m}"))
     })?;
@@ -152,85 +142,156 @@ pub fn run(cfg: Config, a: VerifyArgs, quiet: bool) -> Result<i32, Error> {
         }
         reports.push(r);
     }
-    if a.json {
-        if reports.len() == 1 {
-            output::json(&reports[0])?;
-        } else {
-            output::json(&reports)?;
-        }
-    } else {
-        for r in &reports {
-            print!("{}", r.render());
-        }
-    }
+    out.emit(&Verified(reports))?;
     Ok(code)
 }
 
-fn report_cmd(cfg: &Config, target: &str, limit: usize, json: bool) -> Result<i32, Error> {
-    let r: PolicyRef = target.parse().map_err(Error::Input)?;
-    let lib = Library::open(cfg)?;
-    let reports = lib.verify_reports(&r, limit)?;
-    if json {
-        output::json(&reports)?;
-        return Ok(exit::OK);
-    }
-    if reports.is_empty() {
-        println!("{target}: never verified (run `schedcp verify {target}`)");
-        return Ok(exit::OK);
-    }
-    for k in &reports {
-        match serde_json::from_value::<VerifyReport>(k.report.clone()) {
-            Ok(v) => print!(
-                "report #{} recorded {}\n{}",
-                k.id,
-                k.recorded_at,
-                v.render()
-            ),
-            Err(_) => println!(
-                "report #{} of {}@{} recorded {}: {} (sha256 {})",
-                k.id,
-                k.name,
-                k.version,
-                k.recorded_at,
-                if k.passed { "PASSED" } else { "FAILED" },
-                k.report_sha256
-            ),
+/// The reports of one `verify` run: one report alone, or the list of them.
+struct Verified(Vec<VerifyReport>);
+
+impl Serialize for Verified {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(s),
+            all => all.serialize(s),
         }
     }
+}
+
+impl Report for Verified {
+    fn render(&self) -> String {
+        self.0.iter().map(VerifyReport::render).collect()
+    }
+}
+
+/// `verify report`: the kept reports of `target`, newest first.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Kept {
+    reports: Vec<StoredVerifyReport>,
+    #[serde(skip)]
+    target: String,
+}
+
+impl Report for Kept {
+    fn render(&self) -> String {
+        if self.reports.is_empty() {
+            return format!(
+                "{t}: never verified (run `schedcp verify {t}`)\n",
+                t = self.target
+            );
+        }
+        let mut s = String::new();
+        for k in &self.reports {
+            match serde_json::from_value::<VerifyReport>(k.report.clone()) {
+                Ok(v) => {
+                    let _ = write!(
+                        s,
+                        "report #{} recorded {}\n{}",
+                        k.id,
+                        k.recorded_at,
+                        v.render()
+                    );
+                }
+                Err(_) => {
+                    let _ = writeln!(
+                        s,
+                        "report #{} of {}@{} recorded {}: {} (sha256 {})",
+                        k.id,
+                        k.name,
+                        k.version,
+                        k.recorded_at,
+                        if k.passed { "PASSED" } else { "FAILED" },
+                        k.report_sha256
+                    );
+                }
+            }
+        }
+        s
+    }
+}
+
+fn report_cmd(cfg: &Config, target: &str, limit: usize, out: Output) -> Result<i32, Error> {
+    let r: PolicyRef = target.parse().map_err(Error::Input)?;
+    let lib = Library::open(cfg)?;
+    out.emit(&Kept {
+        reports: lib.verify_reports(&r, limit)?,
+        target: target.to_string(),
+    })?;
     Ok(exit::OK)
 }
 
-fn token_cmd(cfg: &Config, t: TokenAction) -> Result<i32, Error> {
+/// `verify token show`: what a token claims, and whether it is valid here.
+#[derive(Serialize)]
+struct Shown {
+    claims: Claims,
+    kid: Option<String>,
+    ours: String,
+    problem: Option<String>,
+    valid: bool,
+}
+
+impl Report for Shown {
+    fn render(&self) -> String {
+        let claims = serde_json::to_string_pretty(&self.claims)
+            .unwrap_or_else(|e| format!("(the claims do not serialize: {e})"));
+        match &self.problem {
+            None => format!(
+                "{claims}\nvalid: signed by this machine's key {}\n",
+                self.ours
+            ),
+            Some(e) => format!("{claims}\nNOT valid here: {e}\n"),
+        }
+    }
+}
+
+/// `verify token check`: valid with its claims, or the problem.
+#[derive(Serialize)]
+struct Checked {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claims: Option<Claims>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+    valid: bool,
+}
+
+impl Report for Checked {
+    fn render(&self) -> String {
+        match &self.claims {
+            Some(c) => format!(
+                "valid: {}@{} object {} until {}\n",
+                c.policy,
+                c.version,
+                &c.object_sha256[..16],
+                c.exp
+            ),
+            None => String::new(),
+        }
+    }
+
+    fn notice(&self) -> Option<String> {
+        self.problem
+            .as_ref()
+            .map(|e| format!("schedcp: invalid token: {e}"))
+    }
+}
+
+fn token_cmd(cfg: &Config, t: TokenAction, out: Output) -> Result<i32, Error> {
     match t {
-        TokenAction::Show { token, json } => {
+        TokenAction::Show { token } => {
             let (claims, kid) = token::decode_unverified(&token)?;
             let keys = Keys::load_or_create(&cfg.state_dir())?;
-            let verdict = keys
-                .check(&token, &Expect::default())
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            if json {
-                output::json(&serde_json::json!({
-                    "claims": claims, "kid": kid, "ours": keys.kid(),
-                    "valid": verdict.is_ok(), "problem": verdict.err(),
-                }))?;
-            } else {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&claims).map_err(|e| Error::Internal(e.into()))?
-                );
-                match verdict {
-                    Ok(()) => println!("valid: signed by this machine's key {}", keys.kid()),
-                    Err(e) => println!("NOT valid here: {e}"),
-                }
-            }
+            let verdict = keys.check(&token, &Expect::default());
+            out.emit(&Shown {
+                claims,
+                kid,
+                ours: keys.kid().to_string(),
+                valid: verdict.is_ok(),
+                problem: verdict.err().map(|e| e.to_string()),
+            })?;
             Ok(exit::OK)
         }
-        TokenAction::Check {
-            token,
-            object,
-            json,
-        } => {
+        TokenAction::Check { token, object } => {
             let keys = Keys::load_or_create(&cfg.state_dir())?;
             let object_sha256 = match object {
                 Some(p) => {
@@ -244,32 +305,61 @@ fn token_cmd(cfg: &Config, t: TokenAction) -> Result<i32, Error> {
                 object_sha256,
                 kernel_release: None,
             };
-            match keys.check(&token, &expect) {
-                Ok(claims) => {
-                    if json {
-                        output::json(&serde_json::json!({"valid": true, "claims": claims}))?;
-                    } else {
-                        println!(
-                            "valid: {}@{} object {} until {}",
-                            claims.policy,
-                            claims.version,
-                            &claims.object_sha256[..16],
-                            claims.exp
-                        );
-                    }
-                    Ok(exit::OK)
-                }
-                Err(e) => {
-                    if json {
-                        output::json(
-                            &serde_json::json!({"valid": false, "problem": e.to_string()}),
-                        )?;
-                    } else {
-                        eprintln!("schedcp: invalid token: {e}");
-                    }
-                    Ok(exit::USAGE)
-                }
-            }
+            let checked = match keys.check(&token, &expect) {
+                Ok(claims) => Checked {
+                    claims: Some(claims),
+                    problem: None,
+                    valid: true,
+                },
+                Err(e) => Checked {
+                    claims: None,
+                    problem: Some(e.to_string()),
+                    valid: false,
+                },
+            };
+            out.emit(&checked)?;
+            Ok(if checked.valid { exit::OK } else { exit::USAGE })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_token_is_a_document_or_a_line_on_stderr() {
+        let c = Checked {
+            claims: None,
+            problem: Some("expired".into()),
+            valid: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            serde_json::json!({ "valid": false, "problem": "expired" })
+        );
+        assert_eq!(c.render(), "");
+        assert_eq!(c.notice().unwrap(), "schedcp: invalid token: expired");
+    }
+
+    #[test]
+    fn one_report_alone_several_as_a_list() {
+        assert_eq!(
+            serde_json::to_value(Verified(Vec::new())).unwrap(),
+            serde_json::json!([])
+        );
+    }
+
+    #[test]
+    fn kept_reports_serialize_as_the_list() {
+        let k = Kept {
+            reports: Vec::new(),
+            target: "vtime@2".into(),
+        };
+        assert_eq!(serde_json::to_value(&k).unwrap(), serde_json::json!([]));
+        assert_eq!(
+            k.render(),
+            "vtime@2: never verified (run `schedcp verify vtime@2`)\n"
+        );
     }
 }

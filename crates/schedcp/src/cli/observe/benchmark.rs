@@ -15,12 +15,13 @@ use schedcp::lab::{Lab, Progress, SchedulerRef};
 use schedcp::observe::benchmark::{
     self, BenchProgress, BenchmarkReport, BenchmarkRequest, History, MAX_RUNS,
 };
-use schedcp::observe::workload_profiles::{self, NewProfile, Target, WorkloadProfile};
+use schedcp::observe::workload_profiles::{self, NewProfile, Removed, Target, WorkloadProfile};
 use schedcp::store::Store;
 use schedcp_proto::report::GuestMessage;
 use schedcp_proto::workload::Better;
+use serde::Serialize;
 
-use super::super::output::{json, spinner};
+use super::super::output::{Output, Report};
 
 #[derive(Debug, Subcommand)]
 pub enum WorkloadCommand {
@@ -38,24 +39,15 @@ pub enum WorkloadCommand {
     #[command(verbatim_doc_comment)]
     Add(AddArgs),
     /// List the workload profiles.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Show one profile and its latest benchmark run-sets.
-    Show {
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Show { name: String },
     /// Remove a profile (with --force, also its benchmark history).
     Remove {
         name: String,
         /// Also delete the profile's benchmark run-sets.
         #[arg(long)]
         force: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// A profile's past benchmark run-sets, newest first (their ids are baselines).
     History {
@@ -63,8 +55,6 @@ pub enum WorkloadCommand {
         /// How many run-sets to show.
         #[arg(long, default_value_t = 20)]
         limit: u32,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -94,8 +84,6 @@ pub struct AddArgs {
     /// Per-run limit of the command, in seconds; a run still going is killed and fails.
     #[arg(long, value_name = "S", requires = "cmd")]
     timeout: Option<u64>,
-    #[arg(long)]
-    json: bool,
     /// The command and its arguments (after `--`).
     #[arg(last = true, value_name = "ARGV")]
     argv: Vec<String>,
@@ -152,82 +140,115 @@ pub struct BenchmarkArgs {
     /// Smallest change of medians, in percent, that counts as a change.
     #[arg(long, value_name = "PCT", default_value_t = DEFAULT_MIN_EFFECT_PCT)]
     min_effect: f64,
-    #[arg(long)]
-    json: bool,
 }
 
-pub fn run_workload(cfg: Config, c: WorkloadCommand) -> Result<i32, Error> {
+pub fn run_workload(cfg: Config, c: WorkloadCommand, out: Output) -> Result<i32, Error> {
     let mut store = Store::open_in(&cfg.state_dir())?;
     match c {
-        WorkloadCommand::Add(a) => add(&mut store, a),
-        WorkloadCommand::List { json: as_json } => {
-            let list = workload_profiles::list(&store)?;
-            if as_json {
-                json(&list)?;
-            } else if list.is_empty() {
-                println!("no workload profiles; add one with `schedcp observe workload add`");
-            } else {
-                print!("{}", render_list(&list));
-            }
-            Ok(exit::OK)
+        WorkloadCommand::Add(a) => return add(&mut store, a, out),
+        WorkloadCommand::List => out.emit(&Profiles(workload_profiles::list(&store)?))?,
+        WorkloadCommand::Show { name } => {
+            out.emit(&Shown(benchmark::history(&store, &name, 5)?))?
         }
-        WorkloadCommand::Show {
+        WorkloadCommand::Remove { name, force } => {
+            out.emit(&workload_profiles::remove(&mut store, &name, force)?)?
+        }
+        WorkloadCommand::History { name, limit } => out.emit(&RunSets {
+            history: benchmark::history(&store, &name, limit)?,
             name,
-            json: as_json,
-        } => {
-            let h = benchmark::history(&store, &name, 5)?;
-            if as_json {
-                json(&h)?;
-            } else {
-                print!("{}", render_profile(&h.profile));
-                if !h.entries.is_empty() {
-                    println!("latest run-sets:");
-                    print!("{}", render_history(&h));
-                }
-            }
-            Ok(exit::OK)
+        })?,
+    }
+    Ok(exit::OK)
+}
+
+/// `observe workload list`.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Profiles(Vec<WorkloadProfile>);
+
+impl Report for Profiles {
+    fn render(&self) -> String {
+        if self.0.is_empty() {
+            return "no workload profiles; add one with `schedcp observe workload add`\n".into();
         }
-        WorkloadCommand::Remove {
-            name,
-            force,
-            json: as_json,
-        } => {
-            let r = workload_profiles::remove(&mut store, &name, force)?;
-            if as_json {
-                json(&r)?;
-            } else {
-                println!(
-                    "removed workload profile '{}'{}",
-                    r.profile.name,
-                    match r.run_sets {
-                        0 => String::new(),
-                        n => format!(" and its {n} benchmark run-set(s)"),
-                    }
-                );
-            }
-            Ok(exit::OK)
-        }
-        WorkloadCommand::History {
-            name,
-            limit,
-            json: as_json,
-        } => {
-            let h = benchmark::history(&store, &name, limit)?;
-            if as_json {
-                json(&h)?;
-            } else if h.entries.is_empty() {
-                println!(
-                    "no benchmark run-sets of '{name}' yet; run `schedcp observe benchmark {name}`"
-                );
-            } else {
-                print!("{}", render_history(&h));
-            }
-            Ok(exit::OK)
-        }
+        render_list(&self.0)
     }
 }
 
-fn add(store: &mut Store, a: AddArgs) -> Result<i32, Error> {
+/// `observe workload show`: the profile and its latest run-sets.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Shown(History);
+
+impl Report for Shown {
+    fn render(&self) -> String {
+        let mut s = render_profile(&self.0.profile);
+        if !self.0.entries.is_empty() {
+            s.push_str("latest run-sets:\n");
+            s.push_str(&render_history(&self.0));
+        }
+        s
+    }
+}
+
+/// `observe workload remove`.
+impl Report for Removed {
+    fn render(&self) -> String {
+        format!(
+            "removed workload profile '{}'{}\n",
+            self.profile.name,
+            match self.run_sets {
+                0 => String::new(),
+                n => format!(" and its {n} benchmark run-set(s)"),
+            }
+        )
+    }
+}
+
+/// `observe workload history`: the run-sets of profile `name`.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct RunSets {
+    history: History,
+    #[serde(skip)]
+    name: String,
+}
+
+impl Report for RunSets {
+    fn render(&self) -> String {
+        if self.history.entries.is_empty() {
+            return format!(
+                "no benchmark run-sets of '{name}' yet; run `schedcp observe benchmark {name}`\n",
+                name = self.name
+            );
+        }
+        render_history(&self.history)
+    }
+}
+
+/// `observe workload add`: the new profile.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Added(WorkloadProfile);
+
+impl Report for Added {
+    fn render(&self) -> String {
+        format!(
+            "added workload profile '{}' (id {})\n{}",
+            self.0.name,
+            self.0.id,
+            render_profile(&self.0)
+        )
+    }
+}
+
+impl Report for BenchmarkReport {
+    fn render(&self) -> String {
+        render_report(self)
+    }
+}
+
+fn add(store: &mut Store, a: AddArgs, out: Output) -> Result<i32, Error> {
     let target = match (a.cmd, a.lab) {
         (true, _) => {
             if a.argv.is_empty() {
@@ -274,16 +295,11 @@ fn add(store: &mut Store, a: AddArgs) -> Result<i32, Error> {
             direction: a.direction.map(Better::from),
         },
     )?;
-    if a.json {
-        json(&p)?;
-    } else {
-        println!("added workload profile '{}' (id {})", p.name, p.id);
-        print!("{}", render_profile(&p));
-    }
+    out.emit(&Added(p))?;
     Ok(exit::OK)
 }
 
-pub fn run_benchmark(cfg: Config, a: BenchmarkArgs, quiet: bool) -> Result<i32, Error> {
+pub fn run_benchmark(cfg: Config, a: BenchmarkArgs, out: Output) -> Result<i32, Error> {
     let mut store = Store::open_in(&cfg.state_dir())?;
     let lab = Lab::new(cfg);
     let req = BenchmarkRequest {
@@ -300,7 +316,7 @@ pub fn run_benchmark(cfg: Config, a: BenchmarkArgs, quiet: bool) -> Result<i32, 
             min_effect_pct: a.min_effect,
         },
     };
-    let pb = spinner(quiet || a.json);
+    let pb = out.spinner();
     let mut current = String::new();
     let mut on_progress = |p: BenchProgress<'_>| {
         let msg = match p {
@@ -328,11 +344,7 @@ pub fn run_benchmark(cfg: Config, a: BenchmarkArgs, quiet: bool) -> Result<i32, 
     let r = benchmark::run_benchmark(&mut store, Some(&lab), &req, &mut on_progress);
     pb.finish_and_clear();
     let report = r?;
-    if a.json {
-        json(&report)?;
-    } else {
-        print!("{}", render_report(&report));
-    }
+    out.emit(&report)?;
     Ok(if report.failures.is_empty() {
         exit::OK
     } else {

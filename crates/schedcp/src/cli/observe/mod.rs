@@ -9,6 +9,8 @@ use clap::Subcommand;
 use schedcp::config::Config;
 use schedcp::error::Error;
 
+use super::output::Output;
+
 #[derive(Debug, Subcommand)]
 pub enum ObserveCommand {
     /// One compact report of the machine, sized for an LLM's context (default ~400 tokens as JSON).
@@ -26,13 +28,13 @@ pub enum ObserveCommand {
     Benchmark(benchmark::BenchmarkArgs),
 }
 
-pub fn run(cfg: Config, cmd: ObserveCommand, quiet: bool) -> Result<i32, Error> {
+pub fn run(cfg: Config, cmd: ObserveCommand, out: Output) -> Result<i32, Error> {
     match cmd {
-        ObserveCommand::Summary(a) => summary::run_summary(cfg, a),
-        ObserveCommand::Detail(a) => summary::run_detail(cfg, a),
-        ObserveCommand::Probe(a) => probe::run(cfg, a, quiet),
-        ObserveCommand::Profile(a) => profile::run(cfg, a, quiet),
-        ObserveCommand::Workload(c) => benchmark::run_workload(cfg, c),
-        ObserveCommand::Benchmark(a) => benchmark::run_benchmark(cfg, a, quiet),
+        ObserveCommand::Summary(a) => summary::run_summary(cfg, a, out),
+        ObserveCommand::Detail(a) => summary::run_detail(cfg, a, out),
+        ObserveCommand::Probe(a) => probe::run(cfg, a, out),
+        ObserveCommand::Profile(a) => profile::run(cfg, a, out),
+        ObserveCommand::Workload(c) => benchmark::run_workload(cfg, c, out),
+        ObserveCommand::Benchmark(a) => benchmark::run_benchmark(cfg, a, out),
     }
 }

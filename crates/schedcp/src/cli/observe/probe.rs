@@ -1,6 +1,7 @@
 //! `schedcp observe probe`: run one probe of the library for a bounded time,
 //! or describe the library.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -8,9 +9,10 @@ use clap::Args;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
-use schedcp::observe::probes::{self, Filter, ProbeKind, ProbeRequest};
+use schedcp::observe::probes::{self, Filter, ProbeInfo, ProbeKind, ProbeRequest};
+use serde::Serialize;
 
-use super::super::output;
+use super::super::output::{Output, Report};
 
 /// Attach an eBPF probe for a bounded time; it aggregates in kernel maps and
 /// reports once, after detaching.
@@ -47,14 +49,12 @@ pub struct ProbeArgs {
     /// run-time statistics while attached).
     #[arg(long)]
     cost: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
-pub fn run(cfg: Config, a: ProbeArgs, quiet: bool) -> Result<i32, Error> {
+pub fn run(cfg: Config, a: ProbeArgs, out: Output) -> Result<i32, Error> {
     if a.list {
-        return list(a.json);
+        out.emit(&Catalog(ProbeKind::ALL.iter().map(|k| k.info()).collect()))?;
+        return Ok(exit::OK);
     }
     let name = a
         .name
@@ -75,44 +75,43 @@ pub fn run(cfg: Config, a: ProbeArgs, quiet: bool) -> Result<i32, Error> {
     req.validate(max)?;
 
     let _signals = StopOnSignal::install()?;
-    let pb = output::spinner(quiet || a.json);
+    let pb = out.spinner();
     pb.set_message(format!(
         "{} attached for {} s (Ctrl-C stops early)",
         req.probe, a.duration
     ));
     let report = probes::run(&req, max, &STOP);
     pb.finish_and_clear();
-    let report = report?;
-    if a.json {
-        output::json(&report)?;
-    } else {
-        print!("{}", report.render());
-    }
+    out.emit(&report?)?;
     Ok(exit::OK)
 }
 
-fn list(json: bool) -> Result<i32, Error> {
-    let infos: Vec<_> = ProbeKind::ALL.iter().map(|k| k.info()).collect();
-    if json {
-        output::json(&infos)?;
-        return Ok(exit::OK);
-    }
-    for p in infos {
-        println!("{} — {}", p.name, p.measures);
-        println!("    output:      {}", p.output);
-        println!("    tracepoints: {}", p.tracepoints.join(", "));
-        println!("    programs:    {}", p.programs.join(", "));
-        for m in p.maps {
-            println!("    map:         {} ({}; {})", m.name, m.kind, m.bound);
+/// `observe probe --list`: the probe library.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Catalog(Vec<&'static ProbeInfo>);
+
+impl Report for Catalog {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        for p in &self.0 {
+            let _ = writeln!(s, "{} — {}", p.name, p.measures);
+            let _ = writeln!(s, "    output:      {}", p.output);
+            let _ = writeln!(s, "    tracepoints: {}", p.tracepoints.join(", "));
+            let _ = writeln!(s, "    programs:    {}", p.programs.join(", "));
+            for m in p.maps {
+                let _ = writeln!(s, "    map:         {} ({}; {})", m.name, m.kind, m.bound);
+            }
+            let _ = writeln!(s, "    cost:        {}", p.cost.per_event);
+            let _ = writeln!(
+                s,
+                "    measured:    {:.0} ns/event on {}",
+                p.cost.measured_ns_per_event, p.cost.measured_on
+            );
+            s.push('\n');
         }
-        println!("    cost:        {}", p.cost.per_event);
-        println!(
-            "    measured:    {:.0} ns/event on {}",
-            p.cost.measured_ns_per_event, p.cost.measured_on
-        );
-        println!();
+        s
     }
-    Ok(exit::OK)
 }
 
 /// Set by SIGINT/SIGTERM while a probe is attached.

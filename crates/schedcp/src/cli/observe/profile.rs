@@ -7,7 +7,7 @@ use schedcp::config::Config;
 use schedcp::error::{exit, Error};
 use schedcp::observe::profilers::{self, ProfileRequest, Target, Tool, MAX_TOP};
 
-use super::super::output::{json, spinner};
+use super::super::output::Output;
 
 /// Run perf stat, perf sched or strace -c against a process or a command for
 /// a bounded time, and print a parsed summary.
@@ -43,12 +43,9 @@ pub struct ProfileArgs {
     #[arg(long, default_value_t = profilers::DEFAULT_TOP as u16,
           value_parser = clap::value_parser!(u16).range(1..=MAX_TOP as i64))]
     top: u16,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
-pub fn run(cfg: Config, a: ProfileArgs, quiet: bool) -> Result<i32, Error> {
+pub fn run(cfg: Config, a: ProfileArgs, out: Output) -> Result<i32, Error> {
     let target = match a.pid {
         Some(pid) => Target::Pid(pid),
         None => Target::Command(a.command),
@@ -59,15 +56,11 @@ pub fn run(cfg: Config, a: ProfileArgs, quiet: bool) -> Result<i32, Error> {
         duration: Duration::from_secs(a.duration),
         top: usize::from(a.top),
     };
-    let pb = spinner(quiet);
+    let pb = out.spinner();
     pb.set_message(format!("{} for {} s", a.tool.name(), a.duration));
     let report = profilers::profile(&cfg.observe, &req);
     pb.finish_and_clear();
     let report = report?;
-    if a.json {
-        json(&report)?;
-    } else {
-        print!("{}", report.render());
-    }
+    out.emit(&report)?;
     Ok(exit::OK)
 }

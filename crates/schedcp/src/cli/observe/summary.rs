@@ -6,7 +6,7 @@ use schedcp::error::{exit, Error};
 use schedcp::observe::detail::{self, TaskSort, Topic};
 use schedcp::observe::summary;
 
-use crate::cli::output;
+use crate::cli::output::Output;
 
 /// Longest sampling window accepted (the command blocks for it).
 const MAX_WINDOW_MS: u64 = 60_000;
@@ -19,8 +19,6 @@ pub struct SummaryArgs {
     /// Sampling window in milliseconds (rates and shares are over this window).
     #[arg(long, value_name = "MS")]
     window_ms: Option<u64>,
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -36,8 +34,6 @@ pub struct DetailArgs {
     sort: TaskSort,
     #[arg(long, value_name = "MS")]
     window_ms: Option<u64>,
-    #[arg(long)]
-    json: bool,
 }
 
 fn window(cfg: &Config, ms: Option<u64>) -> Result<Duration, Error> {
@@ -50,7 +46,7 @@ fn window(cfg: &Config, ms: Option<u64>) -> Result<Duration, Error> {
     Ok(Duration::from_millis(ms))
 }
 
-pub fn run_summary(cfg: Config, a: SummaryArgs) -> Result<i32, Error> {
+pub fn run_summary(cfg: Config, a: SummaryArgs, out: Output) -> Result<i32, Error> {
     let w = window(&cfg, a.window_ms)?;
     let budget = a.budget.unwrap_or(cfg.observe.summary_budget_tokens);
     if !(summary::MIN_BUDGET..=summary::MAX_BUDGET).contains(&budget) {
@@ -61,15 +57,12 @@ pub fn run_summary(cfg: Config, a: SummaryArgs) -> Result<i32, Error> {
         )));
     }
     let s = summary::summary(w, budget).map_err(|e| Error::Input(format!("{e:#}")))?;
-    if a.json {
-        output::json_compact(&s)?;
-    } else {
-        print!("{}", s.render());
-    }
+    // Compact: the JSON is what the budget is measured against.
+    out.emit_compact(&s)?;
     Ok(exit::OK)
 }
 
-pub fn run_detail(cfg: Config, a: DetailArgs) -> Result<i32, Error> {
+pub fn run_detail(cfg: Config, a: DetailArgs, out: Output) -> Result<i32, Error> {
     let w = window(&cfg, a.window_ms)?;
     if a.limit == 0 || a.limit > detail::MAX_LIMIT {
         return Err(Error::Input(format!(
@@ -79,10 +72,6 @@ pub fn run_detail(cfg: Config, a: DetailArgs) -> Result<i32, Error> {
         )));
     }
     let d = detail::detail(a.topic, w, a.limit, a.sort).map_err(Error::Internal)?;
-    if a.json {
-        output::json(&d)?;
-    } else {
-        print!("{}", d.render());
-    }
+    out.emit(&d)?;
     Ok(exit::OK)
 }
