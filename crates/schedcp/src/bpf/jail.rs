@@ -523,9 +523,10 @@ fn resolve(program: &Path) -> Result<PathBuf> {
         return Ok(program.to_path_buf());
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from(SANDBOX_PATH));
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file() && p.is_absolute())
+    program
+        .to_str()
+        .and_then(|name| crate::host::which_in(name, &path))
+        .filter(|p| p.is_absolute())
         .ok_or_else(|| anyhow!("{} not found in PATH", program.display()))
 }
 

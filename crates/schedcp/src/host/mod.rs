@@ -22,6 +22,12 @@ pub fn which(program: &str) -> Option<PathBuf> {
     which::which(program).ok()
 }
 
+/// Resolve a bare program name in the directories of `paths` (a `PATH`-style
+/// list), executables only.
+pub fn which_in(program: &str, paths: &std::ffi::OsStr) -> Option<PathBuf> {
+    which::which_in(program, Some(paths), "/").ok()
+}
+
 /// `name` as a file name: letters, digits, `_` and `-` kept, the rest `_`.
 pub fn safe_file_name(name: &str) -> String {
     name.chars()

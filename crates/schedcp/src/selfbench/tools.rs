@@ -1,6 +1,6 @@
 //! Finding the external programs a benchmark runs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::Error;
 
@@ -8,22 +8,17 @@ use crate::error::Error;
 /// shell may not have on its path), or a setup error naming the Debian
 /// package that ships it.
 pub fn find(program: &str, package: &str) -> Result<PathBuf, Error> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|p| is_executable(p))
-        .ok_or_else(|| {
-            Error::Setup(format!(
-                "{program} not found: install Debian's {package} package \
-                 (apt-get install -y {package})"
-            ))
-        })
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from));
+    let paths = std::env::join_paths(dirs).unwrap_or_default();
+    crate::host::which_in(program, &paths).ok_or_else(|| {
+        Error::Setup(format!(
+            "{program} not found: install Debian's {package} package \
+             (apt-get install -y {package})"
+        ))
+    })
 }
 
 #[cfg(test)]
