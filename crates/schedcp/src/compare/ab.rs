@@ -188,14 +188,20 @@ impl AbReport {
 
     /// One line: label, verdict, improvement with interval and p.
     pub fn headline(&self) -> String {
-        let effect = match (self.improvement_pct, self.improvement_ci_pct) {
-            (Some(p), Some(ci)) => format!(
-                "{p:+.1}% better [{:+.1}%, {:+.1}%] ({:.0}% CI)",
+        // An improvement is only ever shown with its interval; without one
+        // the median change is shown as just that.
+        let effect = match (
+            self.improvement_pct,
+            self.improvement_ci_pct,
+            self.comparison.change_pct,
+        ) {
+            (Some(p), Some(ci), _) => format!(
+                "improvement {p:+.1}% [{:+.1}%, {:+.1}%] ({:.0}% CI)",
                 ci.low,
                 ci.high,
                 ci.level * 100.0
             ),
-            (Some(p), None) => format!("{p:+.1}% better (no interval: too few runs)"),
+            (_, None, Some(c)) => format!("median change {c:+.1}%, no interval (too few runs)"),
             _ => "no change measurable".into(),
         };
         let p = self

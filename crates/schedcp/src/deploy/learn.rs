@@ -26,8 +26,7 @@ pub(super) enum Trip {
 /// significant, so a canary's result is evidence for search (its p-value
 /// and change recorded), never a verdict: a canary guards, it does not
 /// prove.
-pub(super) fn canary_result(d: &Deployment, base: Option<&Kpis>, windows: &[Kpis]) -> NewResult {
-    let ab = canary_summary(d, base, windows);
+pub(super) fn canary_result(d: &Deployment, ab: &AbReport) -> NewResult {
     let lower = ab.metric.direction == Better::Lower;
     NewResult {
         // Result workloads are identifiers; the description says which load ran.

@@ -403,7 +403,7 @@ impl Controller {
             None => {
                 let ab = learn::canary_summary(d, inf.baseline.as_ref(), &inf.windows);
                 self.event(Some(d.id), "canary_summary", &ab.headline());
-                learn::canary_result(d, inf.baseline.as_ref(), &inf.windows)
+                learn::canary_result(d, &ab)
             }
         };
         self.curation
