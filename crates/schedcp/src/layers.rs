@@ -17,6 +17,7 @@ pub const LAYERS: &[&str] = &[
     "compare",
     "config",
     "store",
+    "knobs",
     "bpf",
     "lab",
     "observe",

@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod doctor;
 pub mod error;
 pub mod host;
+pub mod knobs;
 pub mod lab;
 pub mod node;
 pub mod observe;

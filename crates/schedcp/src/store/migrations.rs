@@ -47,6 +47,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006 deploy: deployments, their events and objects, the node's intent",
         sql: include_str!("migrations/0006_deploy.sql"),
     },
+    Migration {
+        name: "0007 knobs: a deployment is a change (scheduler, knob set, or both); the knob journal",
+        sql: include_str!("migrations/0007_knobs.sql"),
+    },
 ];
 
 /// What [`apply`] did.
