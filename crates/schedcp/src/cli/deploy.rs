@@ -78,6 +78,13 @@ pub struct DeployArgs {
     /// Workload run in each canary window: a workload profile or a lab workload spec.
     #[arg(long)]
     pub workload: Option<String>,
+    /// A knob assignment applied with the change, NAME=VALUE (repeatable;
+    /// `schedcp knob list`). Without a token the change is knobs only.
+    #[arg(long = "knob", value_name = "NAME=VALUE")]
+    pub knobs: Vec<String>,
+    /// The workload profile whose processes get the `workload.*` knobs.
+    #[arg(long, value_name = "PROFILE")]
+    pub knob_workload: Option<String>,
     #[command(flatten)]
     pub remote: Remote,
 }
@@ -131,17 +138,38 @@ pub fn run(cfg: Config, a: DeployArgs, out: Output) -> Result<i32, Error> {
 
 fn deploy_cmd(cfg: &Config, a: &DeployArgs, out: Output) -> Result<i32, Error> {
     let token = match (&a.token, &a.token_file) {
-        (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .map_err(|e| Error::Input(format!("reading {}: {e}", f.display())))?
-            .trim()
-            .to_string(),
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| Error::Input(format!("reading {}: {e}", f.display())))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) if !a.knobs.is_empty() => None,
         (None, None) => {
             return Err(Error::Input(
-                "give --token or --token-file (from `schedcp verify`), or a subcommand: status, history, rollback".into(),
+                "give --token or --token-file (from `schedcp verify`), --knob NAME=VALUE, or a subcommand: status, history, rollback".into(),
             ))
         }
     };
+    let knobs = a
+        .knobs
+        .iter()
+        .map(|k| schedcp::knobs::Assignment::parse(k, a.knob_workload.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    deploy_change(cfg, &a.remote, token, knobs, a, out)
+}
+
+/// Deploy a change (scheduler, knobs, or both) through the daemon and wait
+/// for its canary's verdict.
+pub fn deploy_change(
+    cfg: &Config,
+    remote: &Remote,
+    token: Option<String>,
+    knobs: Vec<schedcp::knobs::Assignment>,
+    a: &DeployArgs,
+    out: Output,
+) -> Result<i32, Error> {
     let object_base64 = a
         .object
         .as_ref()
@@ -154,14 +182,21 @@ fn deploy_cmd(cfg: &Config, a: &DeployArgs, out: Output) -> Result<i32, Error> {
                 .map_err(|e| Error::Input(format!("reading {}: {e}", p.display())))
         })
         .transpose()?;
-    if a.remote.url.is_none() {
+    if remote.url.is_none() {
         // Check here first: a machine without sched_ext, a bad or expired
-        // token, a wrong object get a precise answer without a daemon.
-        deploy::gate::admit(cfg, &token, object_base64.as_deref())?;
+        // token, a wrong object, a knob this machine refuses get a precise
+        // answer without a daemon.
+        if let Some(token) = &token {
+            deploy::gate::admit(cfg, token, object_base64.as_deref())?;
+        }
+        if !knobs.is_empty() {
+            schedcp::knobs::change::admit(&knobs, &|w| deploy::deployer::workload_binding(cfg, w))?;
+        }
     }
     let canary = a.canary.unwrap_or(cfg.deploy.canary_s);
     let args = json!({
         "token": token,
+        "knobs": (!knobs.is_empty()).then_some(&knobs),
         "object_base64": object_base64,
         "canary_s": a.canary,
         "kpi": a.kpi,
@@ -170,7 +205,7 @@ fn deploy_cmd(cfg: &Config, a: &DeployArgs, out: Output) -> Result<i32, Error> {
     });
     let pb = out.spinner();
     pb.set_message(format!("deploying: baseline, switch, {canary} s canary"));
-    let job = call(cfg, &a.remote, "deploy", args)?;
+    let job = call(cfg, remote, "deploy", args)?;
     pb.finish_and_clear();
     let result = match job["state"].as_str() {
         Some("succeeded") => job["result"].clone(),
@@ -224,10 +259,9 @@ impl Report for Status {
             Some(d) => {
                 let _ = writeln!(
                     s,
-                    "deployment #{} {}@{}: {} since {}",
+                    "deployment #{} {}: {} since {}",
                     d.id,
-                    d.policy,
-                    d.version,
+                    d.label(),
                     d.state.as_str(),
                     d.requested_at
                 );
@@ -261,7 +295,7 @@ impl Report for History {
                 s,
                 "#{:<4} {:<24} {:<11} {}  {}",
                 d.id,
-                format!("{}@{}", d.policy, d.version),
+                d.label(),
                 d.state.as_str(),
                 d.requested_at,
                 d.reason.as_deref().unwrap_or("")
@@ -296,12 +330,20 @@ fn history(cfg: &Config, remote: &Remote, limit: usize, out: Output) -> Result<i
 impl Report for Deployment {
     fn render(&self) -> String {
         let mut s = format!(
-            "deployment #{} {}@{}: {}\n",
+            "deployment #{} {}: {}\n",
             self.id,
-            self.policy,
-            self.version,
+            self.label(),
             self.state.as_str()
         );
+        if let Some(k) = &self.knobs {
+            for r in &k.released {
+                let _ = writeln!(
+                    s,
+                    "  released to the operator: {} (schedcp wrote {}, found {})",
+                    r.knob, r.expected, r.found
+                );
+            }
+        }
         if let Some(r) = &self.reason {
             let _ = writeln!(s, "  {r}");
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use schedcp_scx::{sysfs, ExternalScheduler};
 
-use super::record::Deployment;
+use super::record::{Deployment, SchedulerChange};
 use super::DeployConfig;
 use crate::config::Config;
 use crate::error::Error;
@@ -184,15 +184,20 @@ pub fn attach_object(bytes: &[u8]) -> Result<Attachment, Error> {
 /// Start an external scheduler binary under supervision. The binary is
 /// written (0700, by hash) under the state dir, so what runs is exactly
 /// what the token was checked against; its output goes to a per-deployment log.
-pub fn start_binary(cfg: &Config, d: &Deployment, bytes: &[u8]) -> Result<Attachment, Error> {
+pub fn start_binary(
+    cfg: &Config,
+    d: &Deployment,
+    s: &SchedulerChange,
+    bytes: &[u8],
+) -> Result<Attachment, Error> {
     let dir = cfg.state_dir().join("deploy");
     let io = |what: &str, e: std::io::Error| Error::Setup(format!("{what}: {e}"));
     // bin/<sha256>/<policy>: by hash, under the name `ps` shows.
-    let bin_dir = dir.join("bin").join(&d.object_sha256);
+    let bin_dir = dir.join("bin").join(&s.object_sha256);
     std::fs::create_dir_all(&bin_dir)
         .and_then(|_| std::fs::create_dir_all(dir.join("logs")))
         .map_err(|e| io(&format!("creating {}", dir.display()), e))?;
-    let name = crate::host::safe_file_name(&d.policy);
+    let name = crate::host::safe_file_name(&s.policy);
     let binary = bin_dir.join(if name.is_empty() {
         "scheduler".into()
     } else {

@@ -16,13 +16,32 @@ pub type EventSink = Box<dyn Fn(Option<i64>, &str, &str) + Send>;
 /// A message about a deploy in progress, for progress bars and job status.
 pub type Progress = Box<dyn Fn(&str) + Send>;
 
-/// A deploy request that passed admission.
+/// A deploy request that passed admission: a scheduler, a knob change
+/// set, or both.
 pub struct Prepared {
-    pub admitted: Box<Admitted>,
+    pub admitted: Option<Box<Admitted>>,
+    pub knobs: Option<crate::knobs::Plan>,
     pub plan: CanaryPlan,
     pub(super) workload: Option<Workload>,
     pub(super) received: Instant,
     pub(super) admission_ms: f64,
+}
+
+impl Prepared {
+    /// `vtime@3`, `knobs vm.swappiness=10`, or both.
+    pub fn label(&self) -> String {
+        let s = self
+            .admitted
+            .as_ref()
+            .map(|a| format!("{}@{}", a.claims.policy, a.claims.version));
+        let k = self.knobs.as_ref().map(|k| format!("knobs {}", k.describe()));
+        match (s, k) {
+            (Some(s), Some(k)) => format!("{s} + {k}"),
+            (Some(s), None) => s,
+            (None, Some(k)) => k,
+            (None, None) => "nothing".into(),
+        }
+    }
 }
 
 /// What the handle asks of the controller thread.

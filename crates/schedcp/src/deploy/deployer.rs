@@ -86,7 +86,28 @@ impl Deployer {
             .as_deref()
             .map(|w| resolve_workload(&self.cfg, w))
             .transpose()?;
-        let admitted = super::gate::admit(&self.cfg, &req.token, req.object_base64.as_deref())?;
+        let token = req.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        if token.is_none() && req.knobs.is_empty() {
+            return Err(Error::Input(
+                "a change needs a scheduler (its verifier token), knob assignments, or both".into(),
+            ));
+        }
+        if token.is_none() && req.object_base64.is_some() {
+            return Err(Error::Input(
+                "an object without a token: give the verifier's token for it".into(),
+            ));
+        }
+        // Knobs first: their checks are cheap and touch nothing.
+        let knobs = if req.knobs.is_empty() {
+            None
+        } else {
+            Some(crate::knobs::change::admit(&req.knobs, &|w| {
+                workload_binding(&self.cfg, w)
+            })?)
+        };
+        let admitted = token
+            .map(|t| super::gate::admit(&self.cfg, t, req.object_base64.as_deref()))
+            .transpose()?;
         let plan = CanaryPlan {
             canary_s,
             window_s: d.window_s,
@@ -95,7 +116,8 @@ impl Deployer {
         };
         Ok(Prepared {
             admission_ms: received.elapsed().as_secs_f64() * 1e3,
-            admitted: Box::new(admitted),
+            admitted: admitted.map(Box::new),
+            knobs,
             plan,
             workload,
             received,
@@ -188,6 +210,26 @@ pub fn status(cfg: &Config, busy: bool) -> Result<Status, Error> {
         last_known_good,
         busy,
     })
+}
+
+/// The command line of a workload profile, which per-workload knobs follow.
+pub fn workload_binding(cfg: &Config, name: &str) -> Result<crate::knobs::WorkloadBinding, Error> {
+    use crate::observe::workload_profiles::{self, Target};
+    let store = Store::open_in(&cfg.state_dir())?;
+    let p = workload_profiles::get(&store, name).map_err(|_| {
+        Error::NotFound(format!(
+            "no workload profile '{name}': per-workload knobs follow a profile's processes (`schedcp observe workload add`)"
+        ))
+    })?;
+    match p.target {
+        Target::Command { argv, .. } => Ok(crate::knobs::WorkloadBinding {
+            name: p.name,
+            argv,
+        }),
+        Target::Lab { .. } => Err(Error::Input(format!(
+            "workload profile '{name}' runs a built-in lab workload, which has no processes of its own on this machine to apply knobs to; use a command profile"
+        ))),
+    }
 }
 
 /// A workload name: a registered profile (its target, metric and

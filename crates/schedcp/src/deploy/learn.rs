@@ -32,8 +32,10 @@ pub(super) fn canary_result(d: &Deployment, ab: &AbReport) -> NewResult {
         // Result workloads are identifiers; the description says which load ran.
         workload: "deploy_canary".into(),
         workload_description: format!(
-            "canary of a deployment on {} under {}",
-            d.kernel_release, ab.subject
+            "canary of {} on {} under {}",
+            d.label(),
+            d.kernel_release,
+            ab.subject
         ),
         metric: ab.metric.name.clone(),
         unit: ab.metric.unit.clone(),
@@ -92,7 +94,7 @@ pub(super) fn canary_summary(d: &Deployment, base: Option<&Kpis>, windows: &[Kpi
         metric,
         Arm::new("before (baseline window)", b, vec![]),
         Arm::new(
-            format!("{}@{} (canary windows)", d.policy, d.version),
+            format!("{} (canary windows)", d.label()),
             c,
             vec![],
         ),
@@ -147,7 +149,9 @@ pub(super) fn trip_result(d: &Deployment, trip: Option<&Trip>) -> NewResult {
 }
 
 /// Into the policy repository, so curation learns from deployments. A
-/// version this machine's library does not hold is noted, not fatal.
+/// version this machine's library does not hold is noted, not fatal. A
+/// change without a scheduler has no policy version to record against:
+/// its verdict stays in the deploy history and the audit log.
 /// Runs on its own thread: opening the library may load the embedding
 /// model, and the controller must keep polling health meanwhile. The
 /// thread runs at the lowest priority (nice 19), and the controller does
@@ -161,6 +165,7 @@ pub(super) fn record(
     res: NewResult,
     passed: bool,
 ) -> Option<std::thread::JoinHandle<()>> {
+    let s = d.scheduler.clone()?;
     let cfg = cfg.clone();
     let d = d.clone();
     let spawned = std::thread::Builder::new()
@@ -172,8 +177,8 @@ pub(super) fn record(
                 libc::setpriority(libc::PRIO_PROCESS, tid, 19);
             }
             let pref = PolicyRef {
-                name: d.policy.clone(),
-                version: Some(d.version),
+                name: s.policy.clone(),
+                version: Some(s.version),
             };
             let outcome = (|| -> Result<String, Error> {
                 let mut lib = Library::open(&cfg)?;
@@ -184,7 +189,7 @@ pub(super) fn record(
                         lib.transition(
                             &pref,
                             State::Verified,
-                            &format!("deploy token {} from the verifier", d.token_jti),
+                            &format!("deploy token {} from the verifier", s.token_jti),
                         )?;
                     }
                     if matches!(v.state, State::Candidate | State::Verified) {
@@ -198,7 +203,7 @@ pub(super) fn record(
                 Ok(msg) => ("policy_result", msg),
                 Err(e) => (
                     "policy_result_skipped",
-                    format!("{}@{}: {e}", d.policy, d.version),
+                    format!("{}: {e}", s.label()),
                 ),
             };
             tracing::info!(deployment = d.id, "deploy {event}: {detail}");

@@ -49,8 +49,13 @@ use crate::error::Error;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
-    /// The deployment token `verify` issued (`v4.public.…`).
-    pub token: String,
+    /// The deployment token `verify` issued (`v4.public.…`), for a change
+    /// that attaches a scheduler.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Knob assignments applied with the change (see `schedcp knob list`).
+    #[serde(default)]
+    pub knobs: Vec<crate::knobs::Assignment>,
     /// The BPF object (or, for an external scheduler, its binary), base64.
     /// Without it, what the verifier kept on this machine under the
     /// token's hash is used.

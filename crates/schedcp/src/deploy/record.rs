@@ -78,14 +78,33 @@ pub struct Timings {
     pub breach_to_rollback_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Deployment {
-    pub id: i64,
+/// The scheduler part of a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SchedulerChange {
     pub policy: String,
     pub version: u32,
     pub ops_name: String,
     pub object_sha256: String,
     pub token_jti: String,
+}
+
+impl SchedulerChange {
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.policy, self.version)
+    }
+}
+
+/// One change to the node: a scheduler, a knob change set, or both.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Deployment {
+    pub id: i64,
+    /// The scheduler this change attaches (none: the scheduler stays as it was).
+    #[serde(flatten)]
+    pub scheduler: Option<SchedulerChange>,
+    /// The knob change set this change applies: its plan, the prior values
+    /// (restored on rollback), and knobs released to an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knobs: Option<crate::knobs::Applied>,
     pub kernel_release: String,
     /// The deployment that was active when this one started: its last
     /// known-good, and where a rollback returns to (none: the kernel default).
@@ -109,13 +128,33 @@ pub struct DeployEvent {
     pub detail: String,
 }
 
-/// A deployment about to be recorded.
-pub struct NewDeployment<'a> {
+impl Deployment {
+    /// `vtime@3`, `knobs vm.swappiness=10`, or both.
+    pub fn label(&self) -> String {
+        let knobs = self.knobs.as_ref().map(|k| format!("knobs {}", k.plan.describe()));
+        match (&self.scheduler, knobs) {
+            (Some(s), Some(k)) => format!("{} + {k}", s.label()),
+            (Some(s), None) => s.label(),
+            (None, Some(k)) => k,
+            (None, None) => "nothing".into(),
+        }
+    }
+}
+
+/// The scheduler of a deployment about to be recorded.
+pub struct NewScheduler<'a> {
     pub policy: &'a str,
     pub version: u32,
     pub ops_name: &'a str,
     pub object: &'a [u8],
     pub token_jti: &'a str,
+}
+
+/// A deployment about to be recorded.
+pub struct NewDeployment<'a> {
+    pub scheduler: Option<NewScheduler<'a>>,
+    /// The admitted plan, kept (with an empty snapshot) before any write.
+    pub knobs: Option<&'a crate::knobs::Applied>,
     pub kernel_release: &'a str,
     pub previous_id: Option<i64>,
     pub plan: &'a CanaryPlan,
@@ -135,19 +174,28 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
 }
 
 const COLUMNS: &str = "id, policy, version, ops_name, object_sha256, token_jti, kernel_release, \
-     previous_id, state, requested_at, ended_at, reason, request, baseline, windows, timings";
+     previous_id, state, requested_at, ended_at, reason, request, baseline, windows, timings, knobs";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<(Deployment, String)> {
     let state: String = r.get(8)?;
     let baseline: Option<String> = r.get(13)?;
-    Ok((
-        Deployment {
-            id: r.get(0)?,
-            policy: r.get(1)?,
+    let knobs: Option<String> = r.get(16)?;
+    let policy: Option<String> = r.get(1)?;
+    let scheduler = match policy {
+        Some(policy) => Some(SchedulerChange {
+            policy,
             version: r.get(2)?,
             ops_name: r.get(3)?,
             object_sha256: r.get(4)?,
             token_jti: r.get(5)?,
+        }),
+        None => None,
+    };
+    Ok((
+        Deployment {
+            id: r.get(0)?,
+            scheduler,
+            knobs: knobs.as_deref().map(from_json).transpose()?,
             kernel_release: r.get(6)?,
             previous_id: r.get(7)?,
             state: DeployState::Canary,
@@ -175,30 +223,50 @@ fn db(e: rusqlite::Error) -> Error {
 /// Record a new canary deployment and make it the node's intent, in one
 /// transaction. Returns its id.
 pub fn insert_canary(store: &mut Store, d: &NewDeployment<'_>) -> Result<i64, Error> {
-    let sha = hex::encode(Sha256::digest(d.object));
+    let sha = d
+        .scheduler
+        .as_ref()
+        .map(|s| hex::encode(Sha256::digest(s.object)));
     let plan = json(d.plan)?;
     let baseline = d.baseline.map(json).transpose()?;
+    let knobs = d.knobs.map(json).transpose()?;
+    let what = match (&d.scheduler, &sha, d.knobs) {
+        (Some(s), Some(sha), k) => format!(
+            "{}@{} ({}){}",
+            s.policy,
+            s.version,
+            &sha[..12],
+            k.map(|k| format!(" with knobs {}", k.plan.describe()))
+                .unwrap_or_default()
+        ),
+        (_, _, Some(k)) => format!("knobs {}", k.plan.describe()),
+        _ => return Err(Error::Input("a change needs a scheduler, knobs, or both".into())),
+    };
     store.write(|tx| {
-        tx.execute(
-            "INSERT OR IGNORE INTO deploy_objects (sha256, bytes) VALUES (?1, ?2)",
-            params![sha, d.object],
-        )
-        .map_err(db)?;
+        if let (Some(s), Some(sha)) = (&d.scheduler, &sha) {
+            tx.execute(
+                "INSERT OR IGNORE INTO deploy_objects (sha256, bytes) VALUES (?1, ?2)",
+                params![sha, s.object],
+            )
+            .map_err(db)?;
+        }
+        let s = d.scheduler.as_ref();
         tx.execute(
             "INSERT INTO deployments (policy, version, ops_name, object_sha256, token_jti, \
-             kernel_release, previous_id, state, requested_at, request, baseline) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'canary', ?8, ?9, ?10)",
+             kernel_release, previous_id, state, requested_at, request, baseline, knobs) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'canary', ?8, ?9, ?10, ?11)",
             params![
-                d.policy,
-                d.version,
-                d.ops_name,
+                s.map(|s| s.policy),
+                s.map(|s| s.version),
+                s.map(|s| s.ops_name),
                 sha,
-                d.token_jti,
+                s.map(|s| s.token_jti),
                 d.kernel_release,
                 d.previous_id,
                 now(),
                 plan,
-                baseline
+                baseline,
+                knobs
             ],
         )
         .map_err(db)?;
@@ -209,10 +277,7 @@ pub fn insert_canary(store: &mut Store, d: &NewDeployment<'_>) -> Result<i64, Er
             Some(id),
             "canary_started",
             &format!(
-                "{}@{} ({}) attaching as a canary; last known-good: {}",
-                d.policy,
-                d.version,
-                &sha[..12],
+                "{what} going on as a canary; last known-good: {}",
                 d.previous_id
                     .map_or("the kernel default".to_string(), |p| format!(
                         "deployment #{p}"
@@ -221,6 +286,39 @@ pub fn insert_canary(store: &mut Store, d: &NewDeployment<'_>) -> Result<i64, Er
         )?;
         Ok::<_, Error>(id)
     })
+}
+
+/// Keep a change set's state (its snapshot as it grows, released knobs).
+pub fn save_knobs(store: &mut Store, id: i64, k: &crate::knobs::Applied) -> Result<(), Error> {
+    let k = json(k)?;
+    store.write(|tx| {
+        tx.execute(
+            "UPDATE deployments SET knobs = ?2 WHERE id = ?1",
+            params![id, k],
+        )
+        .map_err(db)?;
+        Ok(())
+    })
+}
+
+/// The deployments whose effects are in force now, newest first: the
+/// current one, then each predecessor it superseded (a superseded
+/// change's knobs stay set under its successor).
+pub fn in_force(store: &Store) -> Result<Vec<Deployment>, Error> {
+    let mut out = Vec::new();
+    let mut next = current(store)?;
+    while let Some(d) = next {
+        if out.len() > 1000 {
+            break; // a cycle could only come from an edited store
+        }
+        let prev = match d.previous_id {
+            Some(p) => get(store, p)?.filter(|p| p.state == DeployState::Superseded),
+            None => None,
+        };
+        out.push(d);
+        next = prev;
+    }
+    Ok(out)
 }
 
 fn set_current_tx(tx: &rusqlite::Transaction<'_>, id: Option<i64>) -> Result<(), Error> {

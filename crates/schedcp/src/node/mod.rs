@@ -588,7 +588,8 @@ impl crate::tune::main_job::DeployTarget for NodeTarget {
     ) -> Result<crate::deploy::Deployment, Error> {
         use base64::Engine as _;
         let input = crate::api::tools::deploy::DeployInput {
-            token: token.into(),
+            token: Some(token.into()),
+            knobs: None,
             object_base64: Some(base64::engine::general_purpose::STANDARD.encode(object)),
             canary_s: Some(canary_s),
             kpi: None,

@@ -13,8 +13,10 @@ use crate::deploy::{self, DeployEvent, DeployRequest, Deployment, Status};
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployInput {
-    /// The deployment token verify issued (v4.public...).
-    pub token: String,
+    /// The deployment token verify issued (v4.public...), for a change that attaches a scheduler.
+    pub token: Option<String>,
+    /// Knob assignments applied with the change, e.g. [{"knob":"vm.swappiness","value":"10"}, {"knob":"workload.nice","value":"5","workload":"web"}] (see knob_list). A change is a scheduler, knobs, or both.
+    pub knobs: Option<Vec<crate::knobs::Assignment>>,
     /// The verified BPF object, base64 (default: the object this machine's verifier kept under the token's hash).
     pub object_base64: Option<String>,
     /// Canary length in seconds (default from the daemon's config).
@@ -35,6 +37,7 @@ fn deploy(ctx: &Ctx<'_>, i: DeployInput) -> Result<JobStatus, ApiError> {
         object_base64: i.object_base64,
         canary_s: i.canary_s,
         kpi: i.kpi.unwrap_or_default(),
+        knobs: i.knobs.unwrap_or_default(),
         workload: i.workload,
     };
     // Refusals (token, object, kernel) answer the call itself, not the job.
@@ -45,10 +48,7 @@ fn deploy(ctx: &Ctx<'_>, i: DeployInput) -> Result<JobStatus, ApiError> {
             "another deploy or rollback is in progress; see deploy_status",
         ));
     }
-    let title = format!(
-        "deploy {}@{}",
-        prepared.admitted.claims.policy, prepared.admitted.claims.version
-    );
+    let title = format!("deploy {}", prepared.label());
     ctx.services
         .jobs
         .spawn(&ctx.caller.id, title, move |progress| {

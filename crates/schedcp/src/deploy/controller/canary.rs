@@ -11,7 +11,10 @@ use crate::deploy::command::Progress;
 use crate::deploy::gate::Admitted;
 use crate::deploy::kpi::{self, Kpis, Workload};
 use crate::deploy::learn::Trip;
-use crate::deploy::record::{self, CanaryPlan, DeployState, Deployment, NewDeployment, Timings};
+use crate::deploy::record::{
+    self, CanaryPlan, DeployState, Deployment, NewDeployment, NewScheduler, Timings,
+};
+use crate::knobs::Applied;
 use crate::deploy::thresholds::{breaches, Breach};
 use crate::error::Error;
 
@@ -30,7 +33,8 @@ pub(in crate::deploy) struct Measuring {
 /// A deploy between request and verdict.
 pub(in crate::deploy) struct InFlight {
     pub(in crate::deploy) id: Option<i64>,
-    pub(in crate::deploy) admitted: Box<Admitted>,
+    pub(in crate::deploy) admitted: Option<Box<Admitted>>,
+    pub(in crate::deploy) knobs: Option<crate::knobs::Plan>,
     pub(in crate::deploy) plan: CanaryPlan,
     pub(in crate::deploy) workload: Option<Workload>,
     pub(in crate::deploy) received: Instant,
@@ -42,6 +46,8 @@ pub(in crate::deploy) struct InFlight {
     pub(in crate::deploy) breach_streak: u32,
     pub(in crate::deploy) timings: Timings,
     pub(in crate::deploy) canary_until: Option<Instant>,
+    /// What the change is, for messages.
+    pub(in crate::deploy) label: String,
 }
 
 impl Controller {
@@ -124,18 +130,26 @@ impl Controller {
             .ok()
             .flatten()
             .filter(|d| d.state == DeployState::Active);
-        let a = &inf.admitted;
+        let kernel_release = crate::host::kernel_release();
+        let planned = inf.knobs.clone().map(|plan| Applied {
+            plan,
+            ..Default::default()
+        });
         let new = NewDeployment {
-            policy: &a.claims.policy,
-            version: a.claims.version,
-            ops_name: &a.claims.ops_name,
-            object: &a.object,
-            token_jti: &a.claims.jti,
-            kernel_release: &a.kernel_release,
+            scheduler: inf.admitted.as_ref().map(|a| NewScheduler {
+                policy: &a.claims.policy,
+                version: a.claims.version,
+                ops_name: &a.claims.ops_name,
+                object: &a.object,
+                token_jti: &a.claims.jti,
+            }),
+            knobs: planned.as_ref(),
+            kernel_release: &kernel_release,
             previous_id: previous.as_ref().map(|p| p.id),
             plan: &inf.plan,
             baseline: Some(&baseline),
         };
+        let label = inf.label.clone();
         let id = match record::insert_canary(&mut self.store, &new) {
             Ok(id) => id,
             Err(e) => {
@@ -144,26 +158,36 @@ impl Controller {
             }
         };
         if let Some(sink) = &self.sink {
-            sink(
-                Some(id),
-                "canary_started",
-                &format!("{}@{}", a.claims.policy, a.claims.version),
-            );
+            sink(Some(id), "canary_started", &label);
         }
         inf.id = Some(id);
         inf.baseline = Some(baseline);
-        // The switch: the previous scheduler goes, the candidate comes.
+        // The switch: knobs first (each written, read back, undone on
+        // failure), then the previous scheduler goes and the candidate comes.
         let t = Instant::now();
-        self.held = None;
-        let attached = record::get(&self.store, id)
-            .and_then(|d| d.ok_or_else(|| Error::Internal(anyhow::anyhow!("deployment vanished"))))
-            .and_then(|d| self.attach(&d).map(|_| d));
+        let knobs = match inf.knobs.clone() {
+            Some(plan) => {
+                let store = &mut self.store;
+                let mut persist = |a: &Applied| record::save_knobs(store, id, a);
+                Applied::apply(plan, &mut persist).map(|_| ())
+            }
+            None => Ok(()),
+        };
+        let attached = knobs.and_then(|()| {
+            if inf.admitted.is_none() {
+                return Ok(());
+            }
+            self.held = None;
+            record::get(&self.store, id)
+                .and_then(|d| d.ok_or_else(|| Error::Internal(anyhow::anyhow!("deployment vanished"))))
+                .and_then(|d| self.attach(&d))
+        });
         inf.timings.switch_ms = Some(t.elapsed().as_secs_f64() * 1e3);
         inf.timings.request_to_attached_ms = Some(inf.received.elapsed().as_secs_f64() * 1e3);
         match attached {
             Ok(_) => {
                 (inf.progress)(&format!(
-                    "attached in {:.0} ms; canary for {} s",
+                    "{label} in force after {:.0} ms; canary for {} s",
                     inf.timings.switch_ms.unwrap_or(0.0),
                     inf.plan.canary_s
                 ));
@@ -176,7 +200,7 @@ impl Controller {
                 if let Some(d) = d {
                     self.roll_back(
                         &d,
-                        &format!("attach failed: {e}"),
+                        &format!("applying the change failed: {e}"),
                         Instant::now(),
                         Some(Trip::Health),
                     );

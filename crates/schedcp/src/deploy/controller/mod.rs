@@ -16,6 +16,7 @@
 //! known-good.
 
 mod canary;
+mod knobs;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -48,6 +49,9 @@ pub(in crate::deploy) struct Controller {
     pub(in crate::deploy) next_active_check: Option<Instant>,
     /// Curation threads still recording results ([`learn::record`]).
     pub(in crate::deploy) curation: Vec<std::thread::JoinHandle<()>>,
+    /// When managed knobs are next checked for an operator's hand and
+    /// workloads swept for new processes.
+    pub(in crate::deploy) next_knob_check: Instant,
 }
 
 /// The longest a new deployment's baseline waits for curation work.
@@ -66,6 +70,7 @@ impl Controller {
             active_streak: 0,
             next_active_check: None,
             curation: Vec::new(),
+            next_knob_check: Instant::now(),
         }
     }
 
@@ -96,17 +101,28 @@ impl Controller {
         }
     }
 
-    /// Make the kernel match the store after a (re)start.
+    /// Make the kernel match the store after a (re)start: trials whose
+    /// owner died are restored, an interrupted canary is rolled back (its
+    /// knobs restored, the last known-good scheduler re-attached), and the
+    /// changes in force are checked: knobs lost to a reboot are written
+    /// again, knobs an operator changed meanwhile are released.
     pub(in crate::deploy) fn reconcile(&mut self) -> Result<(), Error> {
+        for r in crate::knobs::journal::recover(&mut self.store)? {
+            self.event(
+                None,
+                "trial_restored",
+                &format!("knob journal #{} ({}: {}): {}", r.id, r.purpose, r.knobs, r.outcome),
+            );
+        }
         let current = record::current(&self.store)?;
-        if sysfs::state().as_deref() == Some("enabled") {
+        let foreign = sysfs::state().as_deref() == Some("enabled");
+        if foreign {
             let ops = sysfs::root_ops().unwrap_or_default();
             self.event(
                 current.as_ref().map(|c| c.id),
                 "foreign_scheduler",
                 &format!("at start the kernel already runs sched_ext scheduler '{ops}', which schedcp does not hold; leaving it alone and attaching nothing"),
             );
-            return Ok(());
         }
         let Some(d) = current else {
             return Ok(());
@@ -114,30 +130,38 @@ impl Controller {
         match d.state {
             DeployState::Canary => {
                 let why = format!(
-                    "the daemon stopped during the canary of deployment #{} ({}@{}); its verdict is unknown, so it does not stay",
-                    d.id, d.policy, d.version
+                    "the daemon stopped during the canary of deployment #{} ({}); its verdict is unknown, so it does not stay",
+                    d.id,
+                    d.label()
                 );
                 self.roll_back(&d, &why, Instant::now(), None);
             }
-            DeployState::Active => match self.attach(&d) {
-                Ok(()) => {
-                    self.event(
-                        Some(d.id),
-                        "reattached",
-                        &format!(
-                            "{}@{} re-attached after a daemon restart (it is the last known-good)",
-                            d.policy, d.version
-                        ),
-                    );
-                    self.active_baseline = d.baseline.clone();
-                    self.active_streak = 0;
-                    self.schedule_active_check();
+            DeployState::Active => {
+                self.reconcile_knobs();
+                let source = self.scheduler_source(Some(d.id));
+                let attached = match (&source, foreign) {
+                    (Some(s), false) => self.attach(s).map(|()| Some(s.label())),
+                    _ => Ok(None),
+                };
+                match attached {
+                    Ok(what) => {
+                        if let Some(what) = what {
+                            self.event(
+                                Some(d.id),
+                                "reattached",
+                                &format!("{what} re-attached after a daemon restart (it is the last known-good)"),
+                            );
+                        }
+                        self.active_baseline = d.baseline.clone();
+                        self.active_streak = 0;
+                        self.schedule_active_check();
+                    }
+                    Err(e) => {
+                        let why = format!("could not re-attach after a restart: {e}");
+                        self.roll_back(&d, &why, Instant::now(), None);
+                    }
                 }
-                Err(e) => {
-                    let why = format!("could not re-attach after a restart: {e}");
-                    self.roll_back(&d, &why, Instant::now(), None);
-                }
-            },
+            }
             _ => {
                 // The intent points at an ended deployment: a crash between
                 // two writes cannot do this (they share a transaction), so
@@ -156,6 +180,21 @@ impl Controller {
         Ok(())
     }
 
+    /// The deployment whose scheduler runs when `from` is in force: `from`
+    /// itself if it attached one, else the nearest predecessor still in
+    /// force that did (a knob-only change keeps the scheduler it found).
+    pub(in crate::deploy) fn scheduler_source(&self, from: Option<i64>) -> Option<Deployment> {
+        let mut next = from;
+        for _ in 0..1000 {
+            let d = record::get(&self.store, next?).ok().flatten()?;
+            if d.scheduler.is_some() {
+                return Some(d);
+            }
+            next = d.previous_id;
+        }
+        None
+    }
+
     pub(in crate::deploy) fn run(&mut self, rx: Receiver<Command>) {
         let poll = Duration::from_millis(self.cfg.deploy.health_poll_ms);
         loop {
@@ -168,6 +207,7 @@ impl Controller {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             self.check_health();
+            self.check_knobs();
             self.collect_window();
             self.start_window_if_due();
         }
@@ -203,19 +243,16 @@ impl Controller {
                 progress,
                 reply,
             } => {
+                let label = prepared.label();
                 let Prepared {
                     admitted,
+                    knobs,
                     plan,
                     workload,
                     received,
                     admission_ms,
                 } = *prepared;
-                progress(&format!(
-                    "admitted {}@{} (object {}…): measuring the baseline",
-                    admitted.claims.policy,
-                    admitted.claims.version,
-                    &admitted.object_sha256[..12]
-                ));
+                progress(&format!("admitted {label}: measuring the baseline"));
                 let timings = Timings {
                     admission_ms: Some(admission_ms),
                     ..Default::default()
@@ -223,6 +260,7 @@ impl Controller {
                 self.inflight = Some(InFlight {
                     id: None,
                     admitted,
+                    knobs,
                     plan,
                     workload,
                     received,
@@ -233,6 +271,7 @@ impl Controller {
                     breach_streak: 0,
                     timings,
                     canary_until: None,
+                    label,
                 });
                 // A passive check in progress measures the old scheduler
                 // only; drop it. The baseline starts from the poll loop
@@ -273,9 +312,19 @@ impl Controller {
                 self.event(Some(id), "restarted", &what);
             }
             Health::Failed(why) => {
-                let id = h.deployment_id;
-                if let Ok(Some(d)) = record::get(&self.store, id) {
+                // Every change in force down to the one that attached the
+                // failing scheduler goes: a knob change on top of it does
+                // not make it healthy.
+                let holder = h.deployment_id;
+                for _ in 0..1000 {
+                    let Ok(Some(d)) = record::current(&self.store) else {
+                        break;
+                    };
+                    let last = d.id == holder || d.scheduler.is_some();
                     self.roll_back(&d, &why, detected, Some(Trip::Health));
+                    if last {
+                        break;
+                    }
                 }
             }
         }
@@ -284,15 +333,18 @@ impl Controller {
     /// Load `d`'s object and attach it (or start its scheduler binary); on
     /// success we hold it.
     pub(in crate::deploy) fn attach(&mut self, d: &Deployment) -> Result<(), Error> {
-        let bytes = record::object(&self.store, &d.object_sha256)?;
+        let Some(s) = &d.scheduler else {
+            return Ok(());
+        };
+        let bytes = record::object(&self.store, &s.object_sha256)?;
         let attachment = if Artefact::of(&bytes) == Some(Artefact::Executable) {
-            attachment::start_binary(&self.cfg, d, &bytes)?
+            attachment::start_binary(&self.cfg, d, s, &bytes)?
         } else {
             attachment::attach_object(&bytes)?
         };
         self.held = Some(Held {
             deployment_id: d.id,
-            ops_name: sysfs::root_ops().unwrap_or_else(|| d.ops_name.clone()),
+            ops_name: sysfs::root_ops().unwrap_or_else(|| s.ops_name.clone()),
             attachment,
         });
         Ok(())
@@ -308,30 +360,57 @@ impl Controller {
         trip: Option<Trip>,
     ) {
         self.measuring = None;
-        // Detach by dropping the link; wait for the kernel to let go.
-        if let Some(h) = self.held.take() {
-            drop(h);
-            sysfs::wait_for_state("disabled", STATE_TIMEOUT);
+        // The knobs first: the snapshot as last persisted (with what the
+        // sweeps added and without what an operator took over).
+        let fresh = record::get(&self.store, d.id).ok().flatten();
+        let knobs_note = match fresh.as_ref().and_then(|f| f.knobs.as_ref()) {
+            Some(k) => match k.restore() {
+                Ok(()) => format!("; knobs restored ({})", k.plan.describe()),
+                Err(e) => {
+                    self.event(Some(d.id), "restore_failed", &e.to_string());
+                    format!("; restoring knobs failed: {e}")
+                }
+            },
+            None => String::new(),
+        };
+        let previous = d
+            .previous_id
+            .and_then(|p| record::get(&self.store, p).ok().flatten());
+        if d.previous_id.is_some() && previous.is_none() {
+            self.event(d.previous_id, "restore_failed", "last known-good missing from the store");
         }
-        let mut restored = None;
-        if let Some(prev_id) = d.previous_id {
-            match record::get(&self.store, prev_id) {
-                Ok(Some(prev)) => match self.attach(&prev) {
-                    Ok(()) => restored = Some(prev),
-                    Err(e) => self.event(
-                        Some(prev_id),
-                        "restore_failed",
-                        &format!("could not re-attach the last known-good: {e}; running the kernel default"),
-                    ),
+        // The scheduler only if this change attached one: detach by
+        // dropping the link, wait for the kernel to let go, then re-attach
+        // the scheduler the last known-good ran.
+        let mut sched_note = String::new();
+        if d.scheduler.is_some() {
+            if let Some(h) = self.held.take() {
+                drop(h);
+                sysfs::wait_for_state("disabled", STATE_TIMEOUT);
+            }
+            match self.scheduler_source(d.previous_id) {
+                Some(src) => match self.attach(&src) {
+                    Ok(()) => {
+                        sched_note = format!("; scheduler {} re-attached", src.label())
+                    }
+                    Err(e) => {
+                        self.event(
+                            Some(src.id),
+                            "restore_failed",
+                            &format!("could not re-attach the last known-good scheduler: {e}; running the kernel default"),
+                        );
+                        sched_note = "; the kernel default scheduler runs".into();
+                    }
                 },
-                _ => self.event(Some(prev_id), "restore_failed", "last known-good missing from the store"),
+                None => sched_note = "; the kernel default scheduler runs".into(),
             }
         }
+        let restored = previous;
         let elapsed_ms = detected.elapsed().as_secs_f64() * 1e3;
         let target = restored.as_ref().map(|p| p.id);
         let to = match &restored {
-            Some(p) => format!("deployment #{} ({}@{})", p.id, p.policy, p.version),
-            None => "the kernel default scheduler".into(),
+            Some(p) => format!("deployment #{} ({}){sched_note}{knobs_note}", p.id, p.label()),
+            None => format!("the kernel defaults{sched_note}{knobs_note}"),
         };
         self.transition(
             d.id,
@@ -374,6 +453,7 @@ impl Controller {
             (inf.progress)(&format!("rolled back to {to}: {why}"));
         }
         if trip.is_some() {
+            let _ = fresh;
             let fresh = record::get(&self.store, d.id)
                 .ok()
                 .flatten()
