@@ -121,17 +121,7 @@ pub fn run(cfg: Config, a: DeployArgs, out: Output) -> Result<i32, Error> {
     match a.command {
         Some(DeployCommand::Status) => status(&cfg, &a.remote, out),
         Some(DeployCommand::History { limit }) => history(&cfg, &a.remote, limit, out),
-        Some(DeployCommand::Rollback { reason }) => {
-            let d: Deployment = serde_json::from_value(call(
-                &cfg,
-                &a.remote,
-                "deploy_rollback",
-                json!({ "reason": reason }),
-            )?)
-            .map_err(|e| Error::Internal(e.into()))?;
-            out.emit(&d)?;
-            Ok(exit::OK)
-        }
+        Some(DeployCommand::Rollback { reason }) => rollback(&cfg, &a.remote, &reason, out),
         None => deploy_cmd(&cfg, &a, out),
     }
 }
@@ -326,6 +316,19 @@ fn history(cfg: &Config, remote: &Remote, limit: usize, out: Output) -> Result<i
     Ok(exit::OK)
 }
 
+/// Roll the current change back through the daemon.
+pub fn rollback(cfg: &Config, remote: &Remote, reason: &str, out: Output) -> Result<i32, Error> {
+    let d: Deployment = serde_json::from_value(call(
+        cfg,
+        remote,
+        "deploy_rollback",
+        json!({ "reason": reason }),
+    )?)
+    .map_err(|e| Error::Internal(e.into()))?;
+    out.emit(&d)?;
+    Ok(exit::OK)
+}
+
 /// A deployment: the outcome of deploy and rollback.
 impl Report for Deployment {
     fn render(&self) -> String {
@@ -412,7 +415,7 @@ fn call(cfg: &Config, remote: &Remote, tool: &str, args: Value) -> Result<Value,
 
 /// `--canary`: whole seconds, bare or as a human duration, within the
 /// deploy service's bounds.
-fn parse_canary(s: &str) -> Result<u64, String> {
+pub fn parse_canary(s: &str) -> Result<u64, String> {
     let max = deploy::MAX_CANARY_S;
     let secs = match s.trim().parse::<u64>() {
         Ok(n) => n,

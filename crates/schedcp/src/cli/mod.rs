@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod deploy;
 mod doctor;
+mod knob;
 mod lab;
 mod observe;
 mod output;
@@ -71,6 +72,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Deploy a verified scheduler under a canary with automatic rollback; status, history, rollback.
     Deploy(deploy::DeployArgs),
+    /// Kernel knobs beyond sched_ext: catalogue, what this machine allows, read, trial, apply, roll back.
+    #[command(subcommand)]
+    Knob(knob::KnobCommand),
     /// The daemon: holds the services, serves MCP and REST to agents (root).
     Serve(serve::ServeArgs),
     /// MCP on stdio for an agent, forwarded to the daemon with your token (unprivileged).
@@ -119,6 +123,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Bench(c) => bench::run(cfg, c, out),
         Command::Verify(a) => verify::run(cfg, a, out),
         Command::Deploy(a) => deploy::run(cfg, a, out),
+        Command::Knob(c) => knob::run(cfg, c, out),
         Command::Serve(a) => serve::serve(cfg, a),
         Command::Mcp(a) => serve::mcp(cfg, a),
         Command::Token(c) => token::run(cfg, c, out),

@@ -93,9 +93,16 @@ impl Workload {
     }
 
     pub fn run(&self) -> Result<WorkloadKpi, Error> {
+        self.run_with(None)
+    }
+
+    /// One run, a command workload's child under `hook` (per-workload knobs).
+    pub fn run_with(&self, hook: Option<&crate::knobs::SpawnHook>) -> Result<WorkloadKpi, Error> {
         let mut kpi = match &self.runner {
             Runner::Lab { agent, spec } => run_lab(agent, spec, self.metric.as_deref())?,
-            Runner::Command { argv, cwd, timeout } => run_command(argv, cwd.as_deref(), *timeout)?,
+            Runner::Command { argv, cwd, timeout } => {
+                run_command(argv, cwd.as_deref(), *timeout, hook)?
+            }
         };
         if let Some(b) = self.better {
             kpi.better = better_name(b).into();
@@ -155,10 +162,12 @@ fn run_command(
     argv: &[String],
     cwd: Option<&Path>,
     timeout: Duration,
+    hook: Option<&crate::knobs::SpawnHook>,
 ) -> Result<WorkloadKpi, Error> {
     // The same timed run as a workload benchmark: exact wall time, the
     // command's whole process group killed at the deadline.
-    let timed = crate::observe::benchmark::command::time_command(argv, cwd, timeout)?;
+    let timed =
+        crate::observe::benchmark::command::time_command_with(argv, cwd, timeout, hook)?;
     timed
         .outcome
         .map_err(|why| Error::Internal(anyhow::anyhow!("{}: {why}", argv.join(" "))))?;

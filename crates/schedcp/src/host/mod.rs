@@ -3,6 +3,7 @@
 //! about schedulers, the lab or the services above.
 
 pub mod fs;
+pub mod interrupt;
 pub mod process;
 
 use std::path::{Path, PathBuf};

@@ -306,6 +306,8 @@ pub fn devices() -> Vec<String> {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|d| valid_device(d).is_ok())
+                // Loop and RAM disks are not I/O targets worth tuning.
+                .filter(|d| !d.starts_with("loop") && !d.starts_with("ram"))
                 .collect()
         })
         .unwrap_or_default();

@@ -5,3 +5,4 @@
 //! caller provides. The rule-based and learning tiers build on it.
 
 pub mod main_job;
+pub mod trial;

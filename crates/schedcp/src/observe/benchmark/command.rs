@@ -42,6 +42,18 @@ pub fn time_command(
     cwd: Option<&Path>,
     timeout: Duration,
 ) -> Result<Timed, Error> {
+    time_command_with(argv, cwd, timeout, None)
+}
+
+/// [`time_command`], with a knob change set's per-workload attributes and
+/// cgroup applied to the child before it execs (so everything it starts
+/// inherits them).
+pub fn time_command_with(
+    argv: &[String],
+    cwd: Option<&Path>,
+    timeout: Duration,
+    hook: Option<&crate::knobs::SpawnHook>,
+) -> Result<Timed, Error> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::Input("the profile's command is empty".into()))?;
@@ -53,6 +65,9 @@ pub fn time_command(
         .stderr(Stdio::piped());
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
+    }
+    if let Some(h) = hook {
+        h.install(&mut cmd);
     }
     let start = Instant::now();
     let mut group = Group::spawn(&mut cmd, false).map_err(|e| {
