@@ -26,6 +26,8 @@ pub struct DoctorReport {
     pub checks: Vec<Check>,
     /// True when `schedcp lab run` can work here.
     pub lab_ready: bool,
+    /// Which knob groups this machine allows (`schedcp knob list` for each knob).
+    pub knobs: Vec<crate::knobs::discover::GroupSummary>,
 }
 
 fn check(name: &'static str, required_for_lab: bool, r: Result<String, (String, String)>) -> Check {
@@ -79,6 +81,7 @@ pub fn run(lab: &Lab) -> DoctorReport {
         host_kernel: crate::host::kernel_release(),
         checks,
         lab_ready,
+        knobs: crate::knobs::discover::groups(&crate::knobs::discover::list()),
     }
 }
 
@@ -231,6 +234,19 @@ impl DoctorReport {
         } else {
             "lab: not ready (fix the checks above)\n"
         });
+        for g in &self.knobs {
+            s.push_str(&format!(
+                "knobs {:<9} {}/{} writable here{}\n",
+                g.group.as_str(),
+                g.available,
+                g.total,
+                if g.unavailable_because.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not: {})", g.unavailable_because.join("; "))
+                }
+            ));
+        }
         s
     }
 }

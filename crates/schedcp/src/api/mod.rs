@@ -16,6 +16,7 @@ pub mod client;
 pub mod error;
 pub mod jobs;
 pub mod mcp;
+pub mod metrics;
 pub mod openapi;
 pub mod ops;
 pub mod rest;

@@ -94,9 +94,45 @@ pub fn http_app(services: Arc<Services>, stop: CancellationToken) -> axum::Route
                 services.clone(),
                 require_token,
             ));
+    let metrics = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(services.clone());
     rest::router(services)
         .merge(mcp_routes)
+        .merge(metrics)
         .layer(axum::extract::DefaultBodyLimit::max(max))
+}
+
+/// Prometheus exposition: public only where the operator set
+/// `api.metrics_public`; otherwise an observe token, like any read.
+async fn metrics(
+    State(services): State<Arc<Services>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let s = services.clone();
+    let token = rest::bearer(&headers);
+    let out = tokio::task::spawn_blocking(move || {
+        if !s.cfg.api.metrics_public {
+            let who = s.authenticate(token.as_deref())?;
+            if !who.allows(super::auth::Scope::Observe) {
+                return Err(super::error::ApiError::new(
+                    super::error::Code::Forbidden,
+                    "/metrics needs a token with the observe scope",
+                ));
+            }
+        }
+        super::metrics::render(&s.cfg).map_err(super::error::ApiError::from)
+    })
+    .await;
+    match out {
+        Ok(Ok(text)) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        )
+            .into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => super::error::ApiError::internal(anyhow::anyhow!("{e}")).into_response(),
+    }
 }
 
 async fn require_token(

@@ -54,6 +54,9 @@ pub struct ApiConfig {
     pub max_jobs: usize,
     /// Largest request body (and MCP message) accepted, bytes.
     pub max_request_bytes: usize,
+    /// Serve `/metrics` on the HTTP listener without a token (Prometheus
+    /// scrapers often cannot send one). Off: an observe token is required.
+    pub metrics_public: bool,
 }
 
 impl ApiConfig {
@@ -87,6 +90,7 @@ impl Default for ApiConfig {
             socket_group: None,
             http: None,
             allow_remote_http: false,
+            metrics_public: false,
             rate_per_s: 20,
             rate_burst: 40,
             max_jobs: 2,

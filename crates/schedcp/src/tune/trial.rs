@@ -76,6 +76,11 @@ pub fn run_host(
     req: &TrialRequest,
     on: OnRun<'_>,
 ) -> Result<TrialReport, Error> {
+    // One trial at a time in this process: two would measure each other.
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.try_lock().map_err(|_| {
+        Error::Input("another knob trial is running; retry when it ends".into())
+    })?;
     let mut store = Store::open_in(&cfg.state_dir())?;
     // A trial killed earlier left its knobs: put them back first.
     journal::recover(&mut store)?;

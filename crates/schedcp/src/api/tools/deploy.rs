@@ -110,7 +110,7 @@ fn rollback(ctx: &Ctx<'_>, i: RollbackInput) -> Result<Deployment, ApiError> {
 pub fn ops() -> Vec<Op> {
     vec![
         op("deploy", Scope::Deploy, Method::Post, "/deploy", false,
-           "Deploy a verified scheduler: checks the token (signature, expiry, object hash, this kernel, sched_ext), measures a KPI baseline, attaches through struct_ops, and watches run-queue latency, PSI cpu, nr_rejected, the scheduler's health and optionally a workload's metric for the canary window. Any breach rolls back to the last known-good at once. A job: returns at once or waits wait_seconds; the result is the deployment (state active or rolled_back, with timings).",
+           "Deploy a change — a verified scheduler (token), a knob change set (knobs; see knob_list), or both. For a scheduler: checks the token (signature, expiry, object hash, this kernel, sched_ext), measures a KPI baseline, attaches through struct_ops, and watches run-queue latency, PSI cpu, nr_rejected, the scheduler's health and optionally a workload's metric for the canary window. Any breach rolls back to the last known-good at once. A job: returns at once or waits wait_seconds; the result is the deployment (state active or rolled_back, with timings).",
            deploy).as_job(),
         op("deploy_status", Scope::Observe, Method::Get, "/deploy/status", true,
            "What the node runs: sched_ext state, the kernel's ops name, the current deployment (canary or active) and where a rollback would go.",

@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod deploy;
+mod knobs;
 mod observe;
 mod policies;
 mod verify;
@@ -14,6 +15,7 @@ pub fn all() -> Vec<Op> {
     ops.extend(policies::ops());
     ops.extend(verify::ops());
     ops.extend(deploy::ops());
+    ops.extend(knobs::ops());
     ops.extend(audit::ops());
     ops
 }
