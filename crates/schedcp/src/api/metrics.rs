@@ -40,7 +40,12 @@ pub fn render(cfg: &Config) -> Result<String, Error> {
     let store = Store::open_in(&cfg.state_dir())?;
     let mut s = String::new();
 
-    help(&mut s, "schedcp_deployments", "gauge", "Deployments (changes) by state.");
+    help(
+        &mut s,
+        "schedcp_deployments",
+        "gauge",
+        "Deployments (changes) by state.",
+    );
     for st in [
         DeployState::Canary,
         DeployState::Active,
@@ -49,11 +54,19 @@ pub fn render(cfg: &Config) -> Result<String, Error> {
     ] {
         let n = count(
             &store,
-            &format!("SELECT COUNT(*) FROM deployments WHERE state = '{}'", st.as_str()),
+            &format!(
+                "SELECT COUNT(*) FROM deployments WHERE state = '{}'",
+                st.as_str()
+            ),
         )?;
         let _ = writeln!(s, "schedcp_deployments{{state=\"{}\"}} {n}", st.as_str());
     }
-    help(&mut s, "schedcp_deployment_info", "gauge", "Changes in force (1), with their state and what they change.");
+    help(
+        &mut s,
+        "schedcp_deployment_info",
+        "gauge",
+        "Changes in force (1), with their state and what they change.",
+    );
     let chain = record::in_force(&store)?;
     for d in &chain {
         let _ = writeln!(
@@ -64,13 +77,26 @@ pub fn render(cfg: &Config) -> Result<String, Error> {
             label(&d.label())
         );
     }
-    help(&mut s, "schedcp_rollbacks_total", "counter", "Rollbacks, manual or by the breaker.");
+    help(
+        &mut s,
+        "schedcp_rollbacks_total",
+        "counter",
+        "Rollbacks, manual or by the breaker.",
+    );
     let _ = writeln!(
         s,
         "schedcp_rollbacks_total {}",
-        count(&store, "SELECT COUNT(*) FROM deploy_events WHERE event = 'rolled_back'")?
+        count(
+            &store,
+            "SELECT COUNT(*) FROM deploy_events WHERE event = 'rolled_back'"
+        )?
     );
-    help(&mut s, "schedcp_breaker_trips_total", "counter", "Rollbacks the circuit breaker decided (not manual).");
+    help(
+        &mut s,
+        "schedcp_breaker_trips_total",
+        "counter",
+        "Rollbacks the circuit breaker decided (not manual).",
+    );
     let _ = writeln!(
         s,
         "schedcp_breaker_trips_total {}",
@@ -79,14 +105,27 @@ pub fn render(cfg: &Config) -> Result<String, Error> {
             "SELECT COUNT(*) FROM deploy_events WHERE event = 'rolled_back' AND detail NOT LIKE 'manual rollback%'"
         )?
     );
-    help(&mut s, "schedcp_operator_overrides_total", "counter", "Managed knobs released because an operator changed them.");
+    help(
+        &mut s,
+        "schedcp_operator_overrides_total",
+        "counter",
+        "Managed knobs released because an operator changed them.",
+    );
     let _ = writeln!(
         s,
         "schedcp_operator_overrides_total {}",
-        count(&store, "SELECT COUNT(*) FROM deploy_events WHERE event = 'operator_override'")?
+        count(
+            &store,
+            "SELECT COUNT(*) FROM deploy_events WHERE event = 'operator_override'"
+        )?
     );
 
-    help(&mut s, "schedcp_kpi", "gauge", "The latest KPI window of the current change (canary or passive), and its baseline.");
+    help(
+        &mut s,
+        "schedcp_kpi",
+        "gauge",
+        "The latest KPI window of the current change (canary or passive), and its baseline.",
+    );
     if let Some(d) = chain.first() {
         let mut put = |window: &str, k: &crate::deploy::kpi::Kpis| {
             let vals = [
@@ -115,7 +154,12 @@ pub fn render(cfg: &Config) -> Result<String, Error> {
     }
 
     help(&mut s, "schedcp_knob_managed", "gauge", "Knobs schedcp manages now: the value it wrote (numeric knobs) or 1 with the value as a label.");
-    help(&mut s, "schedcp_knob_released", "gauge", "Knobs released to an operator (1), with the value schedcp had written.");
+    help(
+        &mut s,
+        "schedcp_knob_released",
+        "gauge",
+        "Knobs released to an operator (1), with the value schedcp had written.",
+    );
     let mut claimed = std::collections::BTreeSet::new();
     for d in &chain {
         let Some(k) = &d.knobs else { continue };

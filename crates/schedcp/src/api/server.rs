@@ -126,7 +126,10 @@ async fn metrics(
     .await;
     match out {
         Ok(Ok(text)) => (
-            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
             text,
         )
             .into_response(),

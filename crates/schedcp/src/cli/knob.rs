@@ -163,7 +163,9 @@ pub fn run(cfg: Config, c: KnobCommand, out: Output) -> Result<i32, Error> {
             };
             super::deploy::deploy_change(&cfg, &a.remote, None, knobs, &args, out)
         }
-        KnobCommand::Rollback { reason, remote } => super::deploy::rollback(&cfg, &remote, &reason, out),
+        KnobCommand::Rollback { reason, remote } => {
+            super::deploy::rollback(&cfg, &remote, &reason, out)
+        }
     }
 }
 
@@ -175,7 +177,11 @@ fn list(a: ListArgs, out: Output) -> Result<i32, Error> {
             Group::ALL
                 .into_iter()
                 .find(|x| x.as_str() == g)
-                .ok_or_else(|| Error::Input(format!("unknown group '{g}'; groups: fair, memory, block, workload")))
+                .ok_or_else(|| {
+                    Error::Input(format!(
+                        "unknown group '{g}'; groups: fair, memory, block, workload"
+                    ))
+                })
         })
         .transpose()?;
     let all = discover::list();
@@ -240,9 +246,21 @@ impl Report for Shown {
     fn render(&self) -> String {
         let a = &self.0;
         let k = &a.knob;
-        let mut s = format!("{}  ({}, {:?} scope, {:?} risk)\n", a.name, k.group.as_str(), k.scope, k.risk);
+        let mut s = format!(
+            "{}  ({}, {:?} scope, {:?} risk)\n",
+            a.name,
+            k.group.as_str(),
+            k.scope,
+            k.risk
+        );
         let values = match (k.min, k.max, k.values.is_empty()) {
-            (Some(lo), Some(hi), _) => format!("{lo}..={hi}{}", k.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default()),
+            (Some(lo), Some(hi), _) => format!(
+                "{lo}..={hi}{}",
+                k.unit
+                    .as_deref()
+                    .map(|u| format!(" {u}"))
+                    .unwrap_or_default()
+            ),
             (_, _, false) => k.values.join(" | "),
             _ => format!("{:?}", k.ty).to_lowercase(),
         };
@@ -255,7 +273,9 @@ impl Report for Shown {
             s,
             "  here         {}",
             if a.available {
-                a.current.as_deref().map_or("available".to_string(), |v| format!("available, now {v}"))
+                a.current
+                    .as_deref()
+                    .map_or("available".to_string(), |v| format!("available, now {v}"))
             } else {
                 format!("unavailable: {}", a.reason.as_deref().unwrap_or("-"))
             }

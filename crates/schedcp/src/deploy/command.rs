@@ -34,7 +34,10 @@ impl Prepared {
             .admitted
             .as_ref()
             .map(|a| format!("{}@{}", a.claims.policy, a.claims.version));
-        let k = self.knobs.as_ref().map(|k| format!("knobs {}", k.describe()));
+        let k = self
+            .knobs
+            .as_ref()
+            .map(|k| format!("knobs {}", k.describe()));
         match (s, k) {
             (Some(s), Some(k)) => format!("{s} + {k}"),
             (Some(s), None) => s,

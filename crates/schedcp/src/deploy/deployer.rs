@@ -86,7 +86,11 @@ impl Deployer {
             .as_deref()
             .map(|w| resolve_workload(&self.cfg, w))
             .transpose()?;
-        let token = req.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let token = req
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
         if token.is_none() && req.knobs.is_empty() {
             return Err(Error::Input(
                 "a change needs a scheduler (its verifier token), knob assignments, or both".into(),

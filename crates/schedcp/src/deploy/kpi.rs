@@ -166,8 +166,7 @@ fn run_command(
 ) -> Result<WorkloadKpi, Error> {
     // The same timed run as a workload benchmark: exact wall time, the
     // command's whole process group killed at the deadline.
-    let timed =
-        crate::observe::benchmark::command::time_command_with(argv, cwd, timeout, hook)?;
+    let timed = crate::observe::benchmark::command::time_command_with(argv, cwd, timeout, hook)?;
     timed
         .outcome
         .map_err(|why| Error::Internal(anyhow::anyhow!("{}: {why}", argv.join(" "))))?;
@@ -183,6 +182,15 @@ fn run_command(
 /// Measures one window: the runqlat probe stays attached while the
 /// workload runs (or, without one, for `window`).
 pub fn measure(window: Duration, workload: Option<&Workload>) -> Result<Kpis, Error> {
+    measure_with(window, workload, None)
+}
+
+/// [`measure`], the workload's child under a change set's spawn hook.
+pub fn measure_with(
+    window: Duration,
+    workload: Option<&Workload>,
+    hook: Option<&crate::knobs::SpawnHook>,
+) -> Result<Kpis, Error> {
     let psi0 = psi_cpu_some_total_us();
     let rej0 = schedcp_scx::sysfs::nr_rejected();
     let t0 = Instant::now();
@@ -191,7 +199,7 @@ pub fn measure(window: Duration, workload: Option<&Workload>) -> Result<Kpis, Er
         &Filter::default(),
         1,
         |_| match workload {
-            Some(w) => Some(w.run()),
+            Some(w) => Some(w.run_with(hook)),
             None => {
                 std::thread::sleep(window);
                 None

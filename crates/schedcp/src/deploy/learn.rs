@@ -93,11 +93,7 @@ pub(super) fn canary_summary(d: &Deployment, base: Option<&Kpis>, windows: &[Kpi
         what,
         metric,
         Arm::new("before (baseline window)", b, vec![]),
-        Arm::new(
-            format!("{} (canary windows)", d.label()),
-            c,
-            vec![],
-        ),
+        Arm::new(format!("{} (canary windows)", d.label()), c, vec![]),
         Vec::new(),
         Setting::host("baseline window, then canary windows (not interleaved)"),
         Criteria::default(),
@@ -201,10 +197,7 @@ pub(super) fn record(
             })();
             let (event, detail) = match outcome {
                 Ok(msg) => ("policy_result", msg),
-                Err(e) => (
-                    "policy_result_skipped",
-                    format!("{}: {e}", s.label()),
-                ),
+                Err(e) => ("policy_result_skipped", format!("{}: {e}", s.label())),
             };
             tracing::info!(deployment = d.id, "deploy {event}: {detail}");
             if let Ok(mut store) = Store::open_in(&cfg.state_dir()) {

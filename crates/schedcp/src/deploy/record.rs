@@ -131,7 +131,10 @@ pub struct DeployEvent {
 impl Deployment {
     /// `vtime@3`, `knobs vm.swappiness=10`, or both.
     pub fn label(&self) -> String {
-        let knobs = self.knobs.as_ref().map(|k| format!("knobs {}", k.plan.describe()));
+        let knobs = self
+            .knobs
+            .as_ref()
+            .map(|k| format!("knobs {}", k.plan.describe()));
         match (&self.scheduler, knobs) {
             (Some(s), Some(k)) => format!("{} + {k}", s.label()),
             (Some(s), None) => s.label(),
@@ -240,7 +243,11 @@ pub fn insert_canary(store: &mut Store, d: &NewDeployment<'_>) -> Result<i64, Er
                 .unwrap_or_default()
         ),
         (_, _, Some(k)) => format!("knobs {}", k.plan.describe()),
-        _ => return Err(Error::Input("a change needs a scheduler, knobs, or both".into())),
+        _ => {
+            return Err(Error::Input(
+                "a change needs a scheduler, knobs, or both".into(),
+            ))
+        }
     };
     store.write(|tx| {
         if let (Some(s), Some(sha)) = (&d.scheduler, &sha) {

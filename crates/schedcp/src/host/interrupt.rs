@@ -14,7 +14,11 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// Route SIGINT and SIGTERM to the flag for the rest of the process.
 pub fn install() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe).
         let _ = unsafe { sigaction(sig, &act) };

@@ -79,7 +79,9 @@ pub enum Type {
     Quota,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Risk {
     Low,
@@ -111,6 +113,9 @@ pub struct Knob {
     pub min: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<i64>,
+    /// Int only: values must be a multiple of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,9 +173,14 @@ fn check(k: &Knob) -> anyhow::Result<()> {
             let p = k.path.as_deref().unwrap_or_default();
             ensure!(has_path, "access {:?} needs a path", k.access);
             ensure!(
-                ["/proc/sys/", "/sys/kernel/mm/", "/sys/kernel/debug/sched/", "/sys/block/"]
-                    .iter()
-                    .any(|root| p.starts_with(root))
+                [
+                    "/proc/sys/",
+                    "/sys/kernel/mm/",
+                    "/sys/kernel/debug/sched/",
+                    "/sys/block/"
+                ]
+                .iter()
+                .any(|root| p.starts_with(root))
                     && !p.contains(".."),
                 "path {p} is outside the roots knobs may live under"
             );
@@ -206,10 +216,14 @@ fn check(k: &Knob) -> anyhow::Result<()> {
                 anyhow::bail!("an int knob needs min and max");
             };
             ensure!(lo <= hi, "min > max");
+            ensure!(
+                k.step.is_none_or(|s| s > 0 && lo % s == 0),
+                "step must divide min"
+            );
         }
         Type::Enum => ensure!(!k.values.is_empty(), "an enum knob needs values"),
         _ => ensure!(
-            k.min.is_none() && k.max.is_none() && k.values.is_empty(),
+            k.min.is_none() && k.max.is_none() && k.values.is_empty() && k.step.is_none(),
             "only int knobs have min/max and only enum knobs values"
         ),
     }

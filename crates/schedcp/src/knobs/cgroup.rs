@@ -61,7 +61,8 @@ pub fn file_for<'a>(h: &Hierarchy, v2_file: &'a str, v1_file: Option<&'a str>) -
 /// controller being present is what counts (uclamp needs its kernel option).
 pub fn offers(h: &Hierarchy, file: &str) -> bool {
     if h.v2 {
-        !file.starts_with("cpu.uclamp") || Path::new("/proc/sys/kernel/sched_util_clamp_min").exists()
+        !file.starts_with("cpu.uclamp")
+            || Path::new("/proc/sys/kernel/sched_util_clamp_min").exists()
     } else {
         h.root.join(file).exists()
     }
@@ -69,7 +70,9 @@ pub fn offers(h: &Hierarchy, file: &str) -> bool {
 
 /// `schedcp/<workload>` in the hierarchy.
 pub fn dir(h: &Hierarchy, workload: &str) -> PathBuf {
-    h.root.join("schedcp").join(crate::host::safe_file_name(workload))
+    h.root
+        .join("schedcp")
+        .join(crate::host::safe_file_name(workload))
 }
 
 /// Create the workload's cgroup (and, on v2, delegate the cpu controller
@@ -81,7 +84,8 @@ pub fn ensure(h: &Hierarchy, workload: &str) -> Result<bool, Error> {
     }
     if h.v2 {
         enable_cpu(&h.root)?;
-        std::fs::create_dir_all(d.parent().expect("has parent")).map_err(|e| io("creating", &d, e))?;
+        std::fs::create_dir_all(d.parent().expect("has parent"))
+            .map_err(|e| io("creating", &d, e))?;
         enable_cpu(d.parent().expect("has parent"))?;
     }
     std::fs::create_dir_all(&d).map_err(|e| io("creating", &d, e))?;
@@ -143,7 +147,8 @@ pub fn read(h: &Hierarchy, workload: &str, file: &str) -> Result<String, Error> 
             if v == "max" {
                 "100".into()
             } else {
-                v.parse::<f64>().map_or(v, |x| format!("{}", x.round() as i64))
+                v.parse::<f64>()
+                    .map_or(v, |x| format!("{}", x.round() as i64))
             }
         }
         _ => get(file)?,
@@ -230,7 +235,10 @@ pub fn remove(h: &Hierarchy, workload: &str, origins: &[(i32, String)]) -> Resul
     loop {
         match std::fs::remove_dir(&d) {
             Ok(()) => break,
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < deadline => {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(20))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,

@@ -126,7 +126,12 @@ impl Plan {
     pub fn knob_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.system.iter().map(|p| p.knob.clone()).collect();
         for w in &self.workloads {
-            for n in w.task_knobs.iter().map(|p| &p.knob).chain(w.cgroup.iter().map(|c| &c.knob)) {
+            for n in w
+                .task_knobs
+                .iter()
+                .map(|p| &p.knob)
+                .chain(w.cgroup.iter().map(|c| &c.knob))
+            {
                 v.push(format!("{n}@{}", w.binding.name));
             }
         }
@@ -184,7 +189,7 @@ pub fn admit(
         // model or I/O scheduler it was built without is refused here).
         if r.knob.access == Access::Selector {
             let listed = sysfs::choices(&r);
-            if !listed.iter().any(|c| *c == v) {
+            if !listed.contains(&v) {
                 refusals.push(format!(
                     "{}={v}: this kernel offers only {}",
                     r.name,
@@ -225,7 +230,10 @@ pub fn admit(
             match r.knob.access {
                 Access::Task => {
                     w.task.set(r.knob.attribute.expect("checked"), &v);
-                    w.task_knobs.push(Planned { knob: r.name, value: v });
+                    w.task_knobs.push(Planned {
+                        knob: r.name,
+                        value: v,
+                    });
                 }
                 _ => {
                     let h = machine.cgroup.as_ref().expect("usable checked it");
@@ -251,14 +259,24 @@ pub fn admit(
             refusals.join("\n  - ")
         )));
     }
-    // The defined write order: fair, memory, block; by name within each.
-    system.sort_by(|a, b| {
-        (a.0.knob.group as u8, &a.0.name).cmp(&(b.0.knob.group as u8, &b.0.name))
-    });
+    // The defined write order: fair, memory, block; within a group the
+    // selectors first, because switching one resets others (a new I/O
+    // scheduler puts nr_requests back to its default); then by name.
+    let key = |r: &Resolved| {
+        (
+            r.knob.group as u8,
+            r.knob.access != Access::Selector,
+            r.name.clone(),
+        )
+    };
+    system.sort_by_key(|a| key(&a.0));
     Ok(Plan {
         system: system
             .into_iter()
-            .map(|(r, v)| Planned { knob: r.name, value: v })
+            .map(|(r, v)| Planned {
+                knob: r.name,
+                value: v,
+            })
             .collect(),
         workloads,
         cgroup: machine.cgroup,
@@ -345,9 +363,7 @@ impl Applied {
             let undo = a.restore();
             let _ = persist(&a);
             return Err(match undo {
-                Ok(()) => Error::Input(format!(
-                    "{e}; everything already written was restored"
-                )),
+                Ok(()) => Error::Input(format!("{e}; everything already written was restored")),
                 Err(u) => Error::Internal(anyhow::anyhow!(
                     "{e}; restoring what was already written also failed: {u}"
                 )),
@@ -434,16 +450,19 @@ impl Applied {
                     continue;
                 }
                 for tid in task::threads(pid) {
-                    let known = self.snapshot.workloads[i].threads.iter().any(|(_, p)| {
-                        p.tid == tid && task::start_time(pid, tid) == Some(p.start)
-                    });
+                    let known = self.snapshot.workloads[i]
+                        .threads
+                        .iter()
+                        .any(|(_, p)| p.tid == tid && task::start_time(pid, tid) == Some(p.start));
                     if known {
                         continue;
                     }
                     let Some(prior) = task::snapshot(pid, tid) else {
                         continue;
                     };
-                    self.snapshot.workloads[i].threads.push((pid, prior.clone()));
+                    self.snapshot.workloads[i]
+                        .threads
+                        .push((pid, prior.clone()));
                     persist(self)?;
                     match task::apply(&prior, &w.task) {
                         Ok(()) => changed += 1,
@@ -460,7 +479,9 @@ impl Applied {
         Ok(changed)
     }
 
-    /// Put every prior value back, newest first, skipping released knobs.
+    /// Put every prior value back, skipping released knobs: workloads
+    /// first, then system knobs in write order (a selector such as the I/O
+    /// scheduler goes back before the values it resets).
     /// Goes on past a failure and reports all of them.
     pub fn restore(&self) -> Result<(), Error> {
         let mut failures = Vec::new();
@@ -484,7 +505,7 @@ impl Applied {
                 }
             }
         }
-        for p in self.snapshot.system.iter().rev() {
+        for p in &self.snapshot.system {
             if released(&p.knob) {
                 continue;
             }
@@ -609,7 +630,12 @@ impl Applied {
     /// a workload schedcp starts is under the change set from its first
     /// instruction.
     pub fn spawn_hook(&self, workload: &str) -> Result<Option<SpawnHook>, Error> {
-        let Some(w) = self.plan.workloads.iter().find(|w| w.binding.name == workload) else {
+        let Some(w) = self
+            .plan
+            .workloads
+            .iter()
+            .find(|w| w.binding.name == workload)
+        else {
             return Ok(None);
         };
         let procs = match (&self.plan.cgroup, w.cgroup.is_empty()) {
@@ -665,8 +691,12 @@ pub fn read_workload(r: &Resolved, binding: &WorkloadBinding) -> Result<String, 
                     binding.name
                 )));
             }
-            let f = cgroup::file_for(&h, r.knob.v2_file.as_deref().unwrap_or_default(), r.knob.v1_file.as_deref())
-                .ok_or_else(|| Error::Input(format!("{} has no file in this hierarchy", r.name)))?;
+            let f = cgroup::file_for(
+                &h,
+                r.knob.v2_file.as_deref().unwrap_or_default(),
+                r.knob.v1_file.as_deref(),
+            )
+            .ok_or_else(|| Error::Input(format!("{} has no file in this hierarchy", r.name)))?;
             cgroup::read(&h, &binding.name, f)
         }
         _ => {

@@ -101,13 +101,17 @@ pub fn usable(m: &Machine, r: &Resolved) -> Result<Option<String>, String> {
             let h = m.cgroup.as_ref().ok_or(
                 "no cgroup CPU controller is mounted (neither cgroup v2 with cpu nor a v1 cpu hierarchy)",
             )?;
-            let f = cgroup::file_for(h, k.v2_file.as_deref().unwrap_or_default(), k.v1_file.as_deref())
-                .ok_or_else(|| {
-                    format!(
-                        "cgroup v1 has no equivalent of {} (only v1 is mounted with cpu here)",
-                        k.v2_file.as_deref().unwrap_or_default()
-                    )
-                })?;
+            let f = cgroup::file_for(
+                h,
+                k.v2_file.as_deref().unwrap_or_default(),
+                k.v1_file.as_deref(),
+            )
+            .ok_or_else(|| {
+                format!(
+                    "cgroup v1 has no equivalent of {} (only v1 is mounted with cpu here)",
+                    k.v2_file.as_deref().unwrap_or_default()
+                )
+            })?;
             if !cgroup::offers(h, f) {
                 return Err(format!(
                     "the cpu controller at {} has no {f} (kernel option missing)",
@@ -146,7 +150,9 @@ pub fn list() -> Vec<Availability> {
             if devs.is_empty() {
                 vec![k.name.clone()]
             } else {
-                devs.iter().map(|d| k.name.replace(catalog::DEVICE, d)).collect()
+                devs.iter()
+                    .map(|d| k.name.replace(catalog::DEVICE, d))
+                    .collect()
             }
         } else {
             vec![k.name.clone()]

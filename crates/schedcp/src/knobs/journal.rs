@@ -82,7 +82,9 @@ pub fn recover(store: &mut Store) -> Result<Vec<Recovered>, Error> {
             )
             .map_err(db)?;
         let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .map_err(db)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db)?;
@@ -99,7 +101,12 @@ pub fn recover(store: &mut Store) -> Result<Vec<Recovered>, Error> {
             Err(e) => {
                 let outcome = format!("unreadable journal entry, not restored: {e}");
                 finish(store, id, &outcome)?;
-                out.push(Recovered { id, purpose, knobs: String::new(), outcome });
+                out.push(Recovered {
+                    id,
+                    purpose,
+                    knobs: String::new(),
+                    outcome,
+                });
                 continue;
             }
         };
@@ -107,7 +114,10 @@ pub fn recover(store: &mut Store) -> Result<Vec<Recovered>, Error> {
             Ok(()) => "restored after its owner died".to_string(),
             Err(e) => format!("restore after its owner died failed: {e}"),
         };
-        tracing::warn!("knob journal #{id} ({purpose}): {outcome}: {}", a.plan.describe());
+        tracing::warn!(
+            "knob journal #{id} ({purpose}): {outcome}: {}",
+            a.plan.describe()
+        );
         finish(store, id, &outcome)?;
         out.push(Recovered {
             id,

@@ -21,12 +21,14 @@ pub fn read(r: &Resolved) -> Result<String, Error> {
         }),
         Access::Feature => {
             let flag = r.knob.feature.as_deref().expect("checked");
-            feature_state(&text, flag).map(|on| if on { "1" } else { "0" }.into()).ok_or_else(|| {
-                Error::Input(format!(
-                    "{}: this kernel's {path} has no flag {flag}",
-                    r.name
-                ))
-            })
+            feature_state(&text, flag)
+                .map(|on| if on { "1" } else { "0" }.into())
+                .ok_or_else(|| {
+                    Error::Input(format!(
+                        "{}: this kernel's {path} has no flag {flag}",
+                        r.name
+                    ))
+                })
         }
         Access::Task | Access::Cgroup => unreachable!("not a file knob"),
     }
@@ -73,9 +75,15 @@ pub fn probe(r: &Resolved) -> Result<String, String> {
 
 /// Every choice a selector file lists.
 pub fn choices(r: &Resolved) -> Vec<String> {
-    let text = r.path().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+    let text = r
+        .path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
     text.split_whitespace()
-        .map(|w| w.trim_matches(|c| matches!(c, '[' | ']' | '(' | ')')).to_string())
+        .map(|w| {
+            w.trim_matches(|c| matches!(c, '[' | ']' | '(' | ')'))
+                .to_string()
+        })
         .collect()
 }
 
@@ -121,8 +129,14 @@ mod tests {
 
     #[test]
     fn selectors_and_features_parse() {
-        assert_eq!(selected("always [madvise] never\n").as_deref(), Some("madvise"));
-        assert_eq!(selected("none voluntary (full) lazy").as_deref(), Some("full"));
+        assert_eq!(
+            selected("always [madvise] never\n").as_deref(),
+            Some("madvise")
+        );
+        assert_eq!(
+            selected("none voluntary (full) lazy").as_deref(),
+            Some("full")
+        );
         assert_eq!(selected("none"), None);
         let f = "GENTLE_FAIR_SLEEPERS NO_RUN_TO_PARITY PLACE_LAG";
         assert_eq!(feature_state(f, "RUN_TO_PARITY"), Some(false));

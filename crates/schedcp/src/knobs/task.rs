@@ -156,7 +156,8 @@ fn setattr(tid: i32, policy: i32, nice: i32, runtime_ns: u64) -> std::io::Result
 fn get_affinity(tid: i32) -> std::io::Result<Vec<usize>> {
     // SAFETY: zeroed cpu_set_t is valid; the kernel writes at most its size.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -234,11 +235,7 @@ pub fn apply(p: &Prior, s: &TaskSettings) -> Result<(), Error> {
     if s.nice.is_some() || s.policy.is_some() || s.slice_us.is_some() {
         let policy = s.policy.unwrap_or(p.policy).raw();
         let nice = s.nice.unwrap_or(p.nice);
-        let runtime = s
-            .slice_us
-            .map(|us| us * 1000)
-            .or(p.slice_ns)
-            .unwrap_or(0);
+        let runtime = s.slice_us.map(|us| us * 1000).or(p.slice_ns).unwrap_or(0);
         setattr(tid, policy, nice, runtime).map_err(|e| fail("nice/policy/slice", e))?;
     }
     if let Some(cpus) = &s.affinity {
@@ -264,8 +261,10 @@ pub fn read(tid: i32, attr: Attribute) -> Result<String, Error> {
     let a = getattr(tid).map_err(|e| Error::Input(format!("thread {tid}: {e}")))?;
     Ok(match attr {
         Attribute::Nice => a.sched_nice.to_string(),
-        Attribute::Policy => Policy::from_raw(a.sched_policy as i32)
-            .map_or_else(|| format!("policy {}", a.sched_policy), |p| p.as_str().into()),
+        Attribute::Policy => Policy::from_raw(a.sched_policy as i32).map_or_else(
+            || format!("policy {}", a.sched_policy),
+            |p| p.as_str().into(),
+        ),
         Attribute::Slice => (a.sched_runtime / 1000).to_string(),
         Attribute::Affinity => super::value::format_cpulist(
             &get_affinity(tid).map_err(|e| Error::Input(format!("thread {tid}: {e}")))?,
@@ -287,9 +286,10 @@ impl SelfApply {
     pub fn new(s: &TaskSettings) -> SelfApply {
         let own = getattr(0).ok();
         let attr = (s.nice.is_some() || s.policy.is_some() || s.slice_us.is_some()).then(|| {
-            let policy = s.policy.map(Policy::raw).unwrap_or_else(|| {
-                own.map_or(libc::SCHED_OTHER, |a| a.sched_policy as i32)
-            });
+            let policy = s
+                .policy
+                .map(Policy::raw)
+                .unwrap_or_else(|| own.map_or(libc::SCHED_OTHER, |a| a.sched_policy as i32));
             let nice = s.nice.unwrap_or_else(|| own.map_or(0, |a| a.sched_nice));
             (policy, nice, s.slice_us.map_or(0, |us| us * 1000))
         });

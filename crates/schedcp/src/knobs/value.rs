@@ -28,6 +28,11 @@ pub fn canonical(knob: &Knob, name: &str, raw: &str) -> Result<String, Error> {
                         .unwrap_or_default()
                 ));
             }
+            if let Some(step) = knob.step.filter(|s| n % s != 0) {
+                return bad(format!(
+                    "must be a multiple of {step} (the kernel keeps it in units of {step})"
+                ));
+            }
             Ok(n.to_string())
         }
         Type::Bool => match v.to_ascii_lowercase().as_str() {
@@ -62,7 +67,10 @@ pub fn canonical(knob: &Knob, name: &str, raw: &str) -> Result<String, Error> {
                 parts.first().and_then(|s| s.parse::<u64>().ok()),
                 parts.get(1).and_then(|s| s.parse::<u64>().ok()),
             ) else {
-                return bad("a quota is `max` or `QUOTA_US PERIOD_US` (e.g. `50000 100000` for half a CPU)".into());
+                return bad(
+                    "a quota is `max` or `QUOTA_US PERIOD_US` (e.g. `50000 100000` for half a CPU)"
+                        .into(),
+                );
             };
             if parts.len() != 2 || !(1000..=1_000_000).contains(&p) {
                 return bad("the period must be 1000..=1000000 µs".into());
@@ -98,7 +106,9 @@ pub fn parse_cpulist(s: &str) -> Result<Vec<usize>, String> {
             None => (part, part),
         };
         let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) else {
-            return Err(format!("'{part}' is not a CPU number or range (e.g. 0-3,6)"));
+            return Err(format!(
+                "'{part}' is not a CPU number or range (e.g. 0-3,6)"
+            ));
         };
         if a > b || b >= 4096 {
             return Err(format!("'{part}' is not a valid CPU range"));
@@ -135,7 +145,9 @@ pub fn online_cpus() -> Vec<usize> {
     std::fs::read_to_string("/sys/devices/system/cpu/online")
         .ok()
         .and_then(|s| parse_cpulist(&s).ok())
-        .unwrap_or_else(|| (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect())
+        .unwrap_or_else(|| {
+            (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+        })
 }
 
 #[cfg(test)]
@@ -147,7 +159,9 @@ mod tests {
     fn values_are_checked_and_canonical() {
         let k = resolve("vm.swappiness").unwrap().knob;
         assert_eq!(canonical(k, "vm.swappiness", " 10 ").unwrap(), "10");
-        let e = canonical(k, "vm.swappiness", "100000").unwrap_err().to_string();
+        let e = canonical(k, "vm.swappiness", "100000")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("outside the safe range"), "{e}");
         assert!(canonical(k, "vm.swappiness", "ten").is_err());
         let b = resolve("kernel.sched_autogroup_enabled").unwrap().knob;

@@ -48,7 +48,8 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0006_deploy.sql"),
     },
     Migration {
-        name: "0007 knobs: a deployment is a change (scheduler, knob set, or both); the knob journal",
+        name:
+            "0007 knobs: a deployment is a change (scheduler, knob set, or both); the knob journal",
         sql: include_str!("migrations/0007_knobs.sql"),
     },
 ];

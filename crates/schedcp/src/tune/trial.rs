@@ -78,9 +78,9 @@ pub fn run_host(
 ) -> Result<TrialReport, Error> {
     // One trial at a time in this process: two would measure each other.
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE.try_lock().map_err(|_| {
-        Error::Input("another knob trial is running; retry when it ends".into())
-    })?;
+    let _one = ONE
+        .try_lock()
+        .map_err(|_| Error::Input("another knob trial is running; retry when it ends".into()))?;
     let mut store = Store::open_in(&cfg.state_dir())?;
     // A trial killed earlier left its knobs: put them back first.
     journal::recover(&mut store)?;
@@ -174,7 +174,12 @@ fn interleave(
             continue;
         }
         i += 1;
-        on(i, total, s, r.as_ref().map(|k| k.value).map_err(String::as_str));
+        on(
+            i,
+            total,
+            s,
+            r.as_ref().map(|k| k.value).map_err(String::as_str),
+        );
         if let Err(e) = &r {
             failures.push(e.clone());
         }

@@ -269,3 +269,139 @@ pub mod tier {
         );
     }
 }
+
+/// A `schedcp serve` with its own state, socket and loopback HTTP port,
+/// stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl Daemon {
+    pub fn config(&self) -> std::path::PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("schedcp.sock")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        schedcp()
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env_remove("SCHEDCP_STATE")
+            .output()
+            .unwrap()
+    }
+
+    pub fn token(&self, name: &str, scopes: &str) -> String {
+        let out = self.cli(&[
+            "token", "create", "--name", name, "--scopes", scopes, "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    /// Start with `extra` appended to the `[api]` section.
+    pub fn start(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = format!(
+            "state_dir = \"{}\"\n[api]\nsocket = \"{}\"\nhttp = \"127.0.0.1:{port}\"\n{extra}\n",
+            dir.path().join("state").display(),
+            dir.path().join("schedcp.sock").display(),
+        );
+        std::fs::write(dir.path().join("config.toml"), cfg).unwrap();
+        let child = Daemon::spawn(&dir.path().join("config.toml"));
+        let d = Daemon { dir, child, port };
+        d.wait_up();
+        d
+    }
+
+    fn spawn(config: &std::path::Path) -> std::process::Child {
+        schedcp()
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .env_remove("SCHEDCP_STATE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_up(&self) {
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            || std::os::unix::net::UnixStream::connect(self.socket()).is_err()
+        {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(30),
+                "the daemon did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// A CLI call against this daemon, running in the background.
+    pub fn cli_spawn(&self, args: &[&str]) -> std::process::Child {
+        schedcp()
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env_remove("SCHEDCP_STATE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// SIGKILL the daemon (no cleanup of its own), then start it again on
+    /// the same state, as after a crash.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.socket());
+        self.child = Daemon::spawn(&self.config());
+        self.wait_up();
+    }
+}
+
+impl Drop for Daemon {
+    /// SIGTERM, and SIGKILL if it has not stopped within 20 s (a daemon that
+    /// cannot stop must not hang the test run; the test has failed by then
+    /// if it matters).
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        eprintln!("the daemon did not stop within 20 s of SIGTERM; killing it");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            panic!("the daemon did not stop on SIGTERM");
+        }
+    }
+}

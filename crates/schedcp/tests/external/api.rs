@@ -8,10 +8,8 @@
 use crate::common;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
@@ -40,106 +38,7 @@ fn clients() -> Clients {
     }
 }
 
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("config.toml")
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("schedcp.sock")
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        common::schedcp()
-            .arg("--config")
-            .arg(self.config())
-            .args(args)
-            .env_remove("SCHEDCP_STATE")
-            .output()
-            .unwrap()
-    }
-
-    fn token(&self, name: &str, scopes: &str) -> String {
-        let out = self.cli(&[
-            "token", "create", "--name", name, "--scopes", scopes, "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["token"].as_str().unwrap().to_string()
-    }
-
-    /// Start with `extra` appended to the `[api]` section.
-    fn start(extra: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = format!(
-            "state_dir = \"{}\"\n[api]\nsocket = \"{}\"\nhttp = \"127.0.0.1:{port}\"\n{extra}\n",
-            dir.path().join("state").display(),
-            dir.path().join("schedcp.sock").display(),
-        );
-        std::fs::write(dir.path().join("config.toml"), cfg).unwrap();
-        let child = common::schedcp()
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .arg("serve")
-            .env_remove("SCHEDCP_STATE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let d = Daemon { dir, child, port };
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !d.socket().exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "the daemon did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-}
-
-impl Drop for Daemon {
-    /// SIGTERM, and SIGKILL if it has not stopped within 20 s (a daemon that
-    /// cannot stop must not hang the test run; the test has failed by then
-    /// if it matters).
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("the daemon did not stop within 20 s of SIGTERM; killing it");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            panic!("the daemon did not stop on SIGTERM");
-        }
-    }
-}
+use common::Daemon;
 
 /// Run the Python SDK driver with a script; one JSON value per output line.
 fn sdk(c: &Clients, args: &[&str], script: &Value) -> (Option<i32>, Vec<Value>) {

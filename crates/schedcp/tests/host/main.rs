@@ -7,6 +7,7 @@
 mod common;
 
 mod deploy_workload;
+mod knobs;
 mod observe_probes;
 mod observe_profile;
 mod verify_analyze;

@@ -172,7 +172,11 @@ fn knob_trial(ctx: &Ctx<'_>, i: TrialInput) -> Result<JobStatus, ApiError> {
         .jobs
         .spawn(&ctx.caller.id, title, move |progress| {
             let on = |n: usize, of: usize, side: Side, r: Result<f64, &str>| {
-                let who = if side == Side::Baseline { "current" } else { "candidate" };
+                let who = if side == Side::Baseline {
+                    "current"
+                } else {
+                    "candidate"
+                };
                 progress.say(&match r {
                     Ok(v) => format!("run {n}/{of} ({who}): {v:.2}"),
                     Err(e) => format!("run {n}/{of} ({who}) failed: {e}"),

@@ -14,9 +14,9 @@ use crate::deploy::learn::Trip;
 use crate::deploy::record::{
     self, CanaryPlan, DeployState, Deployment, NewDeployment, NewScheduler, Timings,
 };
-use crate::knobs::Applied;
 use crate::deploy::thresholds::{breaches, Breach};
 use crate::error::Error;
+use crate::knobs::Applied;
 
 /// Why a window is being measured.
 pub(in crate::deploy) enum Purpose {
@@ -58,11 +58,17 @@ impl Controller {
             Purpose::Active => None,
             _ => self.inflight.as_ref().and_then(|i| i.workload.clone()),
         };
+        // A workload whose processes a change set in force manages starts
+        // under it, as its own processes on this machine would.
+        let hook = workload
+            .as_ref()
+            .and_then(|w| w.profile.clone())
+            .and_then(|p| self.spawn_hook(&p));
         let (tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("deploy-kpi".into())
             .spawn(move || {
-                let _ = tx.send(kpi::measure(window, workload.as_ref()));
+                let _ = tx.send(kpi::measure_with(window, workload.as_ref(), hook.as_ref()));
             });
         match spawned {
             Ok(_) => self.measuring = Some(Measuring { purpose, rx }),
@@ -179,7 +185,9 @@ impl Controller {
             }
             self.held = None;
             record::get(&self.store, id)
-                .and_then(|d| d.ok_or_else(|| Error::Internal(anyhow::anyhow!("deployment vanished"))))
+                .and_then(|d| {
+                    d.ok_or_else(|| Error::Internal(anyhow::anyhow!("deployment vanished")))
+                })
                 .and_then(|d| self.attach(&d))
         });
         inf.timings.switch_ms = Some(t.elapsed().as_secs_f64() * 1e3);

@@ -77,10 +77,23 @@ impl Controller {
             let mut persist = |a: &Applied| record::save_knobs(store, d.id, a);
             match k.sweep(&mut persist) {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(deployment = d.id, "{n} new workload threads under the change set"),
+                Ok(n) => tracing::info!(
+                    deployment = d.id,
+                    "{n} new workload threads under the change set"
+                ),
                 Err(e) => tracing::warn!(deployment = d.id, "sweeping workloads: {e}"),
             }
         }
+    }
+
+    /// The spawn hook of the newest change set in force that manages
+    /// `workload`'s processes.
+    pub(in crate::deploy) fn spawn_hook(&self, workload: &str) -> Option<crate::knobs::SpawnHook> {
+        record::in_force(&self.store)
+            .ok()?
+            .into_iter()
+            .filter_map(|d| d.knobs)
+            .find_map(|k| k.spawn_hook(workload).ok().flatten())
     }
 
     /// At start: change sets applied in an earlier boot are written again

@@ -111,7 +111,10 @@ impl Controller {
             self.event(
                 None,
                 "trial_restored",
-                &format!("knob journal #{} ({}: {}): {}", r.id, r.purpose, r.knobs, r.outcome),
+                &format!(
+                    "knob journal #{} ({}: {}): {}",
+                    r.id, r.purpose, r.knobs, r.outcome
+                ),
             );
         }
         let current = record::current(&self.store)?;
@@ -377,7 +380,11 @@ impl Controller {
             .previous_id
             .and_then(|p| record::get(&self.store, p).ok().flatten());
         if d.previous_id.is_some() && previous.is_none() {
-            self.event(d.previous_id, "restore_failed", "last known-good missing from the store");
+            self.event(
+                d.previous_id,
+                "restore_failed",
+                "last known-good missing from the store",
+            );
         }
         // The scheduler only if this change attached one: detach by
         // dropping the link, wait for the kernel to let go, then re-attach
@@ -390,9 +397,7 @@ impl Controller {
             }
             match self.scheduler_source(d.previous_id) {
                 Some(src) => match self.attach(&src) {
-                    Ok(()) => {
-                        sched_note = format!("; scheduler {} re-attached", src.label())
-                    }
+                    Ok(()) => sched_note = format!("; scheduler {} re-attached", src.label()),
                     Err(e) => {
                         self.event(
                             Some(src.id),
@@ -409,7 +414,11 @@ impl Controller {
         let elapsed_ms = detected.elapsed().as_secs_f64() * 1e3;
         let target = restored.as_ref().map(|p| p.id);
         let to = match &restored {
-            Some(p) => format!("deployment #{} ({}){sched_note}{knobs_note}", p.id, p.label()),
+            Some(p) => format!(
+                "deployment #{} ({}){sched_note}{knobs_note}",
+                p.id,
+                p.label()
+            ),
             None => format!("the kernel defaults{sched_note}{knobs_note}"),
         };
         self.transition(
