@@ -530,6 +530,12 @@ fn change_sets_under_the_deploy_daemon() {
         &format!("vm.vfs_cache_pressure={vfs1}"),
         "--canary",
         "2",
+        // Other test tiers load this machine meanwhile: the passive KPIs
+        // must not decide this case, which is about the mechanism.
+        "--kpi",
+        "psi_cpu_some_increase_pct=100",
+        "--kpi",
+        "runq_p99_ratio=1000",
         "--json",
     ]);
     let apply_to_active = t.elapsed();
@@ -597,6 +603,10 @@ fn change_sets_under_the_deploy_daemon() {
         "spin",
         "--kpi",
         "workload_regression_pct=50",
+        "--kpi",
+        "psi_cpu_some_increase_pct=100",
+        "--kpi",
+        "runq_p99_ratio=1000",
         "--json",
     ]);
     assert_eq!(o.status.code(), Some(4), "{}", common::text(&o));
