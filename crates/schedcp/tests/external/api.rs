@@ -122,6 +122,9 @@ fn python_sdk_lists_and_calls_tools_over_http_and_stdio() {
         "observe_profile",
         "workload_profiles",
         "observe_benchmark",
+        "knob_list",
+        "knob_read",
+        "knob_trial",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
