@@ -163,24 +163,8 @@ pub fn render(cfg: &Config) -> Result<String, Error> {
     let mut claimed = std::collections::BTreeSet::new();
     for d in &chain {
         let Some(k) = &d.knobs else { continue };
-        for name in k.plan.knob_names() {
-            let v = k
-                .plan
-                .system
-                .iter()
-                .find(|p| p.knob == name)
-                .map(|p| p.value.clone())
-                .or_else(|| {
-                    k.plan.workloads.iter().find_map(|w| {
-                        w.task_knobs
-                            .iter()
-                            .map(|p| (&p.knob, &p.value))
-                            .chain(w.cgroup.iter().map(|c| (&c.knob, &c.value)))
-                            .find(|(n, _)| format!("{n}@{}", w.binding.name) == name)
-                            .map(|(_, v)| v.clone())
-                    })
-                })
-                .unwrap_or_default();
+        for p in k.plan.managed() {
+            let (name, v) = (p.knob, p.value);
             if !claimed.insert(name.clone()) {
                 continue;
             }

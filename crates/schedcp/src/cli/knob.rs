@@ -117,12 +117,7 @@ pub fn run(cfg: Config, c: KnobCommand, out: Output) -> Result<i32, Error> {
     match c {
         KnobCommand::List(a) => list(a, out),
         KnobCommand::Show { name } => {
-            let r = catalog::resolve(&name)?;
-            let all = discover::list();
-            let a = all
-                .into_iter()
-                .find(|a| a.name == r.name || (r.device.is_some() && a.knob.name == r.knob.name))
-                .ok_or_else(|| Error::NotFound(format!("{name}: not in this machine's list")))?;
+            let a = discover::one(&name)?;
             out.emit(&Shown(a))?;
             Ok(exit::OK)
         }
@@ -253,17 +248,7 @@ impl Report for Shown {
             k.scope,
             k.risk
         );
-        let values = match (k.min, k.max, k.values.is_empty()) {
-            (Some(lo), Some(hi), _) => format!(
-                "{lo}..={hi}{}",
-                k.unit
-                    .as_deref()
-                    .map(|u| format!(" {u}"))
-                    .unwrap_or_default()
-            ),
-            (_, _, false) => k.values.join(" | "),
-            _ => format!("{:?}", k.ty).to_lowercase(),
-        };
+        let values = k.safe_values();
         let _ = writeln!(s, "  safe values  {values}");
         if let Some(p) = &k.path {
             let _ = writeln!(s, "  path         {p}");

@@ -138,6 +138,24 @@ pub struct Knob {
     pub evidence: String,
 }
 
+impl Knob {
+    /// The safe values in one line: `1..=150 percent`, `always | never`,
+    /// or the type.
+    pub fn safe_values(&self) -> String {
+        match (self.min, self.max, self.values.is_empty()) {
+            (Some(lo), Some(hi), _) => format!(
+                "{lo}..={hi}{}",
+                self.unit
+                    .as_deref()
+                    .map(|u| format!(" {u}"))
+                    .unwrap_or_default()
+            ),
+            (_, _, false) => self.values.join(" | "),
+            _ => format!("{:?}", self.ty).to_lowercase(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {

@@ -106,37 +106,49 @@ impl Plan {
         self.system.is_empty() && self.workloads.is_empty()
     }
 
-    /// `vm.swappiness=10, workload.nice=5 (profile web)`.
+    /// `vm.swappiness=10, workload.nice=5 (web)`.
     pub fn describe(&self) -> String {
-        let mut v: Vec<String> = self
-            .system
+        self.managed()
             .iter()
-            .map(|p| format!("{}={}", p.knob, p.value))
-            .collect();
+            .map(|p| match p.knob.split_once('@') {
+                Some((k, w)) => format!("{k}={} ({w})", p.value),
+                None => format!("{}={}", p.knob, p.value),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Every knob this plan manages with the value it writes (workload
+    /// knobs named `NAME@PROFILE`).
+    pub fn managed(&self) -> Vec<Planned> {
+        let mut v = self.system.clone();
         for w in &self.workloads {
             let cg = w.cgroup.iter().map(|c| (&c.knob, &c.value));
             for (k, val) in w.task_knobs.iter().map(|p| (&p.knob, &p.value)).chain(cg) {
-                v.push(format!("{k}={val} ({})", w.binding.name));
-            }
-        }
-        v.join(", ")
-    }
-
-    /// Every knob name this plan manages (workload knobs as `NAME@PROFILE`).
-    pub fn knob_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.system.iter().map(|p| p.knob.clone()).collect();
-        for w in &self.workloads {
-            for n in w
-                .task_knobs
-                .iter()
-                .map(|p| &p.knob)
-                .chain(w.cgroup.iter().map(|c| &c.knob))
-            {
-                v.push(format!("{n}@{}", w.binding.name));
+                v.push(Planned {
+                    knob: format!("{k}@{}", w.binding.name),
+                    value: val.clone(),
+                });
             }
         }
         v
     }
+
+    /// Every knob name this plan manages.
+    pub fn knob_names(&self) -> Vec<String> {
+        self.managed().into_iter().map(|p| p.knob).collect()
+    }
+}
+
+/// The defined write order: fair, memory, block; within a group the
+/// selectors first, because switching one resets others (a new I/O
+/// scheduler puts nr_requests back to its default); then by name.
+pub fn write_order(r: &Resolved) -> (u8, bool, String) {
+    (
+        r.knob.group as u8,
+        r.knob.access != Access::Selector,
+        r.name.clone(),
+    )
 }
 
 /// Check a change set completely. `bind` resolves a workload profile name
@@ -259,17 +271,7 @@ pub fn admit(
             refusals.join("\n  - ")
         )));
     }
-    // The defined write order: fair, memory, block; within a group the
-    // selectors first, because switching one resets others (a new I/O
-    // scheduler puts nr_requests back to its default); then by name.
-    let key = |r: &Resolved| {
-        (
-            r.knob.group as u8,
-            r.knob.access != Access::Selector,
-            r.name.clone(),
-        )
-    };
-    system.sort_by_key(|a| key(&a.0));
+    system.sort_by_key(|a| write_order(&a.0));
     Ok(Plan {
         system: system
             .into_iter()
@@ -373,17 +375,7 @@ impl Applied {
     }
 
     fn write_all(&mut self, persist: Persist<'_>) -> Result<(), Error> {
-        for p in self.plan.system.clone() {
-            let r = catalog::resolve(&p.knob)?;
-            sysfs::write(&r, &p.value)?;
-            let back = sysfs::read(&r)?;
-            if !value::same(r.knob, &back, &p.value) {
-                return Err(Error::Input(format!(
-                    "{} was written as {} but reads back as {back}",
-                    p.knob, p.value
-                )));
-            }
-        }
+        self.write_system()?;
         for w in self.plan.workloads.clone() {
             let mut snap = WorkloadSnapshot {
                 workload: w.binding.name.clone(),
@@ -400,26 +392,60 @@ impl Applied {
                     }
                 }
                 snap.cgroup_created = !existed;
-                self.snapshot.workloads.push(snap);
-                persist(self)?;
-                cgroup::ensure(h, &w.binding.name)?;
-                for c in &w.cgroup {
-                    cgroup::write(h, &w.binding.name, &c.file, &c.value)?;
-                    let back = cgroup::read(h, &w.binding.name, &c.file)?;
-                    let r = catalog::resolve(&c.knob)?;
-                    if !value::same(r.knob, &back, &c.value) {
-                        return Err(Error::Input(format!(
-                            "{} ({}) was written as {} but reads back as {back}",
-                            c.knob, c.file, c.value
-                        )));
-                    }
-                }
-            } else {
-                self.snapshot.workloads.push(snap);
-                persist(self)?;
             }
+            self.snapshot.workloads.push(snap);
+            persist(self)?;
+            self.write_cgroup(&w)?;
         }
         self.sweep(persist)?;
+        Ok(())
+    }
+
+    fn is_released(&self, knob: &str) -> bool {
+        self.released.iter().any(|r| r.knob == knob)
+    }
+
+    /// The system knobs in write order, each read back.
+    fn write_system(&self) -> Result<(), Error> {
+        for p in self
+            .plan
+            .system
+            .iter()
+            .filter(|p| !self.is_released(&p.knob))
+        {
+            let r = catalog::resolve(&p.knob)?;
+            sysfs::write(&r, &p.value)?;
+            let back = sysfs::read(&r)?;
+            if !value::same(r.knob, &back, &p.value) {
+                return Err(Error::Input(format!(
+                    "{} was written as {} but reads back as {back}",
+                    p.knob, p.value
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A workload's cgroup, created if need be, its knobs each read back.
+    fn write_cgroup(&self, w: &WorkloadPlan) -> Result<(), Error> {
+        let (Some(h), false) = (&self.plan.cgroup, w.cgroup.is_empty()) else {
+            return Ok(());
+        };
+        cgroup::ensure(h, &w.binding.name)?;
+        for c in &w.cgroup {
+            if self.is_released(&format!("{}@{}", c.knob, w.binding.name)) {
+                continue;
+            }
+            cgroup::write(h, &w.binding.name, &c.file, &c.value)?;
+            let back = cgroup::read(h, &w.binding.name, &c.file)?;
+            let r = catalog::resolve(&c.knob)?;
+            if !value::same(r.knob, &back, &c.value) {
+                return Err(Error::Input(format!(
+                    "{} ({}) was written as {} but reads back as {back}",
+                    c.knob, c.file, c.value
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -485,7 +511,6 @@ impl Applied {
     /// Goes on past a failure and reports all of them.
     pub fn restore(&self) -> Result<(), Error> {
         let mut failures = Vec::new();
-        let released = |k: &str| self.released.iter().any(|r| r.knob == k);
         for w in self.snapshot.workloads.iter().rev() {
             for (pid, p) in w.threads.iter().rev() {
                 if let Err(e) = task::restore(*pid, p) {
@@ -506,7 +531,7 @@ impl Applied {
             }
         }
         for p in &self.snapshot.system {
-            if released(&p.knob) {
+            if self.is_released(&p.knob) {
                 continue;
             }
             let r = match catalog::resolve(&p.knob) {
@@ -535,7 +560,7 @@ impl Applied {
     pub fn drift(&self) -> Vec<Drift> {
         let mut out = Vec::new();
         for p in &self.plan.system {
-            if self.released.iter().any(|r| r.knob == p.knob) {
+            if self.is_released(&p.knob) {
                 continue;
             }
             let Ok(r) = catalog::resolve(&p.knob) else {
@@ -559,7 +584,7 @@ impl Applied {
             for w in &self.plan.workloads {
                 for c in &w.cgroup {
                     let name = format!("{}@{}", c.knob, w.binding.name);
-                    if self.released.iter().any(|r| r.knob == name) {
+                    if self.is_released(&name) {
                         continue;
                     }
                     let found = cgroup::read(h, &w.binding.name, &c.file)
@@ -593,28 +618,9 @@ impl Applied {
     /// Write the plan again where the kernel lost it (after a reboot):
     /// the snapshot stays the one taken before the first apply.
     pub fn reapply(&mut self, persist: Persist<'_>) -> Result<(), Error> {
-        self.write_all_again(persist)
-    }
-
-    fn write_all_again(&mut self, persist: Persist<'_>) -> Result<(), Error> {
-        let released: Vec<String> = self.released.iter().map(|r| r.knob.clone()).collect();
-        for p in self.plan.system.clone() {
-            if released.contains(&p.knob) {
-                continue;
-            }
-            let r = catalog::resolve(&p.knob)?;
-            sysfs::write(&r, &p.value)?;
-        }
-        if let Some(h) = self.plan.cgroup.clone() {
-            for w in self.plan.workloads.clone() {
-                if w.cgroup.is_empty() {
-                    continue;
-                }
-                cgroup::ensure(&h, &w.binding.name)?;
-                for c in &w.cgroup {
-                    cgroup::write(&h, &w.binding.name, &c.file, &c.value)?;
-                }
-            }
+        self.write_system()?;
+        for w in &self.plan.workloads {
+            self.write_cgroup(w)?;
         }
         // Processes of before the reboot are gone; forget them.
         for w in &mut self.snapshot.workloads {

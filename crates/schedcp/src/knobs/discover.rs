@@ -143,49 +143,51 @@ pub struct Availability {
 /// Every knob, device knobs expanded per device.
 pub fn list() -> Vec<Availability> {
     let m = Machine::detect();
+    let devs = catalog::devices();
     let mut out = Vec::new();
     for k in catalog::all() {
-        let names: Vec<String> = if k.scope == Scope::Device {
-            let devs = catalog::devices();
-            if devs.is_empty() {
-                vec![k.name.clone()]
-            } else {
-                devs.iter()
-                    .map(|d| k.name.replace(catalog::DEVICE, d))
-                    .collect()
-            }
-        } else {
-            vec![k.name.clone()]
+        let names: Vec<String> = match (k.scope, devs.is_empty()) {
+            (Scope::Device, false) => devs
+                .iter()
+                .map(|d| k.name.replace(catalog::DEVICE, d))
+                .collect(),
+            _ => vec![k.name.clone()],
         };
         for name in names {
-            let r = match catalog::resolve(&name) {
-                Ok(r) => r,
-                Err(_) => {
-                    out.push(Availability {
-                        name,
-                        group: k.group,
-                        scope: k.scope,
-                        available: false,
-                        reason: Some("no block device here".into()),
-                        current: None,
-                        knob: k.clone(),
-                    });
-                    continue;
-                }
-            };
-            let got = usable(&m, &r);
-            out.push(Availability {
-                name,
-                group: k.group,
-                scope: k.scope,
-                available: got.is_ok(),
-                reason: got.as_ref().err().cloned(),
-                current: got.ok().flatten(),
-                knob: k.clone(),
+            out.push(match catalog::resolve(&name) {
+                Ok(r) => availability(&m, &r),
+                // `{device}` itself: this machine has no block device.
+                Err(_) => Availability {
+                    name,
+                    group: k.group,
+                    scope: k.scope,
+                    available: false,
+                    reason: Some("no block device here".into()),
+                    current: None,
+                    knob: k.clone(),
+                },
             });
         }
     }
     out
+}
+
+/// One knob as it stands here.
+pub fn one(name: &str) -> Result<Availability, Error> {
+    Ok(availability(&Machine::detect(), &catalog::resolve(name)?))
+}
+
+fn availability(m: &Machine, r: &Resolved) -> Availability {
+    let got = usable(m, r);
+    Availability {
+        name: r.name.clone(),
+        group: r.knob.group,
+        scope: r.knob.scope,
+        available: got.is_ok(),
+        reason: got.as_ref().err().cloned(),
+        current: got.ok().flatten(),
+        knob: r.knob.clone(),
+    }
 }
 
 /// Per group: how many knobs this machine allows, and why the others not.

@@ -298,9 +298,17 @@ fn per_workload_knobs_follow_the_workload_and_go_back() {
     // Not the machine: another process keeps its own.
     assert_eq!(stat_nice(bystander.0.id()), 0);
     // A process of the workload started later gets it too, from the sweep...
+    // (The daemon sweeps each second; a process that has just exec'd shows
+    // its command line only once the kernel has set up its arguments.)
     let later = sleeper("297.25");
-    applied.sweep(&mut persist).unwrap();
-    assert_eq!(stat_nice(later.0.id()), 7);
+    common::wait_for(
+        "the sweep to pick up a new process",
+        Duration::from_secs(5),
+        || {
+            applied.sweep(&mut persist).unwrap();
+            stat_nice(later.0.id()) == 7
+        },
+    );
     // ... and one schedcp starts gets it before its first instruction.
     let hook = applied.spawn_hook("sleepers").unwrap().unwrap();
     let mut cmd = Command::new("sh");
@@ -551,10 +559,10 @@ fn change_sets_under_the_deploy_daemon() {
     );
     // /metrics: an observe token is needed; with one, the managed values.
     let url = format!("{}/metrics", d.url());
-    let anon = ureq_get(&url, None);
+    let anon = http_get(&url, None);
     assert_eq!(anon.0, 401, "{}", anon.1);
     let tok = d.token("scrape", "observe");
-    let (code, body) = ureq_get(&url, Some(&tok));
+    let (code, body) = http_get(&url, Some(&tok));
     assert_eq!(code, 200, "{body}");
     assert!(
         body.contains(&format!(
@@ -624,7 +632,7 @@ fn change_sets_under_the_deploy_daemon() {
     assert_eq!(read("vm.swappiness"), swap0);
     let h = schedcp::knobs::cgroup::hierarchy().unwrap();
     assert!(!schedcp::knobs::cgroup::dir(&h, "spin").exists());
-    let m = ureq_get(&url, Some(&tok)).1;
+    let m = http_get(&url, Some(&tok)).1;
     assert!(m.contains("schedcp_breaker_trips_total 1"), "{m}");
     host.unchanged();
 }
@@ -672,13 +680,16 @@ fn a_daemon_killed_mid_canary_restores_the_knobs_at_restart() {
     host.unchanged();
 }
 
-fn ureq_get(url: &str, token: Option<&str>) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", url]);
+fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(url);
     if let Some(t) = token {
-        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        req = req.header("Authorization", &format!("Bearer {t}"));
     }
-    let out = String::from_utf8(cmd.output().expect("curl").stdout).unwrap();
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    let mut resp = req.call().expect("GET /metrics");
+    let code = resp.status().as_u16();
+    (code, resp.body_mut().read_to_string().unwrap())
 }

@@ -48,14 +48,6 @@ pub struct ListOutput {
     pub knobs: Vec<KnobState>,
 }
 
-fn safe(k: &catalog::Knob) -> String {
-    match (k.min, k.max, k.values.is_empty()) {
-        (Some(lo), Some(hi), _) => format!("{lo}..={hi}"),
-        (_, _, false) => k.values.join("|"),
-        _ => format!("{:?}", k.ty).to_lowercase(),
-    }
-}
-
 fn state(a: Availability, detail: bool) -> KnobState {
     KnobState {
         name: a.name,
@@ -63,7 +55,7 @@ fn state(a: Availability, detail: bool) -> KnobState {
         available: a.available,
         reason: a.reason,
         current: a.current,
-        safe: safe(&a.knob),
+        safe: a.knob.safe_values(),
         risk: format!("{:?}", a.knob.risk).to_lowercase(),
         entry: detail.then_some(a.knob),
     }

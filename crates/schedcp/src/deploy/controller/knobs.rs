@@ -21,30 +21,27 @@ impl Controller {
             return;
         }
         self.next_knob_check = Instant::now() + KNOB_CHECK;
-        self.release_drifted("while managed");
-        self.sweep_workloads();
+        self.check_in_force("while managed");
     }
 
-    /// Newer changes own a knob they share with older ones in force.
-    fn release_drifted(&mut self, when: &str) {
+    /// One pass over the change sets in force, newest first: drift
+    /// (a newer change owns a knob it shares with an older one), then the
+    /// workload sweep, each change set saved when it changed.
+    fn check_in_force(&mut self, when: &str) {
         let Ok(chain) = record::in_force(&self.store) else {
             return;
         };
         let mut claimed = std::collections::BTreeSet::new();
         for d in chain {
-            let Some(mut k) = d.knobs.clone() else {
+            let Some(mut k) = d.knobs else {
                 continue;
             };
-            let mine = k.plan.knob_names();
             let drifted: Vec<_> = k
                 .drift()
                 .into_iter()
                 .filter(|x| !claimed.contains(&x.knob))
                 .collect();
-            claimed.extend(mine);
-            if drifted.is_empty() {
-                continue;
-            }
+            claimed.extend(k.plan.knob_names());
             for x in &drifted {
                 k.release(x);
                 self.event(
@@ -56,20 +53,12 @@ impl Controller {
                     ),
                 );
             }
-            if let Err(e) = record::save_knobs(&mut self.store, d.id, &k) {
-                tracing::error!("recording released knobs: {e}");
+            if !drifted.is_empty() {
+                if let Err(e) = record::save_knobs(&mut self.store, d.id, &k) {
+                    tracing::error!("recording released knobs: {e}");
+                }
             }
-        }
-    }
-
-    fn sweep_workloads(&mut self) {
-        let Ok(chain) = record::in_force(&self.store) else {
-            return;
-        };
-        for d in chain {
-            let Some(mut k) = d.knobs.clone() else {
-                continue;
-            };
+            // A change set not yet applied (no boot id) has no processes.
             if k.plan.workloads.is_empty() || k.boot_id.is_empty() {
                 continue;
             }
@@ -126,6 +115,6 @@ impl Controller {
                 ),
             }
         }
-        self.release_drifted("while the daemon was down");
+        self.check_in_force("while the daemon was down");
     }
 }

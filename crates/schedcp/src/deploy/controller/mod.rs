@@ -365,8 +365,8 @@ impl Controller {
         self.measuring = None;
         // The knobs first: the snapshot as last persisted (with what the
         // sweeps added and without what an operator took over).
-        let fresh = record::get(&self.store, d.id).ok().flatten();
-        let knobs_note = match fresh.as_ref().and_then(|f| f.knobs.as_ref()) {
+        let stored = record::get(&self.store, d.id).ok().flatten();
+        let knobs_note = match stored.as_ref().and_then(|f| f.knobs.as_ref()) {
             Some(k) => match k.restore() {
                 Ok(()) => format!("; knobs restored ({})", k.plan.describe()),
                 Err(e) => {
@@ -462,7 +462,6 @@ impl Controller {
             (inf.progress)(&format!("rolled back to {to}: {why}"));
         }
         if trip.is_some() {
-            let _ = fresh;
             let fresh = record::get(&self.store, d.id)
                 .ok()
                 .flatten()
