@@ -3,6 +3,7 @@
 //! workload, detaches, and reports everything over a virtio-serial port.
 
 mod channel;
+mod knobs;
 mod node;
 mod run;
 mod sys;

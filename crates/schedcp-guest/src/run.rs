@@ -13,7 +13,7 @@ use schedcp_proto::workload::{WorkloadResult, WorkloadSpec};
 use schedcp_proto::JOB_PATH;
 
 use crate::channel::ReportChannel;
-use crate::{sys, workloads};
+use crate::{knobs, sys, workloads};
 use schedcp_scx::loader::{self, LoadError};
 use schedcp_scx::sysfs::{self as sched_ext, StateMonitor};
 use schedcp_scx::ExternalScheduler;
@@ -54,11 +54,40 @@ fn step<T>(
     result
 }
 
+/// Apply knob set `index` of the job for one run.
+fn knobs_for(job: &GuestJob, index: Option<usize>) -> Result<Option<knobs::Applied>, String> {
+    let Some(i) = index else { return Ok(None) };
+    let set = job
+        .knob_sets
+        .get(i)
+        .ok_or_else(|| format!("the job has no knob set {i}"))?;
+    knobs::apply(set).map(Some)
+}
+
+/// Put a run's knobs back; a failure becomes the run's error.
+fn restore_knobs(applied: Option<knobs::Applied>, error: &mut Option<String>) {
+    if let Some(mut a) = applied {
+        if let Err(e) = a.restore() {
+            error.get_or_insert(format!("restoring knobs after the run: {e}"));
+        }
+    }
+}
+
 fn execute(ch: &mut ReportChannel, job: &GuestJob, report: &mut GuestReport) {
+    let main_knobs = match knobs_for(job, job.knobs) {
+        Ok(a) => a,
+        Err(e) => {
+            report.error = Some(e);
+            return;
+        }
+    };
     let Some(sched) = &job.scheduler else {
         report.boot_to_attach_s = Some(sys::uptime_s());
         (report.workload, report.workload_error) = split(run_workload(ch, &job.workload));
-        run_plan(ch, job, None, Duration::ZERO);
+        restore_knobs(main_knobs, &mut report.error);
+        if report.error.is_none() {
+            run_plan(ch, job, None, Duration::ZERO);
+        }
         return;
     };
     let state_timeout = Duration::from_millis(job.state_timeout_ms);
@@ -75,6 +104,12 @@ fn execute(ch: &mut ReportChannel, job: &GuestJob, report: &mut GuestReport) {
         &mut outcome,
         &mut workload,
     );
+    let mut knob_error = None;
+    restore_knobs(main_knobs, &mut knob_error);
+    let result = match knob_error {
+        Some(e) => result.and(Err(e)),
+        None => result,
+    };
     if outcome.attached {
         report.boot_to_attach_s = outcome.attached_at_s;
     }
@@ -115,6 +150,17 @@ fn run_plan(
             Some(i) => job.others.get(i),
             None => sched,
         };
+        let knobs = match knobs_for(job, planned.knobs) {
+            Ok(a) => a,
+            Err(e) => {
+                record.error = Some(e);
+                let _ = ch.send(&GuestMessage::Run {
+                    index,
+                    record: Box::new(record),
+                });
+                break;
+            }
+        };
         if let (true, None) = (planned.scheduler, sched) {
             record.error = Some("the job has no scheduler for this run".into());
         } else if let (true, Some(sched)) = (planned.scheduler, sched) {
@@ -140,6 +186,7 @@ fn run_plan(
         } else {
             (record.workload, record.workload_error) = split(run_workload(ch, &planned.workload));
         }
+        restore_knobs(knobs, &mut record.error);
         record.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         let stop = record.trouble().is_some();
         let _ = ch.send(&GuestMessage::Run {

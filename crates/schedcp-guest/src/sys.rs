@@ -30,6 +30,15 @@ pub fn mount_pseudo_filesystems() -> Result<()> {
         )
         .with_context(|| format!("mounting {fstype} on {target}"))?;
     }
+    // debugfs holds the fair scheduler's knobs (`sched/`), which knob
+    // trials write; a kernel without it fails those trials, not the boot.
+    let _ = mount(
+        Some("debugfs"),
+        "/sys/kernel/debug",
+        Some("debugfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    );
     Ok(())
 }
 

@@ -21,6 +21,14 @@ pub struct GuestJob {
     /// schedulers can be compared in one boot. Each names its artefact.
     #[serde(default)]
     pub others: Vec<SchedulerJob>,
+    /// Kernel knob settings for runs ([`PlannedRun::knobs`], [`GuestJob::knobs`]):
+    /// each set is written before its run and the prior values put back
+    /// after it, so knobs the host refuses can be trialled in the lab.
+    #[serde(default)]
+    pub knob_sets: Vec<Vec<KnobWrite>>,
+    /// The knob set (index into `knob_sets`) for the main run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knobs: Option<usize>,
     /// How long the guest waits for `/sys/kernel/sched_ext/state` to change
     /// after attach/detach before it reports a failure.
     pub state_timeout_ms: u64,
@@ -95,4 +103,31 @@ pub struct PlannedRun {
     /// job's own scheduler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other: Option<usize>,
+    /// The knob set (index into [`GuestJob::knob_sets`]) in force for this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knobs: Option<usize>,
+}
+
+/// One kernel file to set for a run. The host resolved it from its knob
+/// catalogue and checked the value; the guest writes what it is given.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KnobWrite {
+    /// The catalogue name, for reports.
+    pub knob: String,
+    /// Under /proc/sys, /sys or /sys/kernel/debug.
+    pub path: String,
+    pub kind: KnobKind,
+    /// What is written (for a feature flag: `NAME` or `NO_NAME`).
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KnobKind {
+    /// The whole file is the value.
+    File,
+    /// The file lists choices with the active one in `[..]` or `(..)`.
+    Selector,
+    /// One flag of `sched/features`.
+    Feature { flag: String },
 }

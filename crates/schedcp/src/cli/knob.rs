@@ -90,6 +90,11 @@ pub struct TrialArgs {
     /// Smallest change of medians, in percent, that counts as a change.
     #[arg(long, default_value_t = schedcp::compare::stats::DEFAULT_MIN_EFFECT_PCT)]
     min_effect: f64,
+    /// Where: `host`, `lab` (the sched_ext micro-VM: for knobs this host
+    /// refuses; a built-in workload spec; emulated timing) or `auto` (the
+    /// host when it allows every knob, else the lab).
+    #[arg(long = "where", value_name = "PLACE", default_value = "auto")]
+    place: String,
 }
 
 #[derive(Debug, Args)]
@@ -297,12 +302,6 @@ fn run_trial(cfg: &Config, a: TrialArgs, out: Output) -> Result<i32, Error> {
         min_effect_pct: a.min_effect,
     };
     criteria.validate().map_err(Error::Input)?;
-    // Knob trials change this machine: root only, checked before anything.
-    if !nix::unistd::geteuid().is_root() {
-        return Err(Error::Input(
-            "a knob trial writes kernel settings: run it as root (or through the daemon's knob_trial tool)".into(),
-        ));
-    }
     let knobs = a
         .knobs
         .iter()
@@ -314,6 +313,15 @@ fn run_trial(cfg: &Config, a: TrialArgs, out: Output) -> Result<i32, Error> {
         runs: a.runs as usize,
         criteria,
     };
+    if trial::choose_place(&req, a.place.parse()?)? == trial::Place::Lab {
+        return run_lab_trial(cfg, &req, out);
+    }
+    // Knob trials change this machine: root only, checked before anything.
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::Input(
+            "a knob trial writes kernel settings: run it as root (or through the daemon's knob_trial tool)".into(),
+        ));
+    }
     let (plan, workload) = trial::admit(cfg, &req)?;
     // Ctrl-C ends the trial between runs, and everything is put back.
     schedcp::host::interrupt::install();
@@ -336,6 +344,27 @@ fn run_trial(cfg: &Config, a: TrialArgs, out: Output) -> Result<i32, Error> {
     Ok(if r.restored { exit::OK } else { exit::FAILURE })
 }
 
+fn run_lab_trial(cfg: &Config, req: &TrialRequest, out: Output) -> Result<i32, Error> {
+    let (writes, spec) = trial::admit_lab(req)?;
+    let pb = out.spinner();
+    let total = 2 + 2 * req.runs;
+    let mut done = 0usize;
+    let r = trial::run_lab(cfg, writes, spec, req, &mut |p| {
+        if let schedcp::lab::Progress::Guest(schedcp_proto::report::GuestMessage::Run { .. }) = p {
+            done += 1;
+            pb.set_message(format!("lab VM: run {} of {total} finished", done + 1));
+        } else if let schedcp::lab::Progress::Phase(ph) = p {
+            pb.set_message(format!("lab VM: {ph}"));
+        }
+    });
+    pb.finish_and_clear();
+    let r = r?;
+    out.emit(&r)?;
+    // A run the guest kernel refused is a failure, not a verdict.
+    let failed = !r.ab.baseline.failures.is_empty() || !r.ab.candidate.failures.is_empty();
+    Ok(if failed { exit::FAILURE } else { exit::OK })
+}
+
 /// The judged A/B with the restore outcome.
 impl Report for TrialReport {
     fn render(&self) -> String {
@@ -343,7 +372,9 @@ impl Report for TrialReport {
         let _ = writeln!(
             s,
             "{}",
-            if self.restored {
+            if self.place != "host" {
+                "this machine was not touched: the knobs were set inside the lab VM".to_string()
+            } else if self.restored {
                 "every knob is back to its prior value".to_string()
             } else {
                 format!(

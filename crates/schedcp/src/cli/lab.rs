@@ -220,6 +220,8 @@ fn request(cfg: &Config, policy: &str, set: Vec<(String, String)>, vm: &VmArgs) 
         vcpus: vm.vcpus.unwrap_or(cfg.lab.vcpus),
         mem_mib: vm.mem.unwrap_or(cfg.lab.mem_mib),
         timeout: Duration::from_secs(vm.timeout.unwrap_or(cfg.lab.timeout_s)),
+        knob_sets: Vec::new(),
+        knobs: None,
         accel: vm.accel.unwrap_or(cfg.lab.accel),
     }
 }
@@ -290,10 +292,12 @@ fn run_compare(cfg: Config, a: CompareArgs, out: Output) -> Result<i32, Error> {
         baseline: Contender {
             policy: SchedulerRef::parse(&a.baseline),
             tunables: Vec::new(),
+            knobs: Vec::new(),
         },
         candidate: Contender {
             policy: SchedulerRef::parse(&a.policy),
             tunables: a.set,
+            knobs: Vec::new(),
         },
         workload: a.vm.workload.clone(),
         runs: a.runs as usize,

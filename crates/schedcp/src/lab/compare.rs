@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use schedcp_proto::job::PlannedRun;
+use schedcp_proto::job::{KnobWrite, PlannedRun};
 use schedcp_proto::report::RunRecord;
 use schedcp_proto::workload::WorkloadSpec;
 
@@ -26,11 +26,14 @@ pub const MAX_RUNS: usize = 50;
 /// not the job's main scheduler.
 const WARMUPS_PLANNED: usize = 1;
 
-/// A scheduler and its tunables, as one side of a comparison.
+/// A scheduler, its tunables and kernel knob settings, as one side of a
+/// comparison.
 #[derive(Debug, Clone)]
 pub struct Contender {
     pub policy: SchedulerRef,
     pub tunables: Vec<(String, String)>,
+    /// Kernel knobs set for this side's runs (and put back after each).
+    pub knobs: Vec<KnobWrite>,
 }
 
 impl Contender {
@@ -43,6 +46,14 @@ impl Contender {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             l.push_str(&format!("[{}]", sets.join(",")));
+        }
+        if !self.knobs.is_empty() {
+            let sets: Vec<String> = self
+                .knobs
+                .iter()
+                .map(|k| format!("{}={}", k.knob, k.value))
+                .collect();
+            l.push_str(&format!(" with {}", sets.join(", ")));
         }
         l
     }
@@ -97,9 +108,9 @@ impl Lab {
             req.baseline.policy == SchedulerRef::Default,
             req.candidate.policy == SchedulerRef::Default,
         );
-        if b_default && c_default {
+        if b_default && c_default && req.baseline.knobs == req.candidate.knobs {
             return Err(Error::Input(
-                "both sides are the kernel default: there is nothing to compare".into(),
+                "both sides are the kernel default with the same knobs: there is nothing to compare".into(),
             ));
         }
         // The job's own scheduler is the candidate's when it has one: the
@@ -116,26 +127,42 @@ impl Lab {
                 Slot::Main,
             ),
             (false, true) => (&req.baseline, vec![], Slot::Main, Slot::Default),
-            (true, true) => unreachable!("refused above"),
+            // Knobs only: the baseline's run is the job's main one.
+            (true, true) => (&req.baseline, vec![], Slot::Main, Slot::Default),
         };
         if slot_b == Slot::Other {
             others.push((req.baseline.policy.clone(), req.baseline.tunables.clone()));
         }
         let order = abba(req.runs);
-        let planned = |slot: Slot| PlannedRun {
-            workload: req.workload.clone(),
-            scheduler: slot != Slot::Default,
-            other: (slot == Slot::Other).then_some(0),
+        // Each side's knobs are one set in the job; a side without knobs
+        // runs on the kernel's own settings.
+        let mut knob_sets = Vec::new();
+        let mut set_of = |c: &Contender| {
+            (!c.knobs.is_empty()).then(|| {
+                knob_sets.push(c.knobs.clone());
+                knob_sets.len() - 1
+            })
         };
-        // The main run warms up the job's own scheduler; the first planned
-        // run warms up the other side.
-        let other_side = if slot_c == Slot::Main { slot_b } else { slot_c };
-        let then: Vec<PlannedRun> = std::iter::once(planned(other_side))
-            .chain(order.iter().map(|side| {
-                planned(match side {
-                    Side::Baseline => slot_b,
-                    Side::Candidate => slot_c,
-                })
+        let (knobs_b, knobs_c) = (set_of(&req.baseline), set_of(&req.candidate));
+        // Without any scheduler the job's main run is the kernel default's.
+        let sched_main = !(b_default && c_default);
+        let planned = |slot: Slot, knobs: Option<usize>| PlannedRun {
+            workload: req.workload.clone(),
+            scheduler: slot == Slot::Other || (slot == Slot::Main && sched_main),
+            other: (slot == Slot::Other).then_some(0),
+            knobs,
+        };
+        // The main run warms up the job's own side; the first planned run
+        // warms up the other side.
+        let (main_knobs, other_side) = if slot_c == Slot::Main {
+            (knobs_c, (slot_b, knobs_b))
+        } else {
+            (knobs_b, (slot_c, knobs_c))
+        };
+        let then: Vec<PlannedRun> = std::iter::once(planned(other_side.0, other_side.1))
+            .chain(order.iter().map(|side| match side {
+                Side::Baseline => planned(slot_b, knobs_b),
+                Side::Candidate => planned(slot_c, knobs_c),
             }))
             .collect();
         // Boot and the warm-ups, then every planned run, each within its limit.
@@ -147,25 +174,41 @@ impl Lab {
             workload: req.workload.clone(),
             then,
             others,
+            knob_sets,
+            knobs: main_knobs,
             vcpus: req.vcpus,
             mem_mib: req.mem_mib,
             timeout,
             accel: req.accel,
         };
         let lab = self.run(&lab_req, progress)?;
-        let ab = judge(req, &order, &lab);
+        // The first planned run warms up the side that is not the job's own.
+        let warm_side = if slot_c == Slot::Main {
+            Side::Baseline
+        } else {
+            Side::Candidate
+        };
+        let ab = judge(req, &order, warm_side, &lab);
         Ok(LabComparison { ab, lab })
     }
 }
 
 /// Turn the boot's planned runs into the two arms and judge them.
-fn judge(req: &CompareRequest, order: &[Side], lab: &LabReport) -> AbReport {
+fn judge(req: &CompareRequest, order: &[Side], warm_side: Side, lab: &LabReport) -> AbReport {
     let (mut base, mut cand) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     // The warm-ups: the job's main run, then the first planned run.
     let warmup_failed = lab.outcome != Outcome::Completed && lab.then.len() <= WARMUPS_PLANNED;
     if warmup_failed {
         cand.1
             .push(format!("warm-up run: {}", lab.outcome.summary()));
+    }
+    // A planned warm-up in trouble stops the plan: its reason is the story.
+    if let Some(Err(why)) = lab.then.first().map(value_of) {
+        let arm = match warm_side {
+            Side::Baseline => &mut base,
+            Side::Candidate => &mut cand,
+        };
+        arm.1.push(format!("warm-up run: {why}"));
     }
     let measured = lab.then.get(WARMUPS_PLANNED..).unwrap_or_default();
     let mut metric = lab

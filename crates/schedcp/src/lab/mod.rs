@@ -79,6 +79,10 @@ pub struct LabRequest {
     /// More schedulers for planned runs ([`PlannedRun::other`]), each with
     /// its tunables: two schedulers compared in one boot.
     pub others: Vec<(SchedulerRef, Vec<(String, String)>)>,
+    /// Kernel knob sets for runs ([`GuestJob::knob_sets`]), and the main
+    /// run's ([`GuestJob::knobs`]).
+    pub knob_sets: Vec<Vec<schedcp_proto::job::KnobWrite>>,
+    pub knobs: Option<usize>,
     pub vcpus: u32,
     pub mem_mib: u32,
     /// Wall-clock watchdog for the whole VM, plan included.
@@ -325,6 +329,17 @@ impl Lab {
             )));
         }
 
+        if let Some(r) = req
+            .then
+            .iter()
+            .find(|r| r.knobs.is_some_and(|i| i >= req.knob_sets.len()))
+        {
+            return Err(Error::Input(format!(
+                "a planned run asks for knob set {:?}, but the job has {}",
+                r.knobs,
+                req.knob_sets.len()
+            )));
+        }
         progress(Progress::Phase("building initramfs"));
         let t = Instant::now();
         let job = GuestJob {
@@ -332,6 +347,8 @@ impl Lab {
             workload: req.workload.clone(),
             then: req.then.clone(),
             others: others.iter().map(|p| p.job.clone()).collect(),
+            knob_sets: req.knob_sets.clone(),
+            knobs: req.knobs,
             state_timeout_ms: 10_000,
         };
         let initrd = run_dir.join("initramfs.cpio");

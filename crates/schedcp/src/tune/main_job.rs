@@ -134,10 +134,12 @@ pub fn run(
             baseline: Contender {
                 policy: SchedulerRef::Default,
                 tunables: vec![],
+                knobs: vec![],
             },
             candidate: Contender {
                 policy: SchedulerRef::Builtin(policy.to_string()),
                 tunables: vec![],
+                knobs: vec![],
             },
             workload: workload
                 .parse()

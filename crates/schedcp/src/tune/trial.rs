@@ -7,6 +7,11 @@
 //! fails, when the trial is interrupted (Ctrl-C / SIGTERM, checked between
 //! runs), and — through the journal — at the next start of any schedcp
 //! after a kill. This is the building block the tuner uses.
+//!
+//! Knobs this machine refuses (debugfs `sched/` here) are trialled in the
+//! lab VM instead ([`run_lab`]): both sides in one boot of the sched_ext
+//! kernel, the guest writing the set before each candidate run and putting
+//! it back after; the host is never touched.
 
 use serde::Serialize;
 
@@ -17,6 +22,8 @@ use crate::deploy::kpi::Workload;
 use crate::error::Error;
 use crate::knobs::{self, journal, Applied, Assignment, Plan};
 use crate::store::Store;
+use schedcp_proto::job::{KnobKind, KnobWrite};
+use schedcp_proto::workload::WorkloadSpec;
 
 /// Runs a side: at least 4, the fewest with which the test can reach
 /// p < 0.05; at most 50.
@@ -32,10 +39,58 @@ pub struct TrialRequest {
     pub criteria: Criteria,
 }
 
+/// Where a trial runs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Place {
+    Host,
+    /// The lab micro-VM (the sched_ext kernel): timings are emulated.
+    Lab,
+    /// The host when it allows every knob, else the lab VM.
+    Auto,
+}
+
+impl std::str::FromStr for Place {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Place, Error> {
+        match s {
+            "host" => Ok(Place::Host),
+            "lab" => Ok(Place::Lab),
+            "auto" => Ok(Place::Auto),
+            _ => Err(Error::Input(format!(
+                "'{s}' is not a trial place: host, lab or auto"
+            ))),
+        }
+    }
+}
+
+/// `auto` decided: the host unless one of the knobs is unavailable here
+/// (then the lab VM, which has the fair scheduler's debugfs knobs).
+pub fn choose_place(req: &TrialRequest, place: Place) -> Result<Place, Error> {
+    if place != Place::Auto {
+        return Ok(place);
+    }
+    let m = knobs::discover::Machine::detect();
+    for a in &req.knobs {
+        // An unknown name is admission's to report, with the others.
+        let Ok(r) = knobs::catalog::resolve(&a.knob) else {
+            continue;
+        };
+        if knobs::discover::usable(&m, &r).is_err() {
+            return Ok(Place::Lab);
+        }
+    }
+    Ok(Place::Host)
+}
+
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TrialReport {
     /// The change set as admitted.
     pub knobs: String,
+    /// Where it ran: `host` or `lab VM` (emulated timing).
+    pub place: String,
     pub ab: AbReport,
     /// Every prior value was written back (false only with a restore error,
     /// which is in `restore_error`).
@@ -135,6 +190,7 @@ pub fn run_host(
     );
     Ok(TrialReport {
         knobs: plan.describe(),
+        place: "host".into(),
         ab,
         restored: restore.is_ok(),
         restore_error: restore.err().map(|e| e.to_string()),
@@ -264,4 +320,135 @@ impl Drop for Candidate {
             tracing::error!("restoring knobs after a trial: {e}");
         }
     }
+}
+
+/// A knob trial in the lab VM, checked before anything boots: system-wide
+/// knobs only (the VM has neither the workload's processes nor this
+/// machine's block devices), values in their safe ranges, a built-in
+/// workload spec. Availability is the guest kernel's to decide: a knob it
+/// refuses fails the trial with the kernel's reason.
+pub fn admit_lab(req: &TrialRequest) -> Result<(Vec<KnobWrite>, WorkloadSpec), Error> {
+    if !(4..=MAX_RUNS).contains(&req.runs) {
+        return Err(Error::Input(format!(
+            "runs must be 4..={MAX_RUNS} a side, got {}",
+            req.runs
+        )));
+    }
+    if req.knobs.is_empty() {
+        return Err(Error::Input("an empty change set changes nothing".into()));
+    }
+    let workload: WorkloadSpec = req.workload.parse().map_err(|e| {
+        Error::Input(format!(
+            "a lab trial runs a built-in workload spec (`schedcp lab workloads`), not '{}': {e}",
+            req.workload
+        ))
+    })?;
+    let mut refusals = Vec::new();
+    let mut writes = Vec::new();
+    for a in &req.knobs {
+        let r = match knobs::catalog::resolve(&a.knob) {
+            Ok(r) => r,
+            Err(e) => {
+                refusals.push(e.to_string());
+                continue;
+            }
+        };
+        if r.knob.scope != knobs::catalog::Scope::System {
+            refusals.push(format!(
+                "{} is not system-wide: the lab VM has no {} to apply it to; trial it on the host",
+                r.name,
+                if r.knob.scope == knobs::catalog::Scope::Device {
+                    "block devices"
+                } else {
+                    "workload processes"
+                }
+            ));
+            continue;
+        }
+        match knobs::value::canonical(r.knob, &r.name, &a.value) {
+            Ok(v) => writes.push((r, v)),
+            Err(e) => refusals.push(e.to_string()),
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(Error::Input(format!(
+            "change set refused, nothing was run:\n  - {}",
+            refusals.join("\n  - ")
+        )));
+    }
+    writes.sort_by_key(|(r, _)| knobs::change::write_order(r));
+    Ok((
+        writes
+            .into_iter()
+            .map(|(r, v)| {
+                let path = r.path().expect("system knobs have a file");
+                let (kind, value) = match r.knob.access {
+                    knobs::catalog::Access::Feature => {
+                        let flag = r.knob.feature.clone().expect("checked by the catalogue");
+                        let value = if v == "1" {
+                            flag.clone()
+                        } else {
+                            format!("NO_{flag}")
+                        };
+                        (KnobKind::Feature { flag }, value)
+                    }
+                    knobs::catalog::Access::Selector => (KnobKind::Selector, v),
+                    _ => (KnobKind::File, v),
+                };
+                KnobWrite {
+                    knob: r.name,
+                    path,
+                    kind,
+                    value,
+                }
+            })
+            .collect(),
+        workload,
+    ))
+}
+
+/// Run an admitted lab trial: the kernel's settings against the change
+/// set, one boot, ABBA.
+pub fn run_lab(
+    cfg: &Config,
+    writes: Vec<KnobWrite>,
+    workload: WorkloadSpec,
+    req: &TrialRequest,
+    progress: &mut dyn FnMut(crate::lab::Progress<'_>),
+) -> Result<TrialReport, Error> {
+    use crate::lab::compare::{CompareRequest, Contender};
+    use crate::lab::{Lab, SchedulerRef};
+    let describe = writes
+        .iter()
+        .map(|w| format!("{}={}", w.knob, w.value))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let creq = CompareRequest {
+        baseline: Contender {
+            policy: SchedulerRef::Default,
+            tunables: Vec::new(),
+            knobs: Vec::new(),
+        },
+        candidate: Contender {
+            policy: SchedulerRef::Default,
+            tunables: Vec::new(),
+            knobs: writes,
+        },
+        workload,
+        runs: req.runs,
+        criteria: req.criteria,
+        vcpus: cfg.lab.vcpus,
+        mem_mib: cfg.lab.mem_mib,
+        run_timeout: std::time::Duration::from_secs(cfg.lab.timeout_s),
+        accel: cfg.lab.accel,
+    };
+    let cmp = Lab::new(cfg.clone()).compare(&creq, progress)?;
+    Ok(TrialReport {
+        knobs: describe,
+        place: "lab VM".into(),
+        ab: cmp.ab,
+        // The VM is gone; this machine was never changed.
+        restored: true,
+        restore_error: None,
+    })
 }

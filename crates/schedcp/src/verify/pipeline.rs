@@ -144,6 +144,8 @@ impl Ctx<'_> {
             vcpus: self.opts.vcpus,
             mem_mib: self.opts.mem_mib,
             timeout: self.opts.vm_timeout * runs,
+            knob_sets: Vec::new(),
+            knobs: None,
             accel: self.cfg.lab.accel,
         };
         let total = runs;
@@ -317,6 +319,7 @@ fn run_stages(
         workload: batch,
         scheduler: true,
         other: None,
+        knobs: None,
     }];
     // (workload index, is the candidate) of each performance run, in plan order.
     let mut slots = Vec::new();
@@ -327,6 +330,7 @@ fn run_stages(
                 workload: w.clone(),
                 scheduler: is_cand,
                 other: None,
+                knobs: None,
             });
             slots.push((wi, is_cand));
         }

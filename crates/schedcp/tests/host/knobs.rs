@@ -385,6 +385,8 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
                 "knob",
                 "trial",
                 "sched.base_slice_ns=3000000",
+                "--where",
+                "host",
                 "--workload",
                 "batch:short=10",
             ],

@@ -9,6 +9,7 @@ mod common;
 mod cli;
 mod deploy_external;
 mod deploy_node;
+mod knobs_lab;
 mod lab_vm;
 mod main_job;
 mod observe_benchmark_lab;

@@ -131,6 +131,8 @@ pub struct TrialInput {
     pub alpha: Option<f64>,
     /// Smallest change of medians in percent that counts (default from the engine).
     pub min_effect_pct: Option<f64>,
+    /// Where: host, lab (the sched_ext micro-VM, for knobs this host refuses; a built-in workload spec; emulated timing) or auto (default: the host when it allows every knob).
+    pub place: Option<String>,
     /// Wait up to this many seconds for the verdict, with progress notifications (default 0).
     pub wait_seconds: Option<f64>,
 }
@@ -151,6 +153,30 @@ fn knob_trial(ctx: &Ctx<'_>, i: TrialInput) -> Result<JobStatus, ApiError> {
         criteria,
     };
     let cfg = ctx.services.cfg.clone();
+    let place = match i.place.as_deref() {
+        Some(p) => p.parse().map_err(ApiError::from)?,
+        None => trial::Place::Auto,
+    };
+    if trial::choose_place(&req, place)? == trial::Place::Lab {
+        let (writes, spec) = trial::admit_lab(&req)?;
+        let title = format!("knob trial in the lab VM ({} runs a side)", req.runs);
+        return ctx
+            .services
+            .jobs
+            .spawn(&ctx.caller.id, title, move |progress| {
+                let mut n = 0;
+                let r = trial::run_lab(&cfg, writes, spec, &req, &mut |p| {
+                    if let crate::lab::Progress::Guest(schedcp_proto::report::GuestMessage::Run {
+                        ..
+                    }) = p
+                    {
+                        n += 1;
+                        progress.say(&format!("lab VM: run {n} finished"));
+                    }
+                })?;
+                serde_json::to_value(r).map_err(|e| ApiError::internal(e.into()))
+            });
+    }
     // Refusals answer the call itself, before a job exists.
     let (plan, workload) = trial::admit(&cfg, &req)?;
     if ctx.services.deployer().is_ok_and(|d| d.is_busy()) {

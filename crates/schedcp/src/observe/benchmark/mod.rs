@@ -395,6 +395,8 @@ fn run_lab(
         vcpus: cfg.vcpus,
         mem_mib: cfg.mem_mib,
         timeout: Duration::from_secs(cfg.timeout_s),
+        knob_sets: Vec::new(),
+        knobs: None,
         accel: cfg.accel,
     };
     let (mut kernels, mut accels) = (Vec::new(), Vec::new());
