@@ -4,13 +4,14 @@
 //! workload run during the window.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use schedcp_proto::workload::{Better, WorkloadResult, WorkloadSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::host::process::{drain, Group, Usage};
 use crate::observe::probes::{self, Filter, ProbeKind, ProbeResult};
 
 /// One window's measurements.
@@ -98,8 +99,16 @@ impl Workload {
 
     /// One run, a command workload's child under `hook` (per-workload knobs).
     pub fn run_with(&self, hook: Option<&crate::knobs::SpawnHook>) -> Result<WorkloadKpi, Error> {
-        let mut kpi = match &self.runner {
-            Runner::Lab { agent, spec } => run_lab(agent, spec, self.metric.as_deref())?,
+        Ok(self.run_measured(hook)?.0)
+    }
+
+    /// [`Self::run_with`], with what the workload's process tree used.
+    pub fn run_measured(
+        &self,
+        hook: Option<&crate::knobs::SpawnHook>,
+    ) -> Result<(WorkloadKpi, Option<Usage>), Error> {
+        let (mut kpi, usage) = match &self.runner {
+            Runner::Lab { agent, spec } => run_lab(agent, spec, self.metric.as_deref(), hook)?,
             Runner::Command { argv, cwd, timeout } => {
                 run_command(argv, cwd.as_deref(), *timeout, hook)?
             }
@@ -107,7 +116,7 @@ impl Workload {
         if let Some(b) = self.better {
             kpi.better = better_name(b).into();
         }
-        Ok(kpi)
+        Ok((kpi, usage))
     }
 }
 
@@ -118,19 +127,51 @@ fn better_name(b: Better) -> &'static str {
     }
 }
 
-fn run_lab(agent: &Path, spec: &WorkloadSpec, metric: Option<&str>) -> Result<WorkloadKpi, Error> {
-    let out = Command::new(agent)
-        .arg("workload")
+/// A built-in workload run on this machine never takes longer than this.
+const LAB_WORKLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn run_lab(
+    agent: &Path,
+    spec: &WorkloadSpec,
+    metric: Option<&str>,
+    hook: Option<&crate::knobs::SpawnHook>,
+) -> Result<(WorkloadKpi, Option<Usage>), Error> {
+    let mut cmd = Command::new(agent);
+    cmd.arg("workload")
         .arg(spec.to_string())
-        .output()
-        .map_err(|e| Error::Setup(format!("running {}: {e}", agent.display())))?;
-    if !out.status.success() {
-        return Err(Error::Internal(anyhow::anyhow!(
-            "workload {spec} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(h) = hook {
+        h.install(&mut cmd);
     }
-    let r: WorkloadResult = serde_json::from_slice(&out.stdout)
+    let mut group = Group::spawn(&mut cmd, true)
+        .map_err(|e| Error::Setup(format!("running {}: {e}", agent.display())))?;
+    let stdout = drain(group.child_mut().stdout.take(), 1 << 20);
+    let stderr = drain(group.child_mut().stderr.take(), 64 << 10);
+    let status = group
+        .wait_until(Instant::now() + LAB_WORKLOAD_TIMEOUT, Duration::ZERO)
+        .map_err(Error::Internal)?;
+    let (stdout, stderr) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    match status {
+        None => {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "workload {spec} timed out after {} s (killed)",
+                LAB_WORKLOAD_TIMEOUT.as_secs()
+            )))
+        }
+        Some(st) if !st.success() => {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "workload {spec} failed: {}",
+                stderr.trim()
+            )))
+        }
+        Some(_) => {}
+    }
+    let r: WorkloadResult = serde_json::from_str(&stdout)
         .map_err(|e| Error::Internal(anyhow::anyhow!("workload {spec} output: {e}")))?;
     let m = match metric {
         Some(name) => r.metric(name).ok_or_else(|| {
@@ -149,13 +190,16 @@ fn run_lab(agent: &Path, spec: &WorkloadSpec, metric: Option<&str>) -> Result<Wo
             ))
         })?,
     };
-    Ok(WorkloadKpi {
-        what: spec.to_string(),
-        metric: m.name.clone(),
-        unit: m.unit.clone(),
-        better: better_name(m.better).into(),
-        value: m.value,
-    })
+    Ok((
+        WorkloadKpi {
+            what: spec.to_string(),
+            metric: m.name.clone(),
+            unit: m.unit.clone(),
+            better: better_name(m.better).into(),
+            value: m.value,
+        },
+        group.usage(),
+    ))
 }
 
 fn run_command(
@@ -163,20 +207,23 @@ fn run_command(
     cwd: Option<&Path>,
     timeout: Duration,
     hook: Option<&crate::knobs::SpawnHook>,
-) -> Result<WorkloadKpi, Error> {
+) -> Result<(WorkloadKpi, Option<Usage>), Error> {
     // The same timed run as a workload benchmark: exact wall time, the
     // command's whole process group killed at the deadline.
     let timed = crate::observe::benchmark::command::time_command_with(argv, cwd, timeout, hook)?;
     timed
         .outcome
         .map_err(|why| Error::Internal(anyhow::anyhow!("{}: {why}", argv.join(" "))))?;
-    Ok(WorkloadKpi {
-        what: argv.join(" "),
-        metric: "wall_time".into(),
-        unit: "ms".into(),
-        better: "lower".into(),
-        value: timed.wall.as_secs_f64() * 1e3,
-    })
+    Ok((
+        WorkloadKpi {
+            what: argv.join(" "),
+            metric: "wall_time".into(),
+            unit: "ms".into(),
+            better: "lower".into(),
+            value: timed.wall.as_secs_f64() * 1e3,
+        },
+        timed.usage,
+    ))
 }
 
 /// Measures one window: the runqlat probe stays attached while the

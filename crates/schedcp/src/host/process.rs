@@ -26,6 +26,45 @@ pub struct Group {
     child: Child,
     pgid: Pid,
     status: Option<ExitStatus>,
+    usage: Option<Usage>,
+}
+
+/// What the leader and every descendant it waited for used, as `wait4`
+/// reports it when the leader is reaped: the workload's own totals, not
+/// the machine's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub user_s: f64,
+    pub sys_s: f64,
+    /// Peak resident set of the largest single process, KiB.
+    pub max_rss_kib: u64,
+    pub minor_faults: u64,
+    pub major_faults: u64,
+    /// Switches because a task blocked or slept (it waited for something).
+    pub voluntary_switches: u64,
+    /// Switches because a task was preempted (it wanted to keep running).
+    pub involuntary_switches: u64,
+    /// Block I/O, in 512-byte units (page-cache hits do not count).
+    pub blocks_in: u64,
+    pub blocks_out: u64,
+}
+
+impl Usage {
+    fn from_rusage(r: &libc::rusage) -> Usage {
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        let n = |v: libc::c_long| v.max(0) as u64;
+        Usage {
+            user_s: secs(r.ru_utime),
+            sys_s: secs(r.ru_stime),
+            max_rss_kib: n(r.ru_maxrss),
+            minor_faults: n(r.ru_minflt),
+            major_faults: n(r.ru_majflt),
+            voluntary_switches: n(r.ru_nvcsw),
+            involuntary_switches: n(r.ru_nivcsw),
+            blocks_in: n(r.ru_inblock),
+            blocks_out: n(r.ru_oublock),
+        }
+    }
 }
 
 impl Group {
@@ -52,6 +91,7 @@ impl Group {
             child,
             pgid,
             status: None,
+            usage: None,
         })
     }
 
@@ -154,15 +194,37 @@ impl Group {
         }
     }
 
-    /// Kill what is left of the group, then reap the leader.
+    /// Kill what is left of the group, then reap the leader (with
+    /// `wait4`, to keep its [`Usage`]).
     pub fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
         if let Some(s) = self.status {
             return Ok(s);
         }
         self.kill_all();
-        let status = self.child.wait()?;
+        let mut raw = 0;
+        // SAFETY: an all-zero rusage is valid; wait4 fills it.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: valid pointers to locals; the pid is our unreaped child.
+            let r = unsafe { libc::wait4(self.pgid.as_raw(), &mut raw, 0, &mut ru) };
+            if r >= 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let status = ExitStatus::from_raw(raw);
         self.status = Some(status);
+        self.usage = Some(Usage::from_rusage(&ru));
         Ok(status)
+    }
+
+    /// The reaped leader's [`Usage`] (none before [`Self::reap`]).
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
     }
 }
 

@@ -12,6 +12,7 @@ pub mod probes;
 pub mod profilers;
 pub mod sample;
 pub mod scheduler;
+pub mod signature;
 pub mod summary;
 pub mod tokens;
 pub mod workload_profiles;

@@ -52,6 +52,10 @@ pub const MIGRATIONS: &[Migration] = &[
             "0007 knobs: a deployment is a change (scheduler, knob set, or both); the knob journal",
         sql: include_str!("migrations/0007_knobs.sql"),
     },
+    Migration {
+        name: "0008 tune: sessions with their signatures, trials, candidate verdicts",
+        sql: include_str!("migrations/0008_tune.sql"),
+    },
 ];
 
 /// What [`apply`] did.

@@ -32,6 +32,8 @@ pub struct Timed {
     pub wall: Duration,
     /// `Ok` when it exited 0; otherwise why it failed.
     pub outcome: Result<(), String>,
+    /// What the command's process tree used.
+    pub usage: Option<crate::host::process::Usage>,
 }
 
 /// Run `argv` (no shell) in `cwd`, stdout discarded, and time it. A run
@@ -99,7 +101,11 @@ pub fn time_command_with(
     } else {
         Err(failure(status, &stderr))
     };
-    Ok(Timed { wall, outcome })
+    Ok(Timed {
+        wall,
+        outcome,
+        usage: group.usage(),
+    })
 }
 
 /// "exit status 2: <last line of stderr>".
