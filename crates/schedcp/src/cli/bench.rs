@@ -70,6 +70,31 @@ pub enum BenchCommand {
     ///   schedcp bench canary-overhead --workload pingpong:loops=2000 --runs 9 --json
     #[command(verbatim_doc_comment)]
     CanaryOverhead(CanaryOverheadArgs),
+    /// The tuner judged: scenarios where a better configuration is known to exist, and where none does.
+    ///
+    /// For each scenario, a whole `schedcp tune` (host scenarios apply the
+    /// winner under a canary through an in-process deploy controller, then
+    /// roll it back): whether it found the better configuration (or kept the
+    /// current one where none exists), the improvement with its interval,
+    /// trials and minutes spent, and whether a regression was ever applied.
+    /// Then the numeric search's cost against a grid at equal trials. Needs
+    /// root; lab scenarios need the lab kernel (lab timing is emulated).
+    ///
+    /// Examples:
+    ///   schedcp bench tune
+    ///   schedcp bench tune --scenarios contended-build,idle-build --trials 8 --json
+    #[command(verbatim_doc_comment)]
+    Tune(TuneBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TuneBenchArgs {
+    /// Only these scenarios (comma-separated): contended-build, idle-build, pingpong-schedulers.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Trial budget per scenario.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
 }
 
 #[derive(Debug, Args)]
@@ -132,7 +157,29 @@ pub fn run(cfg: Config, cmd: BenchCommand, out: Output) -> Result<i32, Error> {
         BenchCommand::PolicySearch(a) => policy_search_cmd(&cfg, a, out),
         BenchCommand::Api(a) => api_cmd(&cfg, a, out),
         BenchCommand::CanaryOverhead(a) => canary_overhead_cmd(&cfg, a, out),
+        BenchCommand::Tune(a) => tune_cmd(&cfg, a, out),
     }
+}
+
+fn tune_cmd(cfg: &Config, a: TuneBenchArgs, out: Output) -> Result<i32, Error> {
+    use schedcp::selfbench::tune_bench;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(Error::Input(
+            "bench tune trials write kernel settings: run it as root".into(),
+        ));
+    }
+    schedcp::host::interrupt::install();
+    let pb = out.spinner();
+    let on = |m: &str| {
+        tracing::info!("{m}");
+        if m.starts_with("scenario") {
+            pb.suspend(|| eprintln!("{m}"));
+        }
+        pb.set_message(m.to_string());
+    };
+    let report = tune_bench::run(cfg, &a.scenarios, a.trials, &on);
+    pb.finish_and_clear();
+    print_report(out, &report?)
 }
 
 fn canary_overhead_cmd(cfg: &Config, a: CanaryOverheadArgs, out: Output) -> Result<i32, Error> {

@@ -195,26 +195,9 @@ pub fn deploy_change(
     });
     let pb = out.spinner();
     pb.set_message(format!("deploying: baseline, switch, {canary} s canary"));
-    let job = call(cfg, remote, "deploy", args)?;
+    let d = deploy_job(cfg, remote, args);
     pb.finish_and_clear();
-    let result = match job["state"].as_str() {
-        Some("succeeded") => job["result"].clone(),
-        Some("failed") => {
-            return Err(Error::Input(
-                job["error"]
-                    .as_str()
-                    .unwrap_or("the deploy job failed")
-                    .to_string(),
-            ))
-        }
-        _ => {
-            return Err(Error::Internal(anyhow::anyhow!(
-            "the deploy did not finish in time; follow it with `schedcp deploy status` (job {})",
-            job["id"].as_str().unwrap_or("?")
-        )))
-        }
-    };
-    let d: Deployment = serde_json::from_value(result).map_err(|e| Error::Internal(e.into()))?;
+    let d = d?;
     out.emit(&d)?;
     Ok(if d.state == DeployState::Active {
         exit::OK
@@ -363,8 +346,31 @@ impl Report for Deployment {
     }
 }
 
+/// Run the daemon's deploy tool and wait for its verdict.
+pub fn deploy_job(cfg: &Config, remote: &Remote, args: Value) -> Result<Deployment, Error> {
+    let job = call(cfg, remote, "deploy", args)?;
+    let result = match job["state"].as_str() {
+        Some("succeeded") => job["result"].clone(),
+        Some("failed") => {
+            return Err(Error::Input(
+                job["error"]
+                    .as_str()
+                    .unwrap_or("the deploy job failed")
+                    .to_string(),
+            ))
+        }
+        _ => {
+            return Err(Error::Internal(anyhow::anyhow!(
+            "the deploy did not finish in time; follow it with `schedcp deploy status` (job {})",
+            job["id"].as_str().unwrap_or("?")
+        )))
+        }
+    };
+    serde_json::from_value(result).map_err(|e| Error::Internal(e.into()))
+}
+
 /// Call a tool of the daemon: REST with `--url`, else the local socket.
-fn call(cfg: &Config, remote: &Remote, tool: &str, args: Value) -> Result<Value, Error> {
+pub fn call(cfg: &Config, remote: &Remote, tool: &str, args: Value) -> Result<Value, Error> {
     if let Some(url) = &remote.url {
         let token = remote.api_token.clone().ok_or_else(|| {
             Error::Input("--url needs an API token (--api-token or $SCHEDCP_TOKEN)".into())

@@ -13,6 +13,7 @@ mod output;
 mod policy;
 mod serve;
 mod token;
+mod tune;
 mod verify;
 
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Deploy a verified scheduler under a canary with automatic rollback; status, history, rollback.
     Deploy(deploy::DeployArgs),
+    /// The decision engine: signature → rules → trials → apply only a proven winner (no workload: the main job).
+    Tune(tune::TuneArgs),
     /// Kernel knobs beyond sched_ext: catalogue, what this machine allows, read, trial, apply, roll back.
     #[command(subcommand)]
     Knob(knob::KnobCommand),
@@ -115,6 +118,7 @@ pub fn run(cli: Cli) -> i32 {
         json: cli.json,
         quiet: cli.quiet,
     };
+    recover_knobs(&cfg, &cli.command);
     let result = match cli.command {
         Command::Doctor => doctor::run(cfg, out),
         Command::Lab(c) => lab::run(cfg, c, out),
@@ -124,6 +128,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Verify(a) => verify::run(cfg, a, out),
         Command::Deploy(a) => deploy::run(cfg, a, out),
         Command::Knob(c) => knob::run(cfg, c, out),
+        Command::Tune(a) => tune::run(cfg, a, out),
         Command::Serve(a) => serve::serve(cfg, a),
         Command::Mcp(a) => serve::mcp(cfg, a),
         Command::Token(c) => token::run(cfg, c, out),
@@ -132,6 +137,32 @@ pub fn run(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => report_error(&e),
+    }
+}
+
+/// A trial killed mid-way (SIGKILL, a crash, a full disk) left knobs
+/// changed: the next schedcp run as root puts them back from the
+/// journal's snapshot and says so. The daemon does this in its own
+/// reconcile; entries whose owner still runs are left to it.
+fn recover_knobs(cfg: &Config, command: &Command) {
+    if matches!(command, Command::Serve(_) | Command::Mcp(_))
+        || !nix::unistd::geteuid().is_root()
+        || !cfg.state_dir().join(schedcp::store::DB_FILE).exists()
+    {
+        return;
+    }
+    let recovered = schedcp::store::Store::open_in(&cfg.state_dir())
+        .and_then(|mut s| schedcp::knobs::journal::recover(&mut s));
+    match recovered {
+        Ok(rows) => {
+            for r in rows {
+                eprintln!(
+                    "schedcp: restored knobs left by a killed {} (journal #{}): {} — {}",
+                    r.purpose, r.id, r.knobs, r.outcome
+                );
+            }
+        }
+        Err(e) => eprintln!("schedcp: could not check the knob journal: {e}"),
     }
 }
 

@@ -41,6 +41,8 @@ rendered_by_the_library!(
     schedcp::observe::summary::Summary,
     schedcp::observe::detail::Detail,
     schedcp::selfbench::canary_overhead::Report,
+    schedcp::selfbench::tune_bench::Report,
+    schedcp::tune::TuneReport,
     schedcp::selfbench::api_latency::Report,
     schedcp::selfbench::probe_overhead::Report,
     schedcp::selfbench::policy_search::Report,

@@ -59,6 +59,12 @@ pub struct Signature {
     /// Machine: runnable tasks on average and at peak (`procs_running`).
     pub runnable_mean: f64,
     pub runnable_peak: u32,
+    /// The workload's tasks that were runnable (running or waiting for a
+    /// CPU), on average: how much CPU it wanted.
+    pub workload_runnable_mean: f64,
+    /// Runnable tasks that are not the workload's, on average: other work
+    /// competing with it for the CPUs.
+    pub others_runnable_mean: f64,
     /// Machine: share of task time spent waiting on a run queue, %.
     pub runq_wait_pct: Option<f64>,
     /// Machine: run-queue latency (runqlat probe), µs.
@@ -193,6 +199,16 @@ pub fn take<R>(run: impl FnOnce() -> Result<Ran<R>, Error>) -> Result<(Signature
             0.0
         },
         runnable_peak: peaks.runnable_peak,
+        workload_runnable_mean: if peaks.samples > 0 {
+            peaks.workload_running_sum as f64 / peaks.samples as f64
+        } else {
+            0.0
+        },
+        others_runnable_mean: if peaks.samples > 0 {
+            peaks.others_sum as f64 / peaks.samples as f64
+        } else {
+            0.0
+        },
         runq_wait_pct: (run_ns + wait_ns > 0)
             .then(|| 100.0 * wait_ns as f64 / (run_ns + wait_ns) as f64),
         runq_p50_us: rq.p50_us,
@@ -208,21 +224,22 @@ pub fn take<R>(run: impl FnOnce() -> Result<Ran<R>, Error>) -> Result<(Signature
 }
 
 /// The mix, from three scores in 0..1 (then normalised):
-/// - CPU: how busy its runnable threads keep the CPUs they could use
-///   (`cpu_util / min(peak_tasks, cpus)`);
+/// - CPU: how much CPU it used or wanted (the larger of CPUs busy and its
+///   runnable tasks, so that CPU it waited for counts too) of what it
+///   could use (`min(peak_tasks, cpus)`);
 /// - wakeup: voluntary switches per CPU-second of its work on a log scale
 ///   (10 000 / s saturates): sleeping and waking is what it does;
-/// - I/O: the larger of I/O pressure and block-I/O plus major-fault rate
-///   (1 000 / s saturates).
+/// - I/O: the largest of I/O pressure, block throughput (50 MiB/s
+///   saturates) and major faults (500 / s saturates).
 pub fn mix(s: &Signature) -> Mix {
     let usable = (s.peak_tasks.max(1) as f64).min(s.cpus.max(1) as f64);
-    let c = (s.cpu_util / usable).clamp(0.0, 1.0);
+    let c = (s.cpu_util.max(s.workload_runnable_mean) / usable).clamp(0.0, 1.0);
     let cpu_s = (s.cpu_util * s.wall_s).max(0.01);
     let vps = s.voluntary_switches_per_s * s.wall_s / cpu_s;
     let w = ((1.0 + vps).log10() / 4.0).clamp(0.0, 1.0);
-    let blocks_per_s = (s.read_mib_per_s + s.write_mib_per_s) * 2048.0 + s.major_faults_per_s;
     let i = (s.psi_io_pct.unwrap_or(0.0) / 100.0)
-        .max(blocks_per_s / 1000.0)
+        .max((s.read_mib_per_s + s.write_mib_per_s) / 50.0)
+        .max(s.major_faults_per_s / 500.0)
         .clamp(0.0, 1.0);
     let sum = c + w + i;
     if sum <= 0.0 {
@@ -283,7 +300,7 @@ impl Signature {
     pub fn describe(&self) -> String {
         let opt = |v: Option<f64>, unit: &str| {
             v.map(|x| format!("{x:.0}{unit}"))
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "n/a".into())
         };
         format!(
             "{} (cpu {:.0}% · wakeup {:.0}% · io {:.0}%): {:.2} CPUs busy of {}, {} tasks at peak, {:.0} sleeps/s, {:.0} preemptions/s, run-queue wait {} (p99 {}), PSI cpu {}",
@@ -306,15 +323,20 @@ impl Signature {
 #[derive(Debug, Clone, Default)]
 struct TaskPeaks {
     workload_tasks: u32,
+    workload_running_sum: u64,
+    others_sum: u64,
     runnable_sum: u64,
     runnable_peak: u32,
     samples: u64,
 }
 
 impl TaskPeaks {
-    fn add(&mut self, (workload, runnable): (u32, Option<u32>)) {
+    fn add(&mut self, (workload, workload_running, runnable): (u32, u32, Option<u32>)) {
         self.workload_tasks = self.workload_tasks.max(workload);
         if let Some(r) = runnable {
+            // The sampler itself is running while it reads.
+            self.others_sum += r.saturating_sub(workload_running + 1) as u64;
+            self.workload_running_sum += workload_running as u64;
             self.runnable_sum += r as u64;
             self.runnable_peak = self.runnable_peak.max(r);
             self.samples += 1;
@@ -322,33 +344,58 @@ impl TaskPeaks {
     }
 }
 
+/// Process groups this process started that are not the workload (a
+/// demo's noisy neighbour): the task count leaves them out.
+static NOT_WORKLOAD: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Leave the process group `pgid` out of workload task counts until
+/// [`include_group`].
+pub fn exclude_group(pgid: i32) {
+    NOT_WORKLOAD.lock().expect("excluded groups").push(pgid);
+}
+
+pub fn include_group(pgid: i32) {
+    NOT_WORKLOAD
+        .lock()
+        .expect("excluded groups")
+        .retain(|g| *g != pgid);
+}
+
 /// Tasks in the process groups our children lead (the workload runs as
-/// the leader of its own group), and the machine's runnable tasks.
-fn sample_tasks() -> (u32, Option<u32>) {
+/// the leader of its own group), how many of them are runnable, and the
+/// machine's runnable tasks.
+fn sample_tasks() -> (u32, u32, Option<u32>) {
     let me = std::process::id() as i32;
+    let excluded = NOT_WORKLOAD.lock().expect("excluded groups").clone();
     let mut groups = HashSet::new();
     let mut rows = Vec::new();
     if let Ok(all) = procfs::process::all_processes() {
         for p in all.flatten() {
             if let Ok(st) = p.stat() {
-                if st.ppid == me && st.pgrp == st.pid {
+                if st.ppid == me && st.pgrp == st.pid && !excluded.contains(&st.pgrp) {
                     groups.insert(st.pgrp);
                 }
-                rows.push((st.pgrp, st.num_threads.max(0) as u32));
+                rows.push((p, st.pgrp, st.num_threads.max(0) as u32));
             }
         }
     }
-    let workload = rows
-        .iter()
-        .filter(|(g, _)| groups.contains(g))
-        .map(|(_, n)| n)
-        .sum();
+    let mut workload = 0;
+    let mut running = 0;
+    for (p, _, n) in rows.iter().filter(|(_, g, _)| groups.contains(g)) {
+        workload += n;
+        if let Ok(tasks) = p.tasks() {
+            running += tasks
+                .flatten()
+                .filter(|t| t.stat().is_ok_and(|s| s.state == 'R'))
+                .count() as u32;
+        }
+    }
     let runnable = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
         t.lines()
             .find_map(|l| l.strip_prefix("procs_running "))
             .and_then(|v| v.trim().parse().ok())
     });
-    (workload, runnable)
+    (workload, running, runnable)
 }
 
 /// PSI "some" totals (µs since boot) of cpu, memory and io.
@@ -410,6 +457,8 @@ pub(crate) mod tests {
             peak_tasks: tasks,
             runnable_mean: cpu_util,
             runnable_peak: tasks,
+            workload_runnable_mean: cpu_util,
+            others_runnable_mean: 0.0,
             runq_wait_pct: Some(runq_wait_pct),
             runq_p50_us: Some(5.0),
             runq_p99_us: Some(100.0),

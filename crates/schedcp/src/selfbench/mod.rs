@@ -7,6 +7,7 @@
 //!   search quality against substring matching.
 //! - [`api_latency`]: MCP tool-call latency of the daemon under concurrent sessions.
 //! - [`canary_overhead`]: what a deploy canary's KPI window costs the workload.
+//! - [`tune_bench`]: the tuner on scenarios with and without a better configuration.
 
 pub mod api_latency;
 pub mod canary_overhead;
@@ -16,3 +17,4 @@ pub mod policy_search;
 pub mod probe_overhead;
 pub mod reference;
 mod tools;
+pub mod tune_bench;

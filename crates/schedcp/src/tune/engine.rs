@@ -257,7 +257,7 @@ pub fn proven(ab: &AbReport, min_effect_pct: f64) -> bool {
 /// significantly worse.
 fn hopeless(ab: &AbReport, min_effect_pct: f64) -> Option<String> {
     if ab.verdict() == crate::compare::Verdict::Regressed {
-        return Some(format!("regressed: {}", ab.headline()));
+        return Some("regressed".into());
     }
     match ab.improvement_ci_pct {
         Some(ci) if ci.high < min_effect_pct => Some(format!(
@@ -352,16 +352,6 @@ impl Session<'_> {
             }
             Err(e) => return Ok(Err(e.to_string())),
         };
-        record::trial(
-            &mut self.store,
-            self.session,
-            n,
-            change,
-            venue,
-            stage,
-            runs,
-            &ab,
-        )?;
         let (pool, _) = self
             .pools
             .entry(label.clone())
@@ -376,6 +366,7 @@ impl Session<'_> {
             seconds: secs,
             ab: ab.clone(),
         };
+        record::trial(&mut self.store, self.session, change, &rec)?;
         (self.on)(Event::TrialDone(&rec));
         self.trials.push(rec);
         Ok(Ok(ab))
@@ -729,7 +720,7 @@ pub fn run(
         &report.decision,
         report.winner.as_ref(),
         report.applied.as_ref().map(|d| d.id),
-        &report,
+        &serde_json::json!({ "report": &report, "text": report.render() }),
     )?;
     Ok(report)
 }
@@ -849,12 +840,7 @@ fn halving(s: &mut Session<'_>, outcomes: &mut [Outcome]) -> Result<(), Error> {
                 .pooled(&outcomes[i].candidate)
                 .map_or(0, |ab| ab.candidate.values.len());
             if n >= cap {
-                outcomes[i].fate = format!(
-                    "no significant change after {n} runs a side (the cap): {}",
-                    s.pooled(&outcomes[i].candidate)
-                        .map(|ab| ab.headline())
-                        .unwrap_or_default()
-                );
+                outcomes[i].fate = format!("no significant change after {n} runs a side (the cap)");
                 false
             } else {
                 true
@@ -887,6 +873,8 @@ fn search(s: &mut Session<'_>, outcomes: &mut Vec<Outcome>) -> Result<(), Error>
         .iter()
         .enumerate()
         .filter(|(_, o)| o.candidate.numeric.is_some())
+        // Dropped ones cannot beat what is left (or regressed, or failed).
+        .filter(|(_, o)| !o.fate.starts_with("dropped") && !o.fate.starts_with("failed"))
         .filter_map(|(i, o)| Some((i, s.pooled(&o.candidate)?)))
         .filter(|(_, ab)| hopeless(ab, min).is_none() && ab.improvement_pct.unwrap_or(0.0) > 0.0)
         .max_by(|a, b| {

@@ -11,12 +11,15 @@
 //! draws the report. [`main_job`] is the lab-only comparison of the
 //! built-in schedulers (`schedcp lab demo`).
 
+pub mod apply;
 pub mod bayes;
 pub mod candidate;
 pub mod chart;
+pub mod demo;
 pub mod engine;
 pub mod main_job;
 pub mod record;
+pub mod report;
 pub mod rules;
 pub mod trial;
 

@@ -53,13 +53,10 @@ pub fn begin(
 pub fn trial(
     store: &mut Store,
     session: i64,
-    n: usize,
     change: &Change,
-    venue: Venue,
-    stage: &str,
-    runs: usize,
-    ab: &AbReport,
+    t: &super::TrialRecord,
 ) -> Result<(), Error> {
+    let (n, venue, stage, runs, ab) = (t.n, t.venue, t.stage.as_str(), t.runs, &t.ab);
     let (change_json, report) = (json(change)?, json(ab)?);
     let ci = ab.improvement_ci_pct;
     store.write(|tx| {
@@ -167,11 +164,19 @@ pub fn report(store: &Store, session: i64) -> Result<Option<serde_json::Value>, 
         .transpose()
 }
 
-/// Past sessions, newest first: id, started, workload, mode, decision.
-pub fn sessions(
-    store: &Store,
-    limit: usize,
-) -> Result<Vec<(i64, String, String, String, Option<String>)>, Error> {
+/// A past session, for lists.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRow {
+    pub session: i64,
+    pub started_at: String,
+    pub workload: String,
+    pub mode: String,
+    /// None while it runs (or if it was killed).
+    pub decision: Option<String>,
+}
+
+/// Past sessions, newest first.
+pub fn sessions(store: &Store, limit: usize) -> Result<Vec<SessionRow>, Error> {
     let mut st = store
         .conn()
         .prepare(
@@ -181,7 +186,13 @@ pub fn sessions(
         .map_err(db)?;
     let rows = st
         .query_map(params![limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok(SessionRow {
+                session: r.get(0)?,
+                started_at: r.get(1)?,
+                workload: r.get(2)?,
+                mode: r.get(3)?,
+                decision: r.get(4)?,
+            })
         })
         .map_err(db)?;
     rows.collect::<Result<_, _>>().map_err(db)

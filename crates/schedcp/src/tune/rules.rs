@@ -95,18 +95,25 @@ const MIGRATION_COST_NS: &[f64] = &[
 pub const RULES: &[Rule] = &[
     Rule {
         id: "cpu-contention",
-        title: "The workload waits for CPU behind other work: raise its share",
-        evidence: "Under contention the fair scheduler divides a CPU by weight (kernel/sched/core.c sched_prio_to_weight[]: nice 0 = 1024, nice -5 = 3121); a v1 cpu.shares / v2 cpu.weight scales the workload's group the same way (Documentation/admin-guide/cgroup-v2.rst 'cpu.weight'). Run-queue wait (/proc/schedstat) and preemptions measure the contention; on an idle machine weights change nothing, so the rule stays silent there.",
+        title: "Other work competes with the workload for CPU: raise its share",
+        evidence: "Under contention the fair scheduler divides a CPU by weight (kernel/sched/core.c sched_prio_to_weight[]: nice 0 = 1024, nice -5 = 3121); a v1 cpu.shares / v2 cpu.weight scales the workload's group the same way (Documentation/admin-guide/cgroup-v2.rst 'cpu.weight'). The signature counts runnable tasks that are not the workload's: when they are there and the workload is preempted and CPU pressure (PSI) or run-queue wait is high, a larger weight buys it their CPU time. When the workload only competes with itself, reweighting all of its tasks changes nobody's share, so the rule stays silent.",
         fire: |s| {
+            let psi = s.psi_cpu_pct.unwrap_or(0.0);
             let wait = s.runq_wait_pct.unwrap_or(0.0);
-            let crowded = s.runnable_mean > s.cpus as f64 * 0.9;
+            let others = s.others_runnable_mean >= 0.5;
+            let pressed = psi >= 20.0 || wait >= 10.0;
             let preempted = s.involuntary_switches_per_s >= 50.0;
-            (wait >= 10.0 && crowded && preempted).then(|| {
+            (others && pressed && preempted).then(|| {
                 (
-                    (wait / 50.0).clamp(0.3, 1.0),
+                    (psi.max(wait) / 50.0).clamp(0.3, 1.0),
                     format!(
-                        "run-queue wait {wait:.0}% of task time (≥ 10%), {:.1} runnable tasks on {} CPUs, {:.0} preemptions/s of the workload",
-                        s.runnable_mean, s.cpus, s.involuntary_switches_per_s
+                        "{:.1} runnable tasks of other work on average next to it on {} CPUs, CPU pressure {psi:.0}% (≥ 20%){}, {:.0} preemptions/s of the workload",
+                        s.others_runnable_mean,
+                        s.cpus,
+                        s.runq_wait_pct
+                            .map(|w| format!(", run-queue wait {w:.0}%"))
+                            .unwrap_or_default(),
+                        s.involuntary_switches_per_s
                     ),
                 )
             })
@@ -327,7 +334,7 @@ pub const RULES: &[Rule] = &[
         propose: |_, c| {
             ["always", "madvise"]
                 .iter()
-                .filter(|v| !c.current("thp.enabled").is_some_and(|cur| cur == **v))
+                .filter(|v| c.current("thp.enabled").is_none_or(|cur| cur != **v))
                 .map(|v| p(knobs(None, &[("thp.enabled", v)]), 1.0))
                 .collect()
         },
@@ -498,12 +505,21 @@ mod tests {
         // One spinning thread, two neighbours: waits a third of the time.
         let mut s = shaped(0.66, 1, 3.0, 400.0, 33.0);
         s.runnable_mean = 3.0;
+        s.others_runnable_mean = 2.0;
         let r = recommend(&s, &host());
         assert!(fired(&r).contains(&"cpu-contention"), "{:?}", r.fired);
         assert_eq!(r.candidates[0].change.describe(), "workload.nice=-5");
         assert_eq!(r.candidates[0].venue, Venue::Host);
-        assert!(r.candidates[0].reason.contains("run-queue wait 33%"));
+        assert!(r.candidates[0]
+            .reason
+            .contains("2.0 runnable tasks of other work"));
         assert!(has(&r, "workload.cpu_weight=400", Venue::Host));
+        // The same pressure from its own threads alone: reweighting them all
+        // changes nothing, and the rule stays silent.
+        s.others_runnable_mean = 0.1;
+        s.peak_tasks = 3;
+        let r = recommend(&s, &host());
+        assert!(!fired(&r).contains(&"cpu-contention"), "{:?}", r.fired);
     }
 
     #[test]
@@ -588,6 +604,7 @@ mod tests {
         let everything = {
             let mut s = shaped(0.5, 2, 5000.0, 500.0, 30.0);
             s.runnable_mean = 4.0;
+            s.others_runnable_mean = 2.0;
             s.read_mib_per_s = 50.0;
             s.write_mib_per_s = 50.0;
             s.psi_io_pct = Some(50.0);

@@ -125,6 +125,9 @@ fn python_sdk_lists_and_calls_tools_over_http_and_stdio() {
         "knob_list",
         "knob_read",
         "knob_trial",
+        "tune_recommend",
+        "tune",
+        "tune_apply",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }

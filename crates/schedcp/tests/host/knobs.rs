@@ -53,13 +53,13 @@ fn read(name: &str) -> String {
 }
 
 /// The host's values, put back on drop (panic included).
-struct Host {
+pub(crate) struct Host {
     saved: Vec<(String, String)>,
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Host {
-    fn hold() -> Host {
+    pub(crate) fn hold() -> Host {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         Host {
             saved: watched()
@@ -73,7 +73,7 @@ impl Host {
         }
     }
 
-    fn unchanged(&self) {
+    pub(crate) fn unchanged(&self) {
         for (k, v) in &self.saved {
             assert_eq!(&read(k), v, "{k} changed");
         }

@@ -10,6 +10,7 @@ mod deploy_workload;
 mod knobs;
 mod observe_probes;
 mod observe_profile;
+mod tune;
 mod verify_analyze;
 mod verify_compile;
 

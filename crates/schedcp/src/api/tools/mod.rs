@@ -1,11 +1,11 @@
-//! Every operation the API offers, grouped by service. A service that does
-//! not exist yet (tune) has no tools here.
+//! Every operation the API offers, grouped by service.
 
 mod audit;
 pub mod deploy;
 mod knobs;
 mod observe;
 mod policies;
+mod tune;
 mod verify;
 
 use super::ops::Op;
@@ -16,6 +16,7 @@ pub fn all() -> Vec<Op> {
     ops.extend(verify::ops());
     ops.extend(deploy::ops());
     ops.extend(knobs::ops());
+    ops.extend(tune::ops());
     ops.extend(audit::ops());
     ops
 }

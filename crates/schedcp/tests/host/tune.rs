@@ -1,0 +1,289 @@
+//! `schedcp tune` on this machine, for real: the bundled workload (a
+//! build-like batch next to a noisy neighbour) tuned, the proven winner
+//! applied under a canary and rolled back; a change that does nothing
+//! kept out; bad input refused before anything changes; Ctrl-C and
+//! SIGKILL mid-trial leave the host restored (the kill at the next start).
+//!
+//! Every test holds the knob tests' [`Host`] guard: the machine's values
+//! are snapshotted and written back, also when a test fails.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::{self, Env};
+use crate::knobs::Host;
+use serde_json::Value;
+
+fn agent() -> String {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_schedcp"))
+        .with_file_name("schedcp-guest")
+        .display()
+        .to_string()
+}
+
+fn tune_json(env: &Env, args: &[&str], code: i32) -> Value {
+    // --json before any `--`: after it, everything is the command's.
+    let mut full = vec!["--json", "tune"];
+    full.extend_from_slice(args);
+    let o = env.run(&full);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{full:?}:\n{}",
+        common::text(&o)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}", common::text(&o)))
+}
+
+/// The journal has no change set left unrestored.
+fn journal_clean(env: &Env) {
+    let store = schedcp::store::Store::open_in(&env.state()).unwrap();
+    let open: i64 = store
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM knob_journal WHERE restored_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(open, 0, "a trial's change set was left unrestored");
+}
+
+#[test]
+fn the_main_job_proves_applies_and_rolls_back_a_winner_on_a_contended_build() {
+    let host = Host::hold();
+    let env = Env::new();
+    let r = tune_json(&env, &["--trials", "3", "--no-lab", "--canary", "6s"], 0);
+    // The contention rule fired on what the signature measured.
+    let fired: Vec<&str> = r["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert!(fired.contains(&"cpu-contention"), "{:#}", r["fired"]);
+    assert!(r["signature"]["others_runnable_mean"].as_f64().unwrap() >= 0.5);
+    // A winner only with an interval that clears the minimum effect.
+    let winner = r["winner"]["knobs"][0]["knob"].as_str();
+    assert!(winner.is_some(), "no winner: {}", r["decision"]);
+    let won = r["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["candidate"]["change"] == r["winner"])
+        .unwrap();
+    let low = won["ab"]["improvement_ci_pct"]["low"].as_f64().unwrap();
+    assert!(low >= r["min_effect_pct"].as_f64().unwrap(), "{won:#}");
+    assert!(won["ab"]["comparison"]["p_value"].as_f64().unwrap() < 0.05);
+    assert_eq!(r["winner_venue"], "host");
+    // Applied under its canary, then rolled back at the end of the job.
+    assert_eq!(r["applied"]["state"], "active", "{:#}", r["applied"]);
+    assert!(
+        r["rollback"].as_str().unwrap().contains("rolled back"),
+        "{}",
+        r["rollback"]
+    );
+    assert!(r["trials_used"].as_u64().unwrap() <= 3);
+    for c in r["charts"].as_array().unwrap() {
+        let svg = std::fs::read_to_string(c.as_str().unwrap()).unwrap();
+        assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{c}");
+    }
+    // Recorded: the session's report can be shown again.
+    let shown = env.run(&["tune", "show", &r["session"].to_string()]);
+    assert!(
+        common::text(&shown).contains("decision:"),
+        "{}",
+        common::text(&shown)
+    );
+    let st = env.json(&["deploy", "history"], 0);
+    assert_eq!(st["deployments"][0]["state"], "rolled_back", "{st:#}");
+    journal_clean(&env);
+    host.unchanged();
+}
+
+#[test]
+fn a_change_that_does_nothing_is_kept_out() {
+    let host = Host::hold();
+    let env = Env::new();
+    let agent = agent();
+    let r = tune_json(
+        &env,
+        &[
+            "--advice",
+            "--no-rules",
+            "--no-lab",
+            "--candidate",
+            "vm.vfs_cache_pressure=120",
+            "--trials",
+            "2",
+            "--",
+            &agent,
+            "workload",
+            "batch:short=8,long=1,short_ms=10,long_ms=60",
+        ],
+        0,
+    );
+    assert!(r["winner"].is_null(), "{:#}", r["outcomes"]);
+    assert!(
+        r["decision"]
+            .as_str()
+            .unwrap()
+            .starts_with("keep the current configuration"),
+        "{}",
+        r["decision"]
+    );
+    assert!(r["applied"].is_null());
+    assert!(r["workload"].as_str().unwrap().starts_with("cmd-"));
+    let o = &r["outcomes"][0];
+    assert!(
+        o["ab"]["candidate"]["values"].as_array().unwrap().len() >= 4,
+        "{o:#}"
+    );
+    journal_clean(&env);
+    host.unchanged();
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_changes() {
+    let host = Host::hold();
+    let env = Env::new();
+    let agent = agent();
+    for (args, needle) in [
+        (vec!["tune", "--trials", "0"], "trial budget must be"),
+        (vec!["tune", "--runs", "2"], "runs must be 4"),
+        (vec!["tune", "--budget", "5s"], "time budget must be"),
+        (vec!["tune", "--min-effect=-1"], "minimum effect"),
+        (
+            vec!["tune", "--candidate", "no.such.knob=1"],
+            "no.such.knob",
+        ),
+        (
+            vec!["tune", "--candidate", "vm.swappiness=500"],
+            "vm.swappiness",
+        ),
+        (
+            vec!["tune", "--scheduler", "nosuch"],
+            "not a built-in scheduler",
+        ),
+        (
+            vec!["tune", "no-such-profile", "--advice"],
+            "neither a workload profile",
+        ),
+        (vec!["tune", "a", "b"], "one workload profile at a time"),
+        (vec!["tune", "show", "999"], "no finished tune session 999"),
+    ] {
+        env.fails(&args, 2, needle);
+    }
+    // A workload that fails: a clear error, nothing tried or applied.
+    env.fails(
+        &["tune", "--advice", "--", &agent, "workload", "nosuch"],
+        2,
+        "the workload failed before anything was changed",
+    );
+    let store = schedcp::store::Store::open_in(&env.state()).unwrap();
+    let trials: i64 = store
+        .conn()
+        .query_row("SELECT count(*) FROM tune_trials", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(trials, 0);
+    host.unchanged();
+}
+
+/// Start a trial of `vm.swappiness=value` and wait until its candidate
+/// block has written it.
+fn trial_running(env: &Env, value: &str) -> std::process::Child {
+    let state = env.state();
+    let child = common::schedcp()
+        .args([
+            "--quiet",
+            "tune",
+            "--advice",
+            "--no-rules",
+            "--no-lab",
+            "--runs",
+            "12",
+            "--candidate",
+            &format!("vm.swappiness={value}"),
+            "--",
+            "sleep",
+            "0.2",
+        ])
+        .env("SCHEDCP_STATE", &state)
+        .env("SCHEDCP_CONFIG", "/dev/null")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string("/proc/sys/vm/swappiness")
+        .unwrap()
+        .trim()
+        != value
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the trial never applied its candidate"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn ctrl_c_restores_at_once_and_a_kill_is_restored_at_the_next_start() {
+    let host = Host::hold();
+    let env = Env::new();
+    let before = std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap();
+    let value = if before.trim() == "31" { "33" } else { "31" };
+
+    // Ctrl-C: the trial ends between runs and puts everything back.
+    let mut c = trial_running(&env, value);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let status = c.wait().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "Ctrl-C took {:?}",
+        t.elapsed()
+    );
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut c.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap(),
+        before
+    );
+    journal_clean(&env);
+
+    // SIGKILL: nothing runs to restore, so the value stays until the next
+    // schedcp start, which restores it from the journal and says so.
+    let mut c = trial_running(&env, value);
+    c.kill().unwrap();
+    c.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/swappiness")
+            .unwrap()
+            .trim(),
+        value
+    );
+    let o = common::schedcp()
+        .args(["tune", "show"])
+        .env("SCHEDCP_STATE", env.state())
+        .env("SCHEDCP_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    let t = common::text(&o);
+    assert!(t.contains("restored knobs left by a killed trial"), "{t}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/vm/swappiness").unwrap(),
+        before
+    );
+    journal_clean(&env);
+    host.unchanged();
+}
