@@ -40,8 +40,21 @@ pub fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32, Error> {
     cfg.api
         .validate()
         .map_err(|e| Error::Input(format!("{e:#}")))?;
+    let continuous_cfg = cfg.tune.continuous.clone();
     let services = Services::open(cfg)?;
     services.start_deploy()?;
+    // Continuous tuning, when configured: a thread on the deploy controller.
+    let continuous = match continuous_cfg {
+        Some(cc) => Some(schedcp::tune::continuous::Continuous::start(
+            services.cfg.clone(),
+            cc,
+            services
+                .deployer()
+                .map_err(|e| Error::Internal(anyhow::anyhow!("{e}")))?,
+            Box::new(|line: &str| tracing::info!("{line}")),
+        )?),
+        None => None,
+    };
     let rt = runtime()?;
     rt.block_on(async move {
         let stop = CancellationToken::new();
@@ -58,7 +71,9 @@ pub fn serve(mut cfg: Config, a: ServeArgs) -> Result<i32, Error> {
             s.cancel();
         });
         let out = server::serve(services.clone(), stop).await;
-        // Detach what deploy holds and record it before the process ends.
+        // The tuner first (it may be waiting on deploy), then deploy:
+        // detach what it holds and record it before the process ends.
+        drop(continuous);
         services.stop_deploy();
         out
     })?;

@@ -6,6 +6,7 @@
 
 pub mod deploy;
 pub mod policies;
+pub mod tune;
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,7 @@ pub struct Config {
     pub policies: policies::PoliciesConfig,
     pub api: ApiConfig,
     pub deploy: deploy::DeployConfig,
+    pub tune: tune::TuneConfig,
 }
 
 /// `schedcp serve`: where the daemon listens and what it allows.
@@ -289,7 +291,8 @@ impl Config {
         self.lab.validate()?;
         self.policies.validate()?;
         self.api.validate()?;
-        self.deploy.validate()
+        self.deploy.validate()?;
+        self.tune.validate()
     }
 
     pub fn state_dir(&self) -> PathBuf {

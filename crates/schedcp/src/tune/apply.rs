@@ -14,6 +14,8 @@ use crate::knobs::Assignment;
 
 pub struct InProcess {
     deployer: Arc<Deployer>,
+    /// Started here (stopped on drop), or the daemon's own.
+    owned: bool,
 }
 
 impl InProcess {
@@ -22,7 +24,16 @@ impl InProcess {
     pub fn start(cfg: &Config) -> Result<InProcess, Error> {
         Ok(InProcess {
             deployer: Deployer::start(cfg.clone(), None)?,
+            owned: true,
         })
+    }
+
+    /// The daemon's running controller (continuous mode): not stopped on drop.
+    pub fn shared(deployer: Arc<Deployer>) -> InProcess {
+        InProcess {
+            deployer,
+            owned: false,
+        }
     }
 
     pub fn rollback(&self, reason: &str) -> Result<Deployment, Error> {
@@ -32,13 +43,19 @@ impl InProcess {
 
 impl Drop for InProcess {
     fn drop(&mut self) {
-        self.deployer.stop();
+        if self.owned {
+            self.deployer.stop();
+        }
     }
 }
 
 impl Applier for InProcess {
     fn describe(&self) -> String {
-        "an in-process deploy controller".into()
+        if self.owned {
+            "an in-process deploy controller".into()
+        } else {
+            "the daemon's deploy controller".into()
+        }
     }
 
     fn apply(

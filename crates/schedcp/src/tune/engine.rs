@@ -80,6 +80,8 @@ pub struct TuneRequest {
     pub lab: bool,
     /// The canary of an applied change, seconds.
     pub canary_s: u64,
+    /// Set by the caller to stop after the running trial (daemon shutdown).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl TuneRequest {
@@ -102,6 +104,7 @@ impl TuneRequest {
             rules: true,
             lab: true,
             canary_s: 10,
+            cancel: None,
         }
     }
 
@@ -297,6 +300,15 @@ impl Session<'_> {
         }
         if crate::host::interrupt::requested() {
             self.stopped = Some("interrupted".into());
+            return false;
+        }
+        if self
+            .req
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            self.stopped = Some("cancelled".into());
             return false;
         }
         if self.left_trials() == 0 {
@@ -541,16 +553,23 @@ pub fn lab_stand_in(cfg: &Config, workload: &str, sig: &Signature) -> Option<Str
 
 /// Take the signature: one run of the workload as it is now.
 pub fn take_signature(cfg: &Config, workload: &str) -> Result<Signature, Error> {
+    Ok(sample(cfg, workload)?.0)
+}
+
+/// The signature and the workload's metric from that same run.
+pub fn sample(
+    cfg: &Config,
+    workload: &str,
+) -> Result<(Signature, crate::deploy::kpi::WorkloadKpi), Error> {
     let w = crate::deploy::deployer::resolve_workload(cfg, workload)?;
-    let (sig, _) = signature::take(|| {
+    signature::take(|| {
         let (kpi, usage) = w.run_measured(None).map_err(|e| {
             Error::Input(format!(
                 "the workload failed before anything was changed, so there is nothing to tune: {e}"
             ))
         })?;
         Ok(signature::Ran { output: kpi, usage })
-    })?;
-    Ok(sig)
+    })
 }
 
 /// Run a whole tune. `apply` is used only when the request applies and a
@@ -622,6 +641,26 @@ pub fn run(
         };
         rec.candidates.push(c);
     }
+    // A knob a deployment manages is the deploy controller's: a trial
+    // writing it would look like an operator override and fight it.
+    let managed = managed_knobs(&store)?;
+    rec.candidates.retain(|c| {
+        let Change::Knobs { knobs } = &c.change else {
+            return true;
+        };
+        let clash = knobs.iter().find_map(|a| {
+            managed
+                .iter()
+                .find(|(k, w, _)| *k == a.knob && (w.is_none() || *w == a.workload))
+        });
+        if let Some((k, _, id)) = clash {
+            rec.unplaced.push(format!(
+                "{}: {k} is managed by deployment #{id}; roll it back first to trial it",
+                c.change.describe()
+            ));
+        }
+        clash.is_none()
+    });
     record::reorder(&store, &sig, &mut rec.candidates)?;
     on(Event::Recommended(&rec));
 
@@ -671,10 +710,11 @@ pub fn run(
             )?;
         }
     }
-    let decision = decide(&outcomes, req, interrupted);
+    let cancelled = s.stopped.as_deref() == Some("cancelled");
+    let decision = decide(&outcomes, req, interrupted || cancelled);
     on(Event::Decided(&decision.text));
     let mut applied = None;
-    if let (Some(w), false) = (&decision.winner, interrupted) {
+    if let (Some(w), false) = (&decision.winner, interrupted || cancelled) {
         if req.apply && w.candidate.venue == Venue::Host {
             if let (Change::Knobs { knobs }, Some(a)) = (&w.candidate.change, applier) {
                 on(Event::Note(&format!(
@@ -723,6 +763,29 @@ pub fn run(
         &serde_json::json!({ "report": &report, "text": report.render() }),
     )?;
     Ok(report)
+}
+
+/// Knobs the changes in force manage: name, the workload for per-workload
+/// ones, and the deployment.
+fn managed_knobs(store: &Store) -> Result<Vec<(String, Option<String>, i64)>, Error> {
+    let mut out = Vec::new();
+    for d in crate::deploy::record::in_force(store)? {
+        let Some(a) = &d.knobs else { continue };
+        for p in &a.plan.system {
+            out.push((p.knob.clone(), None, d.id));
+        }
+        for w in &a.plan.workloads {
+            let names = w
+                .task_knobs
+                .iter()
+                .map(|t| t.knob.clone())
+                .chain(w.cgroup.iter().map(|c| c.knob.clone()));
+            for k in names {
+                out.push((k, Some(w.binding.name.clone()), d.id));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Successive halving: every candidate gets a first trial; after each

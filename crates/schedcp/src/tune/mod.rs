@@ -15,6 +15,7 @@ pub mod apply;
 pub mod bayes;
 pub mod candidate;
 pub mod chart;
+pub mod continuous;
 pub mod demo;
 pub mod engine;
 pub mod main_job;

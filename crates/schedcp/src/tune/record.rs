@@ -198,6 +198,61 @@ pub fn sessions(store: &Store, limit: usize) -> Result<Vec<SessionRow>, Error> {
     rows.collect::<Result<_, _>>().map_err(db)
 }
 
+/// The last finished session on `workload`: its signature, the median of
+/// its first trial's baseline (the metric as it was), whether that metric
+/// is lower-is-better, and when it applied a change (if it did).
+pub struct LastSession {
+    pub session: i64,
+    pub signature: Signature,
+    pub baseline_median: Option<f64>,
+    pub lower_is_better: bool,
+}
+
+pub fn last_session(store: &Store, workload: &str) -> Result<Option<LastSession>, Error> {
+    let row: Option<(i64, String, Option<String>)> = store
+        .conn()
+        .query_row(
+            "SELECT id, signature, report FROM tune_sessions \
+             WHERE workload = ?1 AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+            params![workload],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((session, sig, report)) = row else {
+        return Ok(None);
+    };
+    let signature: Signature = serde_json::from_str(&sig).map_err(db)?;
+    let report: serde_json::Value = report
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(db)?
+        .unwrap_or_default();
+    let first = &report["report"]["trials"][0]["ab"];
+    Ok(Some(LastSession {
+        session,
+        signature,
+        baseline_median: first["baseline"]["summary"]["median"].as_f64(),
+        lower_is_better: first["metric"]["direction"].as_str() != Some("higher"),
+    }))
+}
+
+/// When a tune of `workload` last applied a change (RFC 3339).
+pub fn last_applied_at(store: &Store, workload: &str) -> Result<Option<String>, Error> {
+    store
+        .conn()
+        .query_row(
+            "SELECT finished_at FROM tune_sessions WHERE workload = ?1 AND deployment_id IS NOT NULL \
+             ORDER BY id DESC LIMIT 1",
+            params![workload],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)
+        .map(Option::flatten)
+}
+
 /// Sessions this similar (0..1) or more count as evidence.
 pub const SIMILAR: f64 = 0.85;
 

@@ -100,7 +100,10 @@ pub const RULES: &[Rule] = &[
         fire: |s| {
             let psi = s.psi_cpu_pct.unwrap_or(0.0);
             let wait = s.runq_wait_pct.unwrap_or(0.0);
-            let others = s.others_runnable_mean >= 0.5;
+            // At least one CPU's worth of other runnable work, or half the
+            // machine's on larger ones: less is sampling noise (tasks
+            // starting and ending between the two reads).
+            let others = s.others_runnable_mean >= (0.5 * s.cpus as f64).max(1.0);
             let pressed = psi >= 20.0 || wait >= 10.0;
             let preempted = s.involuntary_switches_per_s >= 50.0;
             (others && pressed && preempted).then(|| {
