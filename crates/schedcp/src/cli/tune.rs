@@ -125,7 +125,7 @@ pub fn run(cfg: Config, a: TuneArgs, out: Output) -> Result<i32, Error> {
         (None, false) => command_profile(&cfg, &a.command)?,
         (None, true) => demo::profile(&cfg)?,
     };
-    let req = request(&a, &workload)?;
+    let req = request(&cfg, &a, &workload)?;
     req.validate()?;
     // The bundled workload shares the machine with its neighbour for the
     // whole job: signature, trials and canary.
@@ -205,7 +205,7 @@ pub fn run(cfg: Config, a: TuneArgs, out: Output) -> Result<i32, Error> {
     })
 }
 
-fn request(a: &TuneArgs, workload: &str) -> Result<TuneRequest, Error> {
+fn request(cfg: &Config, a: &TuneArgs, workload: &str) -> Result<TuneRequest, Error> {
     let mut req = TuneRequest::new(workload);
     req.budget = Budget {
         trials: a.trials,
@@ -249,10 +249,18 @@ fn request(a: &TuneArgs, workload: &str) -> Result<TuneRequest, Error> {
             None => (s.clone(), vec![]),
         };
         if !schedcp::bpf::builtin::names().contains(&policy.as_str()) && !policy.ends_with(".c") {
-            return Err(Error::Input(format!(
-                "--scheduler '{policy}': not a built-in scheduler ({}) nor a .c file",
-                schedcp::bpf::builtin::names().join(", ")
-            )));
+            let known = schedcp::policies::Library::open(cfg).and_then(|l| {
+                l.get(&schedcp::policies::model::PolicyRef {
+                    name: policy.clone(),
+                    version: None,
+                })
+            });
+            if known.is_err() {
+                return Err(Error::Input(format!(
+                    "--scheduler '{policy}': not a built-in scheduler ({}), a library policy (`schedcp policy list`) nor a .c file",
+                    schedcp::bpf::builtin::names().join(", ")
+                )));
+            }
         }
         req.candidates
             .push(handed_in(Change::Scheduler { policy, tunables }));

@@ -469,7 +469,7 @@ impl Session<'_> {
                             knobs: vec![],
                         },
                         candidate: Contender {
-                            policy: SchedulerRef::parse(policy),
+                            policy: scheduler_ref(self.cfg, policy)?,
                             tunables,
                             knobs: vec![],
                         },
@@ -502,6 +502,42 @@ impl Session<'_> {
             Venue::Host => self.req.runs,
             Venue::Lab => self.req.lab_runs,
         }
+    }
+}
+
+/// A scheduler candidate as the lab runs it: a built-in, a `.c` file, or a
+/// BPF policy from the library (an agent's own, say), whose source the lab
+/// compiles in its jail like any other.
+pub fn scheduler_ref(cfg: &Config, policy: &str) -> Result<crate::lab::SchedulerRef, Error> {
+    use crate::lab::SchedulerRef;
+    use crate::policies::model::{Body, PolicyRef};
+    if crate::bpf::builtin::names().contains(&policy) {
+        return Ok(SchedulerRef::Builtin(policy.into()));
+    }
+    if policy.ends_with(".c") {
+        return Ok(SchedulerRef::File(policy.into()));
+    }
+    let v = crate::policies::Library::open(cfg)?.get(&PolicyRef {
+        name: policy.into(),
+        version: None,
+    })?;
+    match v.body {
+        Body::Bpf { source } => {
+            let dir = cfg.state_dir().join("tune").join("src");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::Setup(format!("creating {}: {e}", dir.display())))?;
+            let path = dir.join(format!(
+                "{}-{}.bpf.c",
+                crate::host::safe_file_name(&v.name),
+                v.version
+            ));
+            crate::host::fs::atomic_write(&path, source.as_bytes(), Some(0o600))
+                .map_err(|e| Error::Setup(format!("writing {}: {e}", path.display())))?;
+            Ok(SchedulerRef::File(path))
+        }
+        Body::External(_) => Err(Error::Input(format!(
+            "{policy} is an external scheduler binary: trial it with verify (`schedcp verify {policy}`), which runs it in the lab"
+        ))),
     }
 }
 
@@ -734,7 +770,7 @@ pub fn run(
             "schedcp knob rollback --reason '…' (or schedcp deploy rollback): restores every prior value".to_string()
         })
     });
-    let report = TuneReport {
+    let mut report = TuneReport {
         session,
         workload: req.workload.clone(),
         signature: sig,
@@ -753,7 +789,16 @@ pub fn run(
         trials_used: s.trials.len(),
         seconds: started.elapsed().as_secs_f64(),
         charts: vec![],
+        library: vec![],
     };
+    // Scheduler verdicts go to the library (best effort: the tune's own
+    // record is the store's, kept either way).
+    match record::library_results(cfg, &report) {
+        Ok(lines) => report.library = lines,
+        Err(e) => report
+            .library
+            .push(format!("not recorded in the policy library: {e}")),
+    }
     record::finish(
         &mut s.store,
         session,

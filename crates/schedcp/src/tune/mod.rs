@@ -95,4 +95,6 @@ pub struct TuneReport {
     pub seconds: f64,
     /// SVG charts written for this report.
     pub charts: Vec<String>,
+    /// Scheduler verdicts recorded as results in the policy library.
+    pub library: Vec<String>,
 }

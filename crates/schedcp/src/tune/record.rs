@@ -253,6 +253,87 @@ pub fn last_applied_at(store: &Store, workload: &str) -> Result<Option<String>, 
         .map(Option::flatten)
 }
 
+/// Scheduler verdicts become results of their policy in the library
+/// (`source = tune`), so that search ranks by them and promotion can act
+/// on them. Returns what was recorded, one line each.
+pub fn library_results(
+    cfg: &crate::config::Config,
+    r: &super::TuneReport,
+) -> Result<Vec<String>, Error> {
+    use crate::policies::model::{Direction, NewResult, PolicyRef, ResultSource, ResultVerdict};
+    use schedcp_proto::workload::Better;
+    let mut lib = None;
+    let mut out = Vec::new();
+    for o in &r.outcomes {
+        let (Change::Scheduler { policy, .. }, Some(ab)) = (&o.candidate.change, &o.ab) else {
+            continue;
+        };
+        if policy.ends_with(".c") {
+            continue; // a file, not a library policy
+        }
+        let (Some(c), Some(b)) = (&ab.candidate.summary, &ab.baseline.summary) else {
+            continue;
+        };
+        let stand_in = r.lab_stand_in.as_deref().unwrap_or("lab");
+        let workload = stand_in.split(':').next().unwrap_or("lab").to_string();
+        let verdict = match ab.verdict() {
+            crate::compare::Verdict::Improved => ResultVerdict::Improved,
+            crate::compare::Verdict::Regressed => ResultVerdict::Regressed,
+            _ => ResultVerdict::NoChange,
+        };
+        let res = NewResult {
+            workload,
+            workload_description: format!(
+                "tune session {}: {stand_in} standing in for {} ({})",
+                r.session,
+                r.workload,
+                r.signature.mix.class()
+            )
+            .chars()
+            .take(500)
+            .collect(),
+            metric: ab.metric.name.clone(),
+            unit: ab.metric.unit.clone(),
+            direction: if ab.metric.direction == Better::Lower {
+                Direction::Lower
+            } else {
+                Direction::Higher
+            },
+            value: c.median,
+            baseline: Some(b.median),
+            improvement_pct: ab.improvement_pct,
+            p_value: ab.comparison.p_value,
+            significant: verdict != ResultVerdict::NoChange,
+            verdict,
+            source: ResultSource::Tune,
+            environment: format!("{} ({})", o.candidate.venue.as_str(), ab.setting.describe())
+                .chars()
+                .take(200)
+                .collect(),
+        };
+        if lib.is_none() {
+            lib = Some(crate::policies::Library::open(cfg)?);
+        }
+        let lib = lib.as_mut().expect("opened");
+        let rec = lib.record_result(
+            &PolicyRef {
+                name: policy.clone(),
+                version: None,
+            },
+            res,
+        )?;
+        out.push(format!(
+            "{policy}: result #{} ({}){}",
+            rec.result.id,
+            ab.verdict().as_str(),
+            rec.transition
+                .map(|t| format!(", now {}", t.to.as_str()))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(out)
+}
+
 /// Sessions this similar (0..1) or more count as evidence.
 pub const SIMILAR: f64 = 0.85;
 

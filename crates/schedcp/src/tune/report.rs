@@ -114,6 +114,9 @@ impl TuneReport {
         if let Some(r) = &self.rollback {
             let _ = writeln!(s, "roll back: {r}");
         }
+        for l in &self.library {
+            let _ = writeln!(s, "library: {l}");
+        }
         for c in &self.charts {
             let _ = writeln!(s, "chart: {c}");
         }

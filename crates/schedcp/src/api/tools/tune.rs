@@ -58,7 +58,7 @@ fn tune_recommend(ctx: &Ctx<'_>, i: RecommendInput) -> Result<RecommendOutput, A
 pub struct CandidateInput {
     /// A knob change set (knob_list names; workload.* knobs go to the tuned profile's processes).
     pub knobs: Option<Vec<Assignment>>,
-    /// Or a scheduler: a built-in's name (lab trial here: this host has no sched_ext).
+    /// Or a scheduler: a built-in's or a library policy's name — your own after policy_add (trialled in the lab VM here: this host has no sched_ext).
     pub scheduler: Option<String>,
     /// The scheduler's tunables, NAME=VALUE.
     pub tunables: Option<Vec<String>>,
@@ -93,7 +93,11 @@ pub struct TuneInput {
     pub wait_seconds: Option<f64>,
 }
 
-fn candidate(i: CandidateInput, workload: &str) -> Result<Candidate, ApiError> {
+fn candidate(
+    cfg: &crate::config::Config,
+    i: CandidateInput,
+    workload: &str,
+) -> Result<Candidate, ApiError> {
     let change = match (i.knobs, i.scheduler) {
         (Some(knobs), None) if !knobs.is_empty() => {
             let knobs = knobs
@@ -110,12 +114,18 @@ fn candidate(i: CandidateInput, workload: &str) -> Result<Candidate, ApiError> {
             Change::Knobs { knobs }
         }
         (None, Some(policy)) => {
+            // A built-in or a library policy (yours: policy_add first); no files.
+            if policy.ends_with(".c") || policy.contains('/') {
+                return Err(ApiError::invalid(
+                    "a scheduler candidate is a policy name: add your source with policy_add, then name it here",
+                ));
+            }
             if !crate::bpf::builtin::names().contains(&policy.as_str()) {
-                return Err(ApiError::invalid(format!(
-                    "scheduler '{}' is not a built-in ({}); verify your own with verify_policy first",
-                    policy.chars().take(64).collect::<String>(),
-                    crate::bpf::builtin::names().join(", ")
-                )));
+                let lib = crate::policies::Library::open(cfg)?;
+                lib.get(&crate::policies::model::PolicyRef {
+                    name: policy.clone(),
+                    version: None,
+                })?;
             }
             Change::Scheduler {
                 policy,
@@ -166,7 +176,7 @@ fn tune(ctx: &Ctx<'_>, i: TuneInput) -> Result<JobStatus, ApiError> {
     }
     req.candidates = given
         .into_iter()
-        .map(|c| candidate(c, &i.workload))
+        .map(|c| candidate(&ctx.services.cfg, c, &i.workload))
         .collect::<Result<_, _>>()?;
     // Advice: a tune job never applies; tune_apply (deploy scope) does.
     req.apply = false;
