@@ -12,8 +12,8 @@ mod deploy_node;
 mod knobs_lab;
 mod lab_vm;
 mod main_job;
-mod tune_lab;
 mod observe_benchmark_lab;
+mod tune_lab;
 mod verify_pipeline;
 
 #[test]
