@@ -30,6 +30,9 @@ pub struct ContinuousConfig {
     pub budget_s: u64,
     /// Canary of an applied change, seconds.
     pub canary_s: u64,
+    /// Also trial schedulers and refused knobs in the lab VM (evidence for
+    /// the library; never applied here).
+    pub lab: bool,
 }
 
 impl Default for ContinuousConfig {
@@ -42,6 +45,7 @@ impl Default for ContinuousConfig {
             budget_trials: 8,
             budget_s: 900,
             canary_s: 30,
+            lab: true,
         }
     }
 }

@@ -152,6 +152,7 @@ fn pass(
         seconds: cc.budget_s,
     };
     req.canary_s = cc.canary_s;
+    req.lab = cc.lab;
     req.cancel = Some(stop.clone());
     let r = engine::run(cfg, &req, Some(applier), &|_| {})?;
     Ok(format!(
