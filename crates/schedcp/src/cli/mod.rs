@@ -35,8 +35,10 @@ Exit codes:
 /// scheduler, prove it safe in a micro-VM, deploy it, roll it back.
 ///
 /// Start with `schedcp doctor` to see what this host can do, then
-/// `schedcp lab demo`: the built-in schedulers against the kernel's default
-/// inside a sched_ext micro-VM, the best one verified and deployed on a lab node.
+/// `schedcp tune`: the decision engine on a bundled workload, for real on
+/// this host — signature, rules, trials, and only a proven winner applied
+/// under a canary (then rolled back). `schedcp lab demo` compares the
+/// built-in schedulers with the kernel's default inside a sched_ext micro-VM.
 #[derive(Debug, Parser)]
 #[command(name = "schedcp", version, after_help = EXIT_CODES)]
 pub struct Cli {
