@@ -11,12 +11,11 @@ use schedcp::config::Config;
 use schedcp::deploy::{DeployState, Deployment};
 use schedcp::error::{exit, Error};
 use schedcp::knobs::Assignment;
-use schedcp::observe::workload_profiles::{self, NewProfile, Target};
+use schedcp::observe::workload_profiles;
 use schedcp::store::Store;
 use schedcp::tune::engine::{self, Applier, Budget, TuneRequest};
 use schedcp::tune::{apply, demo, record, report, Candidate, Change, Event, Venue};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::deploy::Remote;
 use super::output::{Output, Report};
@@ -282,33 +281,14 @@ fn handed_in(change: Change) -> Candidate {
 
 /// `-- COMMAND…` as a profile named by its command line and directory.
 fn command_profile(cfg: &Config, argv: &[String]) -> Result<String, Error> {
-    let cwd = std::env::current_dir().ok();
-    let key = format!(
-        "{}\0{}",
-        argv.join("\0"),
-        cwd.as_ref()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default()
-    );
-    let name = format!("cmd-{}", &hex::encode(Sha256::digest(key.as_bytes()))[..8]);
-    let mut store = Store::open_in(&cfg.state_dir())?;
-    if workload_profiles::get(&store, &name).is_err() {
-        workload_profiles::add(
-            &mut store,
-            NewProfile {
-                name: name.clone(),
-                description: format!("registered by schedcp tune: {}", argv.join(" ")),
-                target: Target::Command {
-                    argv: argv.to_vec(),
-                    cwd,
-                    timeout_s: workload_profiles::DEFAULT_COMMAND_TIMEOUT_S,
-                },
-                metric: None,
-                direction: None,
-            },
-        )?;
-    }
-    Ok(name)
+    demo::command_profile(
+        cfg,
+        "cmd",
+        format!("registered by schedcp tune: {}", argv.join(" ")),
+        argv.to_vec(),
+        std::env::current_dir().ok(),
+        workload_profiles::DEFAULT_COMMAND_TIMEOUT_S,
+    )
 }
 
 /// `--recommend`: the signature and the ranked candidates, no trials.

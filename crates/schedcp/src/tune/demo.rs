@@ -20,9 +20,7 @@ use crate::store::Store;
 pub const SPEC: &str = "batch:short=24,long=2,short_ms=20,long_ms=250";
 
 /// The command profile that runs [`SPEC`] through the guest agent on this
-/// host (a command, so per-workload knobs follow its processes). Named by
-/// a hash of its command line: profiles are immutable, and the agent's
-/// path differs between checkouts.
+/// host (a command, so per-workload knobs follow its processes).
 pub fn profile(cfg: &Config) -> Result<String, Error> {
     let agent = crate::host::locate_agent(
         cfg.deploy.workload_agent.as_deref(),
@@ -33,21 +31,49 @@ pub fn profile(cfg: &Config) -> Result<String, Error> {
         "workload".to_string(),
         SPEC.to_string(),
     ];
-    let hash = hex::encode(Sha256::digest(argv.join("\0").as_bytes()));
-    let name = format!("tune-demo-{}", &hash[..8]);
+    command_profile(
+        cfg,
+        "tune-demo",
+        format!(
+            "schedcp tune's bundled workload: {SPEC} (a build-like batch of CPU jobs), run on this host next to a noisy neighbour"
+        ),
+        argv,
+        None,
+        120,
+    )
+}
+
+/// A command profile named `PREFIX-<hash of its command line and
+/// directory>`, added unless it exists: profiles are immutable, so another
+/// command (or the agent at another path) gets another name.
+pub fn command_profile(
+    cfg: &Config,
+    prefix: &str,
+    description: String,
+    argv: Vec<String>,
+    cwd: Option<std::path::PathBuf>,
+    timeout_s: u64,
+) -> Result<String, Error> {
+    let mut key = argv.join("\0");
+    if let Some(d) = &cwd {
+        key.push('\0');
+        key.push_str(&d.display().to_string());
+    }
+    let name = format!(
+        "{prefix}-{}",
+        &hex::encode(Sha256::digest(key.as_bytes()))[..8]
+    );
     let mut store = Store::open_in(&cfg.state_dir())?;
     if workload_profiles::get(&store, &name).is_err() {
         workload_profiles::add(
             &mut store,
             NewProfile {
                 name: name.clone(),
-                description: format!(
-                    "schedcp tune's bundled workload: {SPEC} (a build-like batch of CPU jobs), run on this host next to a noisy neighbour"
-                ),
+                description,
                 target: Target::Command {
                     argv,
-                    cwd: None,
-                    timeout_s: 120,
+                    cwd,
+                    timeout_s,
                 },
                 metric: None,
                 direction: None,
