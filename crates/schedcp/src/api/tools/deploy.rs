@@ -31,7 +31,6 @@ pub struct DeployInput {
 }
 
 fn deploy(ctx: &Ctx<'_>, i: DeployInput) -> Result<JobStatus, ApiError> {
-    let deployer = ctx.services.deployer()?;
     let req = DeployRequest {
         token: i.token,
         object_base64: i.object_base64,
@@ -40,15 +39,25 @@ fn deploy(ctx: &Ctx<'_>, i: DeployInput) -> Result<JobStatus, ApiError> {
         knobs: i.knobs.unwrap_or_default(),
         workload: i.workload,
     };
-    // Refusals (token, object, kernel) answer the call itself, not the job.
-    let prepared = deployer.admit(&req)?;
+    deploy_job(ctx, &req, "deploy")
+}
+
+/// Admit `req` (refusals — token, object, kernel, knobs — answer the call
+/// itself, not the job), then run it as a job titled `what <change>`.
+pub(super) fn deploy_job(
+    ctx: &Ctx<'_>,
+    req: &DeployRequest,
+    what: &str,
+) -> Result<JobStatus, ApiError> {
+    let deployer = ctx.services.deployer()?;
+    let prepared = deployer.admit(req)?;
     if deployer.is_busy() {
         return Err(ApiError::new(
             crate::api::error::Code::Busy,
             "another deploy or rollback is in progress; see deploy_status",
         ));
     }
-    let title = format!("deploy {}", prepared.label());
+    let title = format!("{what} {}", prepared.label());
     ctx.services
         .jobs
         .spawn(&ctx.caller.id, title, move |progress| {

@@ -242,7 +242,6 @@ fn tune_apply(ctx: &Ctx<'_>, i: ApplyInput) -> Result<JobStatus, ApiError> {
         )));
     };
     let workload = r["workload"].as_str().unwrap_or_default().to_string();
-    let deployer = ctx.services.deployer()?;
     let req = DeployRequest {
         token: None,
         knobs,
@@ -251,21 +250,7 @@ fn tune_apply(ctx: &Ctx<'_>, i: ApplyInput) -> Result<JobStatus, ApiError> {
         kpi: vec![],
         workload: Some(workload),
     };
-    let prepared = deployer.admit(&req)?;
-    if deployer.is_busy() {
-        return Err(ApiError::new(
-            Code::Busy,
-            "another deploy or rollback is in progress; see deploy_status",
-        ));
-    }
-    let title = format!("apply tune session {}: {}", i.session, prepared.label());
-    ctx.services
-        .jobs
-        .spawn(&ctx.caller.id, title, move |progress| {
-            let p = progress.clone();
-            let d = deployer.execute(prepared, Box::new(move |m| p.say(m)))?;
-            serde_json::to_value(d).map_err(|e| ApiError::internal(e.into()))
-        })
+    super::deploy::deploy_job(ctx, &req, &format!("apply tune session {}:", i.session))
 }
 
 pub fn ops() -> Vec<Op> {
