@@ -60,11 +60,15 @@ impl Held {
         } = &mut h.attachment
         {
             // A dying process releases its struct_ops link before it is a
-            // zombie: the kernel shows 'disabling' a moment before we can
-            // see the exit. Give it that moment, so a death is a death.
+            // zombie: the kernel shows 'disabling' (then 'disabled') while
+            // the exit still runs, and the unregistration waits for the
+            // disable work, which takes seconds on an emulated CPU. Wait
+            // for the exit as long as a state change may take, so a death
+            // is a death (and the restart bound applies); the kernel runs
+            // its default scheduler meanwhile, so waiting costs nothing.
             let mut exited = process.exit_status();
             if exited.is_none() && sysfs::state().as_deref() != Some("enabled") {
-                let until = Instant::now() + Duration::from_secs(1);
+                let until = Instant::now() + STATE_TIMEOUT;
                 while exited.is_none() && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(10));
                     exited = process.exit_status();
