@@ -214,6 +214,7 @@ pub fn run(cfg: Config, cmd: PolicyCommand, out: Output) -> Result<i32, Error> {
                 .environment
                 .unwrap_or_else(|| format!("host {}", schedcp::host::kernel_release()));
             let res = NewResult {
+                signature: None,
                 workload: a.workload,
                 workload_description: a.workload_description,
                 metric: a.metric,
@@ -556,6 +557,21 @@ impl Report for Shown<'_> {
                         .unwrap_or_default();
                     let _ = writeln!(s, "flag {} ({}{d}): {}", f.flag, f.kind, f.doc);
                 }
+            }
+            Body::Knobs(k) => {
+                for a in &k.knobs {
+                    let w = a
+                        .workload
+                        .as_deref()
+                        .map(|w| format!(" (workload {w})"))
+                        .unwrap_or_default();
+                    let _ = writeln!(s, "knob {} = {}{w}", a.knob, a.value);
+                }
+                let _ = writeln!(
+                    s,
+                    "trial it on a workload: `schedcp tune PROFILE --candidate {}`",
+                    v.name
+                );
             }
             Body::Bpf { .. } => {}
         }

@@ -76,7 +76,9 @@ pub struct TuneArgs {
     /// Significance level.
     #[arg(long, default_value_t = 0.05)]
     alpha: f64,
-    /// A knob change set to trial too: NAME=VALUE[,NAME=VALUE…] (repeatable).
+    /// A knob change set to trial too: NAME=VALUE[,NAME=VALUE…], or a
+    /// library knob set by name (`knobs_…`, what an earlier tune proved;
+    /// its workload knobs aim at this workload). Repeatable.
     #[arg(long, value_name = "SET")]
     candidate: Vec<String>,
     /// A scheduler to trial too: NAME[:TUNABLE=VALUE,…] (repeatable; in the lab here).
@@ -222,6 +224,12 @@ fn request(cfg: &Config, a: &TuneArgs, workload: &str) -> Result<TuneRequest, Er
     req.lab = !a.no_lab;
     req.canary_s = a.canary;
     for set in &a.candidate {
+        // No '=': a knob set from the library, by name.
+        if !set.contains('=') {
+            let change = schedcp::tune::library::knob_set_change(cfg, set.trim(), workload)?;
+            req.candidates.push(handed_in(change));
+            continue;
+        }
         let knobs = set
             .split(',')
             .filter(|s| !s.trim().is_empty())

@@ -29,6 +29,7 @@ pub(super) enum Trip {
 pub(super) fn canary_result(d: &Deployment, ab: &AbReport) -> NewResult {
     let lower = ab.metric.direction == Better::Lower;
     NewResult {
+        signature: None,
         // Result workloads are identifiers; the description says which load ran.
         workload: "deploy_canary".into(),
         workload_description: format!(
@@ -124,6 +125,7 @@ pub(super) fn trip_result(d: &Deployment, trip: Option<&Trip>) -> NewResult {
     // From no failures to one: a full regression.
     let change = improvement_pct(value, baseline, lower).unwrap_or(-100.0);
     NewResult {
+        signature: None,
         workload: "deploy_breaker".into(),
         workload_description: format!(
             "production deployment on {} tripped the circuit breaker",

@@ -9,6 +9,7 @@ pub mod benchmark;
 pub mod detail;
 mod perf_counters;
 pub mod probes;
+pub mod profile_signatures;
 pub mod profilers;
 pub mod sample;
 pub mod scheduler;

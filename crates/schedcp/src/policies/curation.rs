@@ -120,6 +120,7 @@ mod tests {
             version: 1,
             recorded_at: String::new(),
             result: NewResult {
+                signature: None,
                 workload: "w".into(),
                 workload_description: "w".into(),
                 metric: "makespan".into(),

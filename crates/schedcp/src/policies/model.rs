@@ -19,6 +19,9 @@ pub enum Kind {
     /// A scheduler binary (e.g. an scx scheduler from the Rust crate registry) that
     /// schedcp runs and supervises.
     External,
+    /// A knob change set (fair-scheduler, memory, block or per-workload
+    /// knobs), applied by deploy like any change: a tuner's proven winner.
+    Knobs,
 }
 
 /// Where a policy came from. Agent-written policies are never trusted
@@ -29,6 +32,8 @@ pub enum Origin {
     Builtin,
     External,
     Agent,
+    /// Found and proven by schedcp's own tuner (a knob set).
+    Tune,
 }
 
 /// Lifecycle of a version: candidate → verified → deployed → promoted, or
@@ -112,13 +117,20 @@ macro_rules! str_enum {
     };
 }
 
-str_enum!(Kind, "policy kind", Bpf = "bpf", External = "external");
+str_enum!(
+    Kind,
+    "policy kind",
+    Bpf = "bpf",
+    External = "external",
+    Knobs = "knobs"
+);
 str_enum!(
     Origin,
     "origin",
     Builtin = "builtin",
     External = "external",
-    Agent = "agent"
+    Agent = "agent",
+    Tune = "tune"
 );
 str_enum!(
     State,
@@ -181,6 +193,7 @@ pub struct ExternalSpec {
 pub enum Body {
     Bpf { source: String },
     External(ExternalSpec),
+    Knobs(KnobSet),
 }
 
 impl Body {
@@ -188,7 +201,30 @@ impl Body {
         match self {
             Body::Bpf { .. } => Kind::Bpf,
             Body::External(_) => Kind::External,
+            Body::Knobs(_) => Kind::Knobs,
         }
+    }
+}
+
+/// A knob change set as a library entry: the assignments deploy applies
+/// and restores as one (per-workload knobs name their workload profile).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KnobSet {
+    pub knobs: Vec<crate::knobs::Assignment>,
+}
+
+impl KnobSet {
+    /// `vm.swappiness=10, workload.nice=-5 (build)`.
+    pub fn describe(&self) -> String {
+        self.knobs
+            .iter()
+            .map(|a| match &a.workload {
+                Some(w) => format!("{}={} ({w})", a.knob, a.value),
+                None => format!("{}={}", a.knob, a.value),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -279,6 +315,11 @@ pub struct NewResult {
     pub source: ResultSource,
     /// Where it was measured (host or lab kernel, accelerator, machine).
     pub environment: String,
+    /// The measured workload's signature, when schedcp took one (tune
+    /// results, and deployments tune applied): how evidence is matched to
+    /// similar workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::observe::signature::Signature>,
 }
 
 /// A recorded result.
@@ -346,8 +387,12 @@ impl SearchDoc {
             .iter()
             .map(|t| format!("{}: {}", t.name, t.doc))
             .collect();
-        if let Body::External(x) = body {
-            tunables.extend(x.flags.iter().map(|f| format!("{}: {}", f.flag, f.doc)));
+        match body {
+            Body::External(x) => {
+                tunables.extend(x.flags.iter().map(|f| format!("{}: {}", f.flag, f.doc)))
+            }
+            Body::Knobs(k) => tunables.push(k.describe()),
+            Body::Bpf { .. } => {}
         }
         SearchDoc {
             name: meta.name.clone(),

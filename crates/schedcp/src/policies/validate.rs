@@ -1,7 +1,7 @@
 //! What `add` accepts. Every entry point (CLI, MCP, REST, import) goes
 //! through here, and every refusal says what is wrong and what is allowed.
 
-use super::model::{Body, ExternalSpec, NewPolicy};
+use super::model::{Body, ExternalSpec, KnobSet, NewPolicy};
 use crate::bpf::meta::{is_identifier, PolicyMeta};
 use crate::error::Error;
 
@@ -179,7 +179,48 @@ pub fn new_policy(p: &NewPolicy) -> Result<(), Error> {
     match &p.body {
         Body::Bpf { source: s } => source(s),
         Body::External(x) => external(x),
+        Body::Knobs(k) => knob_set(k),
     }
+}
+
+/// A knob set as a library entry: every name in the catalogue, every value
+/// within its safe range, a workload for per-workload knobs and only for
+/// them. Whether this machine offers each knob is deploy's admission check,
+/// not the library's: the library is shared between machines.
+pub fn knob_set(k: &KnobSet) -> Result<(), Error> {
+    use crate::knobs::{catalog, change::MAX_ASSIGNMENTS, value};
+    if k.knobs.is_empty() || k.knobs.len() > MAX_ASSIGNMENTS {
+        return Err(bad(format!(
+            "a knob set holds 1 to {MAX_ASSIGNMENTS} assignments; this one has {}",
+            k.knobs.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for a in &k.knobs {
+        let r = catalog::resolve(&a.knob).map_err(|e| bad(e.to_string()))?;
+        value::canonical(r.knob, &r.name, &a.value).map_err(|e| bad(e.to_string()))?;
+        let per_workload = r.knob.scope == catalog::Scope::Workload;
+        match (&a.workload, per_workload) {
+            (None, true) => {
+                return Err(bad(format!(
+                    "{} applies to one workload's processes: name its workload profile",
+                    r.name
+                )))
+            }
+            (Some(w), false) => {
+                return Err(bad(format!(
+                    "{} is machine-wide; it takes no workload (got '{w}')",
+                    r.name
+                )))
+            }
+            (Some(w), true) => crate::observe::workload_profiles::validate_name(w)?,
+            _ => {}
+        }
+        if !seen.insert((r.name.clone(), a.workload.clone())) {
+            return Err(bad(format!("{} is assigned twice", r.name)));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -215,6 +256,51 @@ limitations = []"#,
     #[test]
     fn a_good_policy_passes() {
         new_policy(&policy()).unwrap();
+    }
+
+    #[test]
+    fn knob_sets_are_checked_against_the_catalogue() {
+        use crate::knobs::Assignment;
+        let a = |k: &str, v: &str, w: Option<&str>| Assignment {
+            knob: k.into(),
+            value: v.into(),
+            workload: w.map(str::to_string),
+        };
+        let with = |knobs: Vec<Assignment>| {
+            let mut p = policy();
+            p.body = Body::Knobs(KnobSet { knobs });
+            p
+        };
+        new_policy(&with(vec![
+            a("vm.swappiness", "10", None),
+            a("workload.nice", "-5", Some("build")),
+        ]))
+        .unwrap();
+        refused(&with(vec![]), "1 to 64");
+        refused(&with(vec![a("vm.nope", "1", None)]), "vm.nope");
+        refused(
+            &with(vec![a("vm.swappiness", "1000", None)]),
+            "vm.swappiness",
+        );
+        refused(
+            &with(vec![a("workload.nice", "-5", None)]),
+            "name its workload profile",
+        );
+        refused(
+            &with(vec![a("vm.swappiness", "10", Some("w"))]),
+            "machine-wide",
+        );
+        refused(
+            &with(vec![a("workload.nice", "-5", Some("../x"))]),
+            "invalid profile name",
+        );
+        refused(
+            &with(vec![
+                a("vm.swappiness", "10", None),
+                a("vm.swappiness", "20", None),
+            ]),
+            "assigned twice",
+        );
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008 tune: sessions with their signatures, trials, candidate verdicts",
         sql: include_str!("migrations/0008_tune.sql"),
     },
+    Migration {
+        name: "0009 policies: knob sets as library entries; signatures with results and profiles",
+        sql: include_str!("migrations/0009_knob_policies.sql"),
+    },
 ];
 
 /// What [`apply`] did.

@@ -322,6 +322,74 @@ mod tests {
         assert!(r.unwrap_err().to_string().contains("FOREIGN KEY"));
     }
 
+    /// 0009 rebuilds `policies` (a wider CHECK): a library written before
+    /// it keeps every policy, version, transition and result, and its
+    /// foreign keys still hold.
+    #[test]
+    fn a_library_from_before_knob_sets_survives_the_rebuild() {
+        drop(Store::open_in_memory().unwrap()); // registers sqlite-vec
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let mut c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "foreign_keys", true).unwrap();
+            let tx = c.transaction().unwrap();
+            migrations::apply(&tx, &migrations::MIGRATIONS[..8]).unwrap();
+            tx.execute_batch(
+                "INSERT INTO policies (id, name, kind, origin, created_at, latest_state)
+                   VALUES (7, 'vtime', 'bpf', 'builtin', 't', 'verified');
+                 INSERT INTO policy_versions (id, policy_id, version, content_hash, meta, body, state, created_at)
+                   VALUES (3, 7, 1, 'h', '{}', '{}', 'verified', 't');
+                 INSERT INTO policy_transitions (version_id, from_state, to_state, reason, at)
+                   VALUES (3, NULL, 'verified', 'r', 't');
+                 INSERT INTO result_workloads (id, text, embedding) VALUES (1, 'w', x'00');
+                 INSERT INTO policy_results (version_id, workload_id, workload, metric, unit, direction,
+                   value, significant, verdict, source, environment, recorded_at)
+                   VALUES (3, 1, 'w', 'm', 'ms', 'lower', 1.0, 0, 'no_change', 'manual', 'e', 't');",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let mut s = Store::open_at(&path).unwrap();
+        assert_eq!(
+            s.schema_version().unwrap() as usize,
+            migrations::MIGRATIONS.len()
+        );
+        let kept: (String, String) = s
+            .conn()
+            .query_row(
+                "SELECT p.name, p.latest_state FROM policies p JOIN policy_versions v ON v.policy_id = p.id",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, ("vtime".into(), "verified".into()));
+        assert_eq!(count(&s, "policy_transitions"), 1);
+        assert_eq!(count(&s, "policy_results"), 1);
+        let broken: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(broken, 0);
+        s.write(|tx| {
+            tx.execute(
+                "INSERT INTO policies (name, kind, origin, created_at) VALUES ('knobs_x', 'knobs', 'tune', 't')",
+                [],
+            )
+            .map_err(anyhow::Error::from)
+        })
+        .unwrap();
+        let r: anyhow::Result<usize> = s.write(|tx| {
+            Ok(tx.execute(
+                "INSERT INTO policies (name, kind, origin, created_at) VALUES ('y', 'shell', 'agent', 't')",
+                [],
+            )?)
+        });
+        assert!(r.unwrap_err().to_string().contains("CHECK"));
+    }
+
     #[test]
     fn a_database_from_a_newer_schedcp_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -538,6 +538,9 @@ pub fn scheduler_ref(cfg: &Config, policy: &str) -> Result<crate::lab::Scheduler
         Body::External(_) => Err(Error::Input(format!(
             "{policy} is an external scheduler binary: trial it with verify (`schedcp verify {policy}`), which runs it in the lab"
         ))),
+        Body::Knobs(_) => Err(Error::Input(format!(
+            "{policy} is a knob set, not a scheduler: hand it in as a candidate (`--candidate {policy}`)"
+        ))),
     }
 }
 
@@ -641,6 +644,16 @@ pub fn run(
     ));
     let sig = take_signature(cfg, &req.workload)?;
     on(Event::Signature(&sig));
+    // The profile keeps its signatures over time (shown with its history).
+    if let Some(name) = &ctx.profile {
+        let p = crate::observe::workload_profiles::get(&store, name)?;
+        crate::observe::profile_signatures::record(
+            &mut store,
+            p.id,
+            crate::observe::profile_signatures::Taker::Tune,
+            &sig,
+        )?;
+    }
 
     let mut rec = if req.rules {
         rules::recommend(&sig, &ctx)
@@ -791,9 +804,9 @@ pub fn run(
         charts: vec![],
         library: vec![],
     };
-    // Scheduler verdicts go to the library (best effort: the tune's own
-    // record is the store's, kept either way).
-    match record::library_results(cfg, &report) {
+    // Verdicts go to the library (best effort: the tune's own record is
+    // the store's, kept either way).
+    match super::library::record(cfg, &report) {
         Ok(lines) => report.library = lines,
         Err(e) => report
             .library

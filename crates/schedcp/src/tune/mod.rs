@@ -18,6 +18,7 @@ pub mod chart;
 pub mod continuous;
 pub mod demo;
 pub mod engine;
+pub mod library;
 pub mod main_job;
 pub mod record;
 pub mod report;
@@ -95,6 +96,7 @@ pub struct TuneReport {
     pub seconds: f64,
     /// SVG charts written for this report.
     pub charts: Vec<String>,
-    /// Scheduler verdicts recorded as results in the policy library.
+    /// What the policy library got: scheduler results, knob sets proven
+    /// here (entries with results), their lifecycle moves.
     pub library: Vec<String>,
 }

@@ -33,6 +33,11 @@ pub fn subject(cfg: &Config, target: &str) -> Result<Subject, Error> {
             source,
             binary: None,
         }),
+        Body::Knobs(k) => Err(Error::Input(format!(
+            "{label} is a knob set ({}), not a scheduler: verify checks sched_ext schedulers. A knob set is checked by deploy's admission (catalogue ranges, this machine's knobs) and proven by trials: `schedcp tune --candidate {}` or `schedcp knob trial`",
+            k.describe(),
+            v.name
+        ))),
         Body::External(spec) => {
             let installed = external::installed(cfg, &spec)?.ok_or_else(|| {
                 Error::Setup(format!(

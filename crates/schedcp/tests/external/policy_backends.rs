@@ -210,6 +210,7 @@ fn add(repo: &mut dyn Repository, p: &NewPolicy, state: State, embedding: Vec<f3
 
 fn result(workload: &str, desc: &str, verdict: ResultVerdict, significant: bool) -> NewResult {
     NewResult {
+        signature: None,
         workload: workload.into(),
         workload_description: desc.into(),
         metric: "p99_wakeup_latency".into(),
@@ -295,6 +296,47 @@ fn insert_and_get(mut b: Backend) {
     assert_eq!(docs[1].doc, SearchDoc::new(&v2.meta, &v2.body));
     assert_eq!(docs[0].doc, SearchDoc::new(&x.meta, &x.body));
     assert!(docs[0].doc.tunables.contains("--slice-us"));
+
+    // A knob set (kind knobs, origin tune) round-trips, and a result keeps
+    // the signature of the workload it was measured on.
+    let k = NewPolicy {
+        meta: meta("knobs_0123456789ab", "a proven knob set"),
+        origin: Origin::Tune,
+        body: Body::Knobs(schedcp::policies::model::KnobSet {
+            knobs: vec![schedcp::knobs::Assignment {
+                knob: "workload.nice".into(),
+                value: "-5".into(),
+                workload: Some("build".into()),
+            }],
+        }),
+    };
+    add(repo, &k, State::Verified, axis(3));
+    let got = repo.get(&pref("knobs_0123456789ab")).unwrap().unwrap();
+    assert_eq!(
+        (got.body.clone(), got.origin),
+        (k.body.clone(), Origin::Tune)
+    );
+    let sig: schedcp::observe::signature::Signature = serde_json::from_value(serde_json::json!({
+        "version": 1, "wall_s": 2.0, "cpus": 2,
+        "mix": {"cpu_pct": 90.0, "wakeup_pct": 8.0, "io_pct": 2.0},
+        "cpu_util": 1.8, "sys_pct": 3.0, "voluntary_switches_per_s": 40.0,
+        "involuntary_switches_per_s": 300.0, "minor_faults_per_s": 10.0,
+        "major_faults_per_s": 0.0, "max_rss_mib": 12.0, "read_mib_per_s": 0.0,
+        "write_mib_per_s": 0.0, "peak_tasks": 27, "runnable_mean": 3.0,
+        "runnable_peak": 6, "workload_runnable_mean": 2.0, "others_runnable_mean": 1.0,
+        "runq_wait_pct": null, "runq_p50_us": 100.0, "runq_p99_us": 2000.0,
+        "switches_per_s": 900.0, "migrations_per_s": 30.0, "psi_cpu_pct": 40.0,
+        "psi_mem_pct": 0.0, "psi_io_pct": 0.0
+    }))
+    .unwrap();
+    let mut r = result("build", "a build", ResultVerdict::Improved, true);
+    r.source = ResultSource::Tune;
+    r.signature = Some(sig.clone());
+    repo.insert_result("knobs_0123456789ab", 1, &r, &axis(3))
+        .unwrap();
+    let h = repo.history("knobs_0123456789ab").unwrap().unwrap();
+    assert_eq!(h.kind, schedcp::policies::model::Kind::Knobs);
+    assert_eq!(h.results[0].result.signature.as_ref(), Some(&sig));
 }
 
 fn duplicate_content_refused(mut b: Backend) {
@@ -1162,7 +1204,7 @@ fn postgres_schema_is_applied_once_even_by_racing_connections() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
 
     // A database written by a newer schedcp is refused, not misread.
     c.batch_execute("INSERT INTO policy_schema VALUES (99, 'later')")

@@ -78,6 +78,7 @@ fn result(workload: &str, desc: &str, verdict: ResultVerdict, source: ResultSour
         ResultVerdict::NoChange => (100.0, 100.0),
     };
     NewResult {
+        signature: None,
         workload: workload.into(),
         workload_description: desc.into(),
         metric: "p99_latency".into(),

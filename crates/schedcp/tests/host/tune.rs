@@ -101,6 +101,80 @@ fn the_main_job_proves_applies_and_rolls_back_a_winner_on_a_contended_build() {
     );
     let st = env.json(&["deploy", "history"], 0);
     assert_eq!(st["deployments"][0]["state"], "rolled_back", "{st:#}");
+
+    // The winning knob set is a library entry: proven (verified), applied
+    // past its canary (deployed), its result carrying the signature.
+    let lines: Vec<&str> = r["library"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let name = lines
+        .iter()
+        .find_map(|l| l.split_once(": added"))
+        .map(|(n, _)| n.to_string())
+        .unwrap_or_else(|| panic!("no knob set added to the library: {lines:#?}"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{name}: now deployed"))),
+        "{lines:#?}"
+    );
+    let h = env.json(&["policy", "history", &name], 0);
+    assert_eq!(h["kind"], "knobs");
+    assert_eq!(h["origin"], "tune");
+    assert_eq!(h["versions"][0]["state"], "deployed", "{h:#}");
+    let res = &h["results"][0];
+    assert_eq!(
+        (res["source"].as_str(), res["verdict"].as_str()),
+        (Some("tune"), Some("improved")),
+        "{res:#}"
+    );
+    assert_eq!(
+        res["signature"], r["signature"],
+        "the result carries the session's signature"
+    );
+    // The profile keeps the signature too.
+    let w = env.json(
+        &[
+            "observe",
+            "workload",
+            "show",
+            r["workload"].as_str().unwrap(),
+        ],
+        0,
+    );
+    assert_eq!(w["signature"]["source"], "tune", "{w:#}");
+    assert_eq!(w["signature"]["signature"], r["signature"]);
+
+    // The next tune starts from it: handed back by name, trialled again,
+    // its verdict recorded against the same entry (two significant wins
+    // while deployed promote it; anything else leaves it deployed).
+    let again = tune_json(
+        &env,
+        &[
+            "--advice",
+            "--no-rules",
+            "--no-lab",
+            "--candidate",
+            &name,
+            "--trials",
+            "1",
+        ],
+        0,
+    );
+    let o = &again["outcomes"][0];
+    assert_eq!(o["candidate"]["change"], r["winner"], "{o:#}");
+    let h = env.json(&["policy", "history", &name], 0);
+    let results = h["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{h:#}");
+    let proven_again = results[1]["verdict"] == "improved";
+    assert_eq!(
+        h["versions"][0]["state"],
+        if proven_again { "promoted" } else { "deployed" },
+        "{h:#}"
+    );
     journal_clean(&env);
     host.unchanged();
 }

@@ -238,6 +238,8 @@ pub struct BenchmarkInput {
     pub runs: Option<u32>,
     /// A previous run-set of the same profile to compare against (its id).
     pub baseline: Option<i64>,
+    /// Command profiles: first take the workload's signature in a warm-up run (probes attached, not counted), kept with the profile and the run-set (default false).
+    pub signature: Option<bool>,
     /// Wait up to this many seconds for the result, with progress notifications (default 0).
     pub wait_seconds: Option<f64>,
 }
@@ -255,6 +257,7 @@ fn observe_benchmark(ctx: &Ctx<'_>, i: BenchmarkInput) -> Result<JobStatus, ApiE
     workload_profiles::get(&Store::open_in(&cfg.state_dir())?, &i.profile)?;
     let mut req = BenchmarkRequest::new(i.profile.clone(), runs);
     req.baseline = i.baseline;
+    req.signature = i.signature.unwrap_or(false);
     let title = format!("benchmark {} x{runs}", i.profile);
     ctx.services
         .jobs

@@ -259,6 +259,7 @@ pub struct RecordInput {
 fn record(ctx: &Ctx<'_>, i: RecordInput) -> Result<Recorded, ApiError> {
     let r = pref(&i.policy, None)?;
     let res = NewResult {
+        signature: None,
         workload_description: i.workload_description.unwrap_or_else(|| i.workload.clone()),
         workload: i.workload,
         metric: i.metric,

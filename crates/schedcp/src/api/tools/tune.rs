@@ -58,6 +58,8 @@ fn tune_recommend(ctx: &Ctx<'_>, i: RecommendInput) -> Result<RecommendOutput, A
 pub struct CandidateInput {
     /// A knob change set (knob_list names; workload.* knobs go to the tuned profile's processes).
     pub knobs: Option<Vec<Assignment>>,
+    /// Or a knob set from the library by name (kind knobs, `knobs_…`: what an earlier tune proved; its workload knobs aim at this workload).
+    pub knob_set: Option<String>,
     /// Or a scheduler: a built-in's or a library policy's name — your own after policy_add (trialled in the lab VM here: this host has no sched_ext).
     pub scheduler: Option<String>,
     /// The scheduler's tunables, NAME=VALUE.
@@ -98,8 +100,9 @@ fn candidate(
     i: CandidateInput,
     workload: &str,
 ) -> Result<Candidate, ApiError> {
-    let change = match (i.knobs, i.scheduler) {
-        (Some(knobs), None) if !knobs.is_empty() => {
+    let change = match (i.knobs, i.scheduler, i.knob_set) {
+        (None, None, Some(name)) => crate::tune::library::knob_set_change(cfg, &name, workload)?,
+        (Some(knobs), None, None) if !knobs.is_empty() => {
             let knobs = knobs
                 .into_iter()
                 .map(|mut a| {
@@ -113,7 +116,7 @@ fn candidate(
                 .collect::<Result<Vec<_>, crate::error::Error>>()?;
             Change::Knobs { knobs }
         }
-        (None, Some(policy)) => {
+        (None, Some(policy), None) => {
             // A built-in or a library policy (yours: policy_add first); no files.
             if policy.ends_with(".c") || policy.contains('/') {
                 return Err(ApiError::invalid(
@@ -134,7 +137,7 @@ fn candidate(
         }
         _ => {
             return Err(ApiError::invalid(
-                "a candidate is either knobs (a non-empty change set) or a scheduler, not both",
+                "a candidate is one of: knobs (a non-empty change set), knob_set (a library knob set's name), or scheduler",
             ))
         }
     };

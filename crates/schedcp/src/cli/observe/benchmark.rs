@@ -140,6 +140,12 @@ pub struct BenchmarkArgs {
     /// Smallest change of medians, in percent, that counts as a change.
     #[arg(long, value_name = "PCT", default_value_t = DEFAULT_MIN_EFFECT_PCT)]
     min_effect: f64,
+    /// Command profiles: first take the workload's signature (its CPU /
+    /// wakeup / I-O mix, run-queue latency, switches, faults, I/O) in a
+    /// warm-up run with probes attached, not counted; kept with the profile
+    /// and this run-set. Needs root (BPF probes).
+    #[arg(long)]
+    signature: bool,
 }
 
 pub fn run_workload(cfg: Config, c: WorkloadCommand, out: Output) -> Result<i32, Error> {
@@ -183,6 +189,18 @@ struct Shown(History);
 impl Report for Shown {
     fn render(&self) -> String {
         let mut s = render_profile(&self.0.profile);
+        if let Some(p) = &self.0.signature {
+            let _ = writeln!(
+                s,
+                "signature ({} at {}): {}",
+                p.source,
+                p.taken_at,
+                p.signature
+                    .as_ref()
+                    .map_or("unreadable (another schedcp version)".into(), |x| x
+                        .describe())
+            );
+        }
         if !self.0.entries.is_empty() {
             s.push_str("latest run-sets:\n");
             s.push_str(&render_history(&self.0));
@@ -315,6 +333,7 @@ pub fn run_benchmark(cfg: Config, a: BenchmarkArgs, out: Output) -> Result<i32, 
             alpha: a.alpha,
             min_effect_pct: a.min_effect,
         },
+        signature: a.signature,
     };
     let pb = out.spinner();
     let mut current = String::new();
@@ -468,6 +487,13 @@ fn render_report(r: &BenchmarkReport) -> String {
             .map(|l| format!("; VM under {} on {}", l.accel, l.kernel))
             .unwrap_or_default()
     );
+    if let Some(sig) = &r.signature {
+        let _ = writeln!(
+            s,
+            "  signature (warm-up run, not counted): {}",
+            sig.describe()
+        );
+    }
     if let Some(m) = &r.summary {
         let _ = writeln!(
             s,

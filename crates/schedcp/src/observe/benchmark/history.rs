@@ -58,6 +58,8 @@ pub struct NewRunSet {
     pub host_kernel: String,
     pub lab: Option<LabEnv>,
     pub baseline_id: Option<i64>,
+    /// The profile signature taken in this set's warm-up run, if asked for.
+    pub signature_id: Option<i64>,
     pub samples: Vec<Sample>,
 }
 
@@ -73,6 +75,7 @@ pub struct RunSet {
     pub host_kernel: String,
     pub lab: Option<LabEnv>,
     pub baseline_id: Option<i64>,
+    pub signature_id: Option<i64>,
     pub samples: Vec<Sample>,
 }
 
@@ -104,10 +107,10 @@ pub fn insert(store: &mut Store, set: &NewRunSet) -> Result<i64, Error> {
             tx.execute(
                 "INSERT INTO benchmark_sets
                (profile_id, started_at, finished_at, label, host_kernel,
-                lab_kernel, lab_accel, runs, baseline_id)
+                lab_kernel, lab_accel, runs, baseline_id, signature_id)
              VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', ?2, 'unixepoch'),
                      strftime('%Y-%m-%dT%H:%M:%fZ', ?3, 'unixepoch'),
-                     ?4, ?5, ?6, ?7, ?8, ?9)",
+                     ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     set.profile_id,
                     unix_seconds(set.started),
@@ -118,6 +121,7 @@ pub fn insert(store: &mut Store, set: &NewRunSet) -> Result<i64, Error> {
                     set.lab.as_ref().map(|l| &l.accel),
                     runs,
                     set.baseline_id,
+                    set.signature_id,
                 ],
             )
             .context("recording the benchmark run-set")?;
@@ -136,7 +140,7 @@ pub fn insert(store: &mut Store, set: &NewRunSet) -> Result<i64, Error> {
 }
 
 const SELECT: &str = "SELECT id, profile_id, started_at, finished_at, label, host_kernel,
-                             lab_kernel, lab_accel, baseline_id
+                             lab_kernel, lab_accel, baseline_id, signature_id
                       FROM benchmark_sets";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<RunSet> {
@@ -156,6 +160,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<RunSet> {
         host_kernel: r.get(5)?,
         lab,
         baseline_id: r.get(8)?,
+        signature_id: r.get(9)?,
         samples: Vec::new(),
     })
 }
@@ -235,6 +240,7 @@ mod tests {
                 accel: "tcg".into(),
             }),
             baseline_id: None,
+            signature_id: None,
             samples,
         }
     }

@@ -18,6 +18,7 @@ use crate::compare::{AbReport, Arm, Metric, Setting};
 use crate::error::Error;
 use crate::lab::report::Outcome;
 use crate::lab::{self, Lab, LabRequest, SchedulerRef};
+use crate::observe::profile_signatures;
 use crate::observe::workload_profiles::{self, Target, WorkloadProfile};
 use crate::store::Store;
 pub use history::{LabEnv, RunSet, Sample};
@@ -43,6 +44,10 @@ pub struct BenchmarkRequest {
     /// Command profiles run on the host as it is and take only `Default`.
     pub policy: SchedulerRef,
     pub criteria: Criteria,
+    /// Command profiles: take the workload's signature in a warm-up run
+    /// first (probes attached; not counted) and keep it with the profile
+    /// and this run-set. Needs what the probes need (root, BPF).
+    pub signature: bool,
 }
 
 impl BenchmarkRequest {
@@ -54,6 +59,7 @@ impl BenchmarkRequest {
             baseline: None,
             policy: SchedulerRef::Default,
             criteria: Criteria::default(),
+            signature: false,
         }
     }
 }
@@ -107,6 +113,8 @@ pub struct BenchmarkReport {
     /// Median and spread of `values`; absent when every run failed.
     pub summary: Option<Summary>,
     pub baseline: Option<BaselineReport>,
+    /// The workload's signature, from this run-set's warm-up run.
+    pub signature: Option<crate::observe::signature::Signature>,
     /// Reasons to distrust the comparison (different kernel, accelerator, failures).
     pub warnings: Vec<String>,
 }
@@ -158,6 +166,7 @@ pub fn run_benchmark(
     };
 
     let started = SystemTime::now();
+    let mut signature_id = None;
     let (samples, lab_env) = match &profile.target {
         Target::Command {
             argv,
@@ -171,6 +180,15 @@ pub fn run_benchmark(
                 )));
             }
             let timeout = Duration::from_secs(*timeout_s);
+            if req.signature {
+                signature_id = Some(warm_up_signature(
+                    store,
+                    &profile,
+                    argv,
+                    cwd.as_deref(),
+                    timeout,
+                )?);
+            }
             let samples = repeat(req.runs, progress, &mut |_| {
                 let t = command::time_command(argv, cwd.as_deref(), timeout)?;
                 let ms = t.wall.as_secs_f64() * 1e3;
@@ -180,6 +198,12 @@ pub fn run_benchmark(
                 })
             })?;
             (samples, None)
+        }
+        Target::Lab { .. } if req.signature => {
+            return Err(Error::Input(format!(
+                "profile '{}' runs in the lab VM: a signature describes a workload on this host (command profiles only)",
+                profile.name
+            )))
         }
         Target::Lab { workload } => {
             let lab = lab.ok_or_else(|| {
@@ -209,6 +233,7 @@ pub fn run_benchmark(
             host_kernel: crate::host::kernel_release(),
             lab: lab_env,
             baseline_id: baseline.as_ref().map(|b| b.id),
+            signature_id,
             samples,
         },
     )?;
@@ -308,8 +333,43 @@ pub fn report(
         values,
         failures,
         baseline,
+        signature: set
+            .signature_id
+            .map(|id| profile_signatures::get(store, id))
+            .transpose()?
+            .flatten()
+            .and_then(|s| s.signature),
         warnings,
     })
+}
+
+/// One run of the command with the signature's probes attached, before
+/// the measured runs (its time is not a sample): kept with the profile.
+fn warm_up_signature(
+    store: &mut Store,
+    profile: &WorkloadProfile,
+    argv: &[String],
+    cwd: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<i64, Error> {
+    let (sig, ()) = crate::observe::signature::take(|| {
+        let t = command::time_command(argv, cwd, timeout)?;
+        t.outcome.map_err(|why| {
+            Error::Input(format!(
+                "the warm-up run for the signature failed, so nothing was measured: {why}"
+            ))
+        })?;
+        Ok(crate::observe::signature::Ran {
+            output: (),
+            usage: t.usage,
+        })
+    })?;
+    profile_signatures::record(
+        store,
+        profile.id,
+        profile_signatures::Taker::Benchmark,
+        &sig,
+    )
 }
 
 /// One run-set in a profile's history.
@@ -324,12 +384,16 @@ pub struct HistoryEntry {
     pub baseline_id: Option<i64>,
     pub host_kernel: String,
     pub lab: Option<LabEnv>,
+    /// The signature taken with this run-set, if one was.
+    pub signature_id: Option<i64>,
 }
 
 /// A profile and its newest run-sets.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct History {
     pub profile: WorkloadProfile,
+    /// Its newest signature (tune or `benchmark --signature`).
+    pub signature: Option<profile_signatures::ProfileSignature>,
     /// Newest first.
     pub entries: Vec<HistoryEntry>,
 }
@@ -349,9 +413,15 @@ pub fn history(store: &Store, name: &str, limit: u32) -> Result<History, Error> 
             baseline_id: s.baseline_id,
             host_kernel: s.host_kernel,
             lab: s.lab,
+            signature_id: s.signature_id,
         })
         .collect();
-    Ok(History { profile, entries })
+    let signature = profile_signatures::latest(store, profile.id)?;
+    Ok(History {
+        profile,
+        signature,
+        entries,
+    })
 }
 
 /// Run `once` for runs 1..=`runs`, reporting progress. An `Err` from `once`
@@ -698,6 +768,7 @@ mod tests {
                 accel: accel.into(),
             }),
             baseline_id: None,
+            signature_id: None,
             samples: vec![Sample::ok(1.0, 1.0)],
         };
         assert!(environment_warnings(&set("a", "kvm"), &set("a", "kvm")).is_empty());

@@ -183,3 +183,22 @@ pub use crate::host::now_rfc3339 as now;
 pub(crate) fn db_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Internal(anyhow::anyhow!("policy store: {what}: {e}"))
 }
+
+/// A result's signature as stored (JSON text), or none.
+pub(crate) fn signature_json(
+    r: &crate::policies::model::NewResult,
+) -> Result<Option<String>, Error> {
+    r.signature
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| Error::Internal(e.into()))
+}
+
+/// A stored signature; one this schedcp cannot read (another version's
+/// shape) is left out rather than failing the whole history.
+pub(crate) fn signature_from_json(
+    text: Option<String>,
+) -> Option<crate::observe::signature::Signature> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}

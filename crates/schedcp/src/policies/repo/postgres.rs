@@ -53,7 +53,7 @@ use crate::policies::model::{
 
 /// The schema, one migration per entry; entry `i` is schema version `i + 1`.
 /// Never edit an applied entry: append a new one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 const SCHEMA_V1: &str = r#"
 CREATE TABLE policies (
@@ -160,6 +160,17 @@ CREATE TABLE verify_reports (
     recorded_at    text NOT NULL
 );
 CREATE INDEX verify_reports_by_version ON verify_reports (version_id, id);
+"#;
+
+/// Knob change sets as library entries; a result's workload signature.
+const SCHEMA_V3: &str = r#"
+ALTER TABLE policies DROP CONSTRAINT policies_kind_check;
+ALTER TABLE policies ADD CONSTRAINT policies_kind_check
+    CHECK (kind IN ('bpf', 'external', 'knobs'));
+ALTER TABLE policies DROP CONSTRAINT policies_origin_check;
+ALTER TABLE policies ADD CONSTRAINT policies_origin_check
+    CHECK (origin IN ('builtin', 'external', 'agent', 'tune'));
+ALTER TABLE policy_results ADD COLUMN signature text;
 "#;
 
 /// Text terms are pruned by document frequency only above this many
@@ -457,7 +468,7 @@ fn summary_row(r: &Row) -> Result<PolicySummary, Error> {
 
 const RESULT_COLUMNS: &str = "r.id, v.version, r.recorded_at, r.workload, w.text, r.metric, r.unit,
      r.direction, r.value, r.baseline, r.improvement_pct, r.p_value, r.significant, r.verdict,
-     r.source, r.environment";
+     r.source, r.environment, r.signature";
 
 fn result_row(r: &Row) -> Result<PolicyResult, Error> {
     Ok(PolicyResult {
@@ -478,6 +489,7 @@ fn result_row(r: &Row) -> Result<PolicyResult, Error> {
             verdict: enum_col(r, 13)?,
             source: enum_col(r, 14)?,
             environment: col(r, 15)?,
+            signature: super::signature_from_json(col(r, 16)?),
         },
     })
 }
@@ -966,8 +978,8 @@ impl Repository for PostgresRepo {
             .query_one(
                 "INSERT INTO policy_results (version_id, workload_id, workload, metric, unit, direction,
                    value, baseline, improvement_pct, p_value, significant, verdict, source,
-                   environment, recorded_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                   environment, recorded_at, signature)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                  RETURNING id",
                 &[
                     &vid,
@@ -985,6 +997,7 @@ impl Repository for PostgresRepo {
                     &r.source.as_str(),
                     &r.environment,
                     &at,
+                    &super::signature_json(r)?,
                 ],
             )
             .map_err(pg("recording a result"))

@@ -170,13 +170,14 @@ fn result_row(r: &Row<'_>) -> rusqlite::Result<PolicyResult> {
             verdict: parse(r.get(13)?)?,
             source: parse(r.get(14)?)?,
             environment: r.get(15)?,
+            signature: super::signature_from_json(r.get(16)?),
         },
     })
 }
 
 const RESULT_COLUMNS: &str = "r.id, v.version, r.recorded_at, r.workload, w.text, r.metric, r.unit,
      r.direction, r.value, r.baseline, r.improvement_pct, r.p_value, r.significant, r.verdict,
-     r.source, r.environment";
+     r.source, r.environment, r.signature";
 
 fn index_policy(
     tx: &Transaction<'_>,
@@ -550,8 +551,8 @@ impl Repository for SqliteRepo {
             tx.execute(
                 "INSERT INTO policy_results (version_id, workload_id, workload, metric, unit, direction,
                    value, baseline, improvement_pct, p_value, significant, verdict, source,
-                   environment, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                   environment, recorded_at, signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     vid,
                     wid,
@@ -567,7 +568,8 @@ impl Repository for SqliteRepo {
                     r.verdict.as_str(),
                     r.source.as_str(),
                     r.environment,
-                    at
+                    at,
+                    super::signature_json(r)?
                 ],
             )
             .map_err(|e| db_err("recording a result", e))?;
