@@ -507,24 +507,22 @@ pub(crate) mod tests {
     /// A real run: a shell loop that forks and sleeps, on this machine.
     #[test]
     fn take_describes_a_real_run() {
-        let argv: Vec<String> = ["sh", "-c", "for i in 1 2 3 4 5; do sleep 0.02; done"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "for i in 1 2 3 4 5; do sleep 0.02; done"]);
         let r = take(|| {
-            let t = crate::observe::benchmark::command::time_command(
-                &argv,
-                None,
-                Duration::from_secs(30),
-            )?;
+            let mut g = crate::host::process::Group::spawn(&mut cmd, false)
+                .map_err(|e| Error::Internal(e.into()))?;
+            let status = g
+                .wait_until(Instant::now() + Duration::from_secs(30), Duration::ZERO)
+                .map_err(Error::Internal)?;
             Ok(Ran {
-                output: t.outcome,
-                usage: t.usage,
+                output: status.map(|s| s.success()),
+                usage: g.usage(),
             })
         });
         // Needs root and BPF, like every probe test (CI runs as root).
         let (sig, out) = r.unwrap();
-        out.unwrap();
+        assert_eq!(out, Some(true));
         assert!(sig.wall_s >= 0.1, "{sig:?}");
         assert!(sig.voluntary_switches_per_s > 0.0, "{sig:?}");
         assert!(sig.max_rss_mib > 0.0, "{sig:?}");

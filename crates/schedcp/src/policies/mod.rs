@@ -487,12 +487,8 @@ fn embed_all(e: &Embedder, texts: &[String]) -> Result<Vec<Vec<f32>>, Error> {
 /// Bounds and consistency of a result to record; fills what can be derived.
 fn validate_result(r: &mut NewResult) -> Result<(), Error> {
     let bad = |m: String| Err(Error::Input(m));
-    if !meta::is_identifier(&r.workload) {
-        return bad(format!(
-            "workload '{}' must be a workload profile name (plain identifier)",
-            r.workload
-        ));
-    }
+    // A result's workload is a profile's name (or a built-in workload's).
+    crate::observe::workload_profiles::validate_name(&r.workload)?;
     if r.workload_description.trim().is_empty() {
         r.workload_description = r.workload.replace('_', " ");
     }

@@ -15,8 +15,7 @@
 use schedcp_proto::workload::Better;
 use sha2::{Digest, Sha256};
 
-use super::candidate::{Change, Venue};
-use super::engine::Outcome;
+use super::candidate::{Candidate, Change, Venue};
 use super::TuneReport;
 use crate::bpf::meta::PolicyMeta;
 use crate::compare::{AbReport, Verdict};
@@ -99,7 +98,7 @@ pub fn record(cfg: &Config, r: &TuneReport) -> Result<Vec<String>, Error> {
                 }
                 open(&mut lib)?;
                 let lib = lib.as_mut().expect("opened");
-                out.push(scheduler_result(lib, r, o, ab, policy)?);
+                out.push(scheduler_result(lib, r, &o.candidate, ab, policy)?);
             }
             // Lab timings are emulated: knob sets become entries only from
             // what this host measured.
@@ -116,7 +115,7 @@ pub fn record(cfg: &Config, r: &TuneReport) -> Result<Vec<String>, Error> {
                 if !o.proven && !known {
                     continue; // its verdict stays in the tune record
                 }
-                out.extend(knob_set(lib, r, o, ab, knobs, &name, known)?);
+                out.extend(knob_set(lib, r, &o.candidate, ab, knobs, &name, known)?);
             }
             Change::Knobs { .. } => {}
         }
@@ -127,7 +126,7 @@ pub fn record(cfg: &Config, r: &TuneReport) -> Result<Vec<String>, Error> {
 fn scheduler_result(
     lib: &mut Library,
     r: &TuneReport,
-    o: &Outcome,
+    c: &Candidate,
     ab: &AbReport,
     policy: &str,
 ) -> Result<String, Error> {
@@ -135,7 +134,7 @@ fn scheduler_result(
     let workload = stand_in.split(':').next().unwrap_or("lab").to_string();
     let res = result(
         r,
-        o,
+        c,
         ab,
         workload,
         format!(
@@ -167,7 +166,7 @@ fn scheduler_result(
 fn knob_set(
     lib: &mut Library,
     r: &TuneReport,
-    o: &Outcome,
+    c: &Candidate,
     ab: &AbReport,
     knobs: &[Assignment],
     name: &str,
@@ -199,7 +198,7 @@ fn knob_set(
     }
     let res = result(
         r,
-        o,
+        c,
         ab,
         r.workload.clone(),
         format!(
@@ -221,9 +220,10 @@ fn knob_set(
     ));
     // Applied by this tune and past its canary: deployed. The canary passing
     // is the same evidence deploy's own curation uses for schedulers.
-    let applied_here = r.applied.as_ref().filter(|d| {
-        d.state == DeployState::Active && r.winner.as_ref() == Some(&o.candidate.change)
-    });
+    let applied_here = r
+        .applied
+        .as_ref()
+        .filter(|d| d.state == DeployState::Active && r.winner.as_ref() == Some(&c.change));
     if let Some(d) = applied_here {
         let v = lib.get(&pref)?;
         if v.state == State::Verified {
@@ -264,12 +264,12 @@ fn knob_set_meta(r: &TuneReport, set: &KnobSet, name: &str) -> PolicyMeta {
 /// The verdict as a library result, with the session's signature.
 fn result(
     r: &TuneReport,
-    o: &Outcome,
+    c: &Candidate,
     ab: &AbReport,
     workload: String,
     description: String,
 ) -> NewResult {
-    let (c, b) = (
+    let (cs, bs) = (
         ab.candidate.summary.as_ref().expect("checked"),
         ab.baseline.summary.as_ref().expect("checked"),
     );
@@ -289,14 +289,14 @@ fn result(
         } else {
             Direction::Higher
         },
-        value: c.median,
-        baseline: Some(b.median),
+        value: cs.median,
+        baseline: Some(bs.median),
         improvement_pct: ab.improvement_pct,
         p_value: ab.comparison.p_value,
         significant: verdict != ResultVerdict::NoChange,
         verdict,
         source: ResultSource::Tune,
-        environment: format!("{} ({})", o.candidate.venue.as_str(), ab.setting.describe())
+        environment: format!("{} ({})", c.venue.as_str(), ab.setting.describe())
             .chars()
             .take(200)
             .collect(),

@@ -396,3 +396,61 @@ fn overhead_benchmark_measures_both_sides() {
     assert!(r.render().contains("ratio schedcp/libbpf-tools"));
     assert_nothing_left();
 }
+
+/// `observe benchmark --signature`: a warm-up run with the probes attached
+/// (not a sample) describes the workload; the signature is kept with the
+/// profile and the run-set, and a lab profile is refused with why.
+#[test]
+fn benchmark_signature_is_kept_with_the_profile() {
+    let _k = exclusive();
+    let env = common::Env::new();
+    let o = env.run(&[
+        "observe",
+        "workload",
+        "add",
+        "forks",
+        "--cmd",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8; do sleep 0.02; done",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r = env.json(
+        &[
+            "observe",
+            "benchmark",
+            "forks",
+            "--runs",
+            "3",
+            "--signature",
+        ],
+        0,
+    );
+    assert_eq!(
+        r["values"].as_array().unwrap().len(),
+        3,
+        "the warm-up is not a sample"
+    );
+    let sig = &r["signature"];
+    assert!(sig["wall_s"].as_f64().unwrap() >= 0.16, "{sig:#}");
+    assert!(
+        sig["voluntary_switches_per_s"].as_f64().unwrap() > 0.0,
+        "{sig:#}"
+    );
+    assert_eq!(sig["mix"]["io_pct"].as_f64().map(|x| x >= 0.0), Some(true));
+    let shown = env.json(&["observe", "workload", "show", "forks"], 0);
+    assert_eq!(shown["signature"]["source"], "benchmark");
+    assert_eq!(&shown["signature"]["signature"], sig);
+    assert_eq!(
+        shown["entries"][0]["signature_id"],
+        shown["signature"]["id"]
+    );
+    assert_nothing_left();
+
+    let o = env.run(&["observe", "workload", "add", "lat", "--lab", "wakeup"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.run(&["observe", "benchmark", "lat", "--runs", "1", "--signature"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("command profiles only"), "{}", text(&o));
+}
