@@ -19,6 +19,9 @@ use crate::verify::token::{self, Claims, Expect, Keys, TrustedKey};
 #[derive(Debug)]
 pub struct Admitted {
     pub claims: Claims,
+    /// The token itself, kept with the deployment: a re-attach checks it
+    /// again ([`readmit`]).
+    pub token: String,
     pub object: Vec<u8>,
     /// A BPF object we load, or a scheduler binary we supervise.
     pub artefact: Artefact,
@@ -81,10 +84,52 @@ pub fn admit(cfg: &Config, token: &str, object_b64: Option<&str>) -> Result<Admi
     )?;
     Ok(Admitted {
         claims,
+        token: token.to_string(),
         object,
         artefact,
         object_sha256,
         kernel_release,
+    })
+}
+
+/// May a scheduler that was admitted once go back on without a canary (a
+/// daemon restart, a reboot, a rollback to it as the last known-good)?
+/// Only if admission would take it now: the same kernel release it was
+/// admitted on, and its token unexpired, signed by a key this node still
+/// trusts, for this object on this kernel. The reason says what to do.
+pub fn readmit(
+    cfg: &Config,
+    admitted_on: &str,
+    object_sha256: &str,
+    token: Option<&str>,
+) -> Result<(), Error> {
+    let kernel = crate::host::kernel_release();
+    if admitted_on != kernel {
+        return Err(Error::Input(format!(
+            "it was admitted on kernel {admitted_on} and this is {kernel}: verify it again on this kernel and deploy it with a canary"
+        )));
+    }
+    let token = token.ok_or_else(|| {
+        Error::Input(
+            "its deploy token was not kept (deployed by an older schedcp): verify it again and deploy it with a canary".into(),
+        )
+    })?;
+    let keys = Keys::load_or_create(&cfg.state_dir())?;
+    let trusted = trusted_keys(&cfg.deploy)?;
+    token::check_trusted(
+        token,
+        &Expect {
+            object_sha256: Some(object_sha256.to_string()),
+            kernel_release: Some(kernel),
+        },
+        Some(&keys),
+        &trusted,
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        Error::Input(format!(
+            "its deploy token no longer checks out ({e}): verify it again and deploy it with a canary"
+        ))
     })
 }
 

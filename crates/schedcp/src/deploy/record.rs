@@ -151,6 +151,8 @@ pub struct NewScheduler<'a> {
     pub ops_name: &'a str,
     pub object: &'a [u8],
     pub token_jti: &'a str,
+    /// The verifier's token, kept for re-admission at a re-attach.
+    pub token: &'a str,
 }
 
 /// A deployment about to be recorded.
@@ -260,8 +262,8 @@ pub fn insert_canary(store: &mut Store, d: &NewDeployment<'_>) -> Result<i64, Er
         let s = d.scheduler.as_ref();
         tx.execute(
             "INSERT INTO deployments (policy, version, ops_name, object_sha256, token_jti, \
-             kernel_release, previous_id, state, requested_at, request, baseline, knobs) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'canary', ?8, ?9, ?10, ?11)",
+             kernel_release, previous_id, state, requested_at, request, baseline, knobs, token) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'canary', ?8, ?9, ?10, ?11, ?12)",
             params![
                 s.map(|s| s.policy),
                 s.map(|s| s.version),
@@ -273,7 +275,8 @@ pub fn insert_canary(store: &mut Store, d: &NewDeployment<'_>) -> Result<i64, Er
                 now(),
                 plan,
                 baseline,
-                knobs
+                knobs,
+                s.map(|s| s.token)
             ],
         )
         .map_err(db)?;
@@ -395,6 +398,20 @@ pub fn save_measurements(
         .map_err(db)?;
         Ok(())
     })
+}
+
+/// The verifier's token kept with deployment `id` (none: no scheduler, or
+/// recorded before tokens were kept). Not part of [`Deployment`], which
+/// observe-scope callers read.
+pub fn token(store: &Store, id: i64) -> Result<Option<String>, Error> {
+    store
+        .conn()
+        .query_row("SELECT token FROM deployments WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(db)
+        .map(Option::flatten)
 }
 
 pub fn get(store: &Store, id: i64) -> Result<Option<Deployment>, Error> {

@@ -60,6 +60,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009 policies: knob sets as library entries; signatures with results and profiles",
         sql: include_str!("migrations/0009_knob_policies.sql"),
     },
+    Migration {
+        name: "0010 deploy: the verifier's token kept for re-admission at re-attach",
+        sql: include_str!("migrations/0010_deploy_token.sql"),
+    },
 ];
 
 /// What [`apply`] did.

@@ -148,6 +148,7 @@ impl Controller {
                 ops_name: &a.claims.ops_name,
                 object: &a.object,
                 token_jti: &a.claims.jti,
+                token: &a.token,
             }),
             knobs: planned.as_ref(),
             kernel_release: &kernel_release,

@@ -25,6 +25,7 @@ use schedcp_scx::{sysfs, Artefact};
 
 use super::attachment::{self, Health, Held};
 use super::command::{Command, EventSink, Prepared};
+use super::gate;
 use super::kpi::Kpis;
 use super::learn::{self, Trip};
 use super::record::{self, DeployState, Deployment, Timings};
@@ -143,7 +144,7 @@ impl Controller {
                 self.reconcile_knobs();
                 let source = self.scheduler_source(Some(d.id));
                 let attached = match (&source, foreign) {
-                    (Some(s), false) => self.attach(s).map(|()| Some(s.label())),
+                    (Some(s), false) => self.reattach(s).map(|()| Some(s.label())),
                     _ => Ok(None),
                 };
                 match attached {
@@ -353,6 +354,23 @@ impl Controller {
         Ok(())
     }
 
+    /// Put a scheduler that was admitted once back on without a canary (a
+    /// restart, a reboot, a rollback to the last known-good): only if
+    /// admission would take it now ([`gate::readmit`]); otherwise the
+    /// caller leaves the kernel default running and records why.
+    pub(in crate::deploy) fn reattach(&mut self, d: &Deployment) -> Result<(), Error> {
+        if let Some(s) = &d.scheduler {
+            let token = record::token(&self.store, d.id)?;
+            gate::readmit(
+                &self.cfg,
+                &d.kernel_release,
+                &s.object_sha256,
+                token.as_deref(),
+            )?;
+        }
+        self.attach(d)
+    }
+
     /// The one rollback path: detach `d`, restore its last known-good (or
     /// the default), record everything, answer a waiting deploy.
     pub(in crate::deploy) fn roll_back(
@@ -396,7 +414,7 @@ impl Controller {
                 sysfs::wait_for_state("disabled", STATE_TIMEOUT);
             }
             match self.scheduler_source(d.previous_id) {
-                Some(src) => match self.attach(&src) {
+                Some(src) => match self.reattach(&src) {
                     Ok(()) => sched_note = format!("; scheduler {} re-attached", src.label()),
                     Err(e) => {
                         self.event(
