@@ -87,13 +87,16 @@ pub fn http_app(services: Arc<Services>, stop: CancellationToken) -> axum::Route
     };
     let mcp = StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config);
     let max = services.cfg.api.max_request_bytes;
-    let mcp_routes =
-        axum::Router::new()
-            .nest_service("/mcp", mcp)
-            .layer(middleware::from_fn_with_state(
-                services.clone(),
-                require_token,
-            ));
+    let mcp_routes = axum::Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(
+            max + MCP_ENVELOPE_BYTES,
+            limit_body,
+        ))
+        .layer(middleware::from_fn_with_state(
+            services.clone(),
+            require_token,
+        ));
     let metrics = axum::Router::new()
         .route("/metrics", axum::routing::get(metrics))
         .with_state(services.clone());
@@ -101,6 +104,37 @@ pub fn http_app(services: Arc<Services>, stop: CancellationToken) -> axum::Route
         .merge(mcp_routes)
         .merge(metrics)
         .layer(axum::extract::DefaultBodyLimit::max(max))
+}
+
+/// Room for the JSON-RPC envelope around a tool call's arguments on /mcp:
+/// arguments over `api.max_request_bytes` are refused by the one
+/// argument check with a precise message the MCP client shows; only a
+/// body far beyond it is cut off here, where the client sees just a 413.
+const MCP_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// rmcp's streamable-HTTP service reads the request body itself (with its
+/// own 4 MiB cap), so axum's `DefaultBodyLimit` never reaches it: bound the
+/// body here, in front of it — at once by its declared length, and while
+/// it streams for a body without one.
+async fn limit_body(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return super::error::ApiError::new(
+            super::error::Code::TooLarge,
+            format!(
+                "the request body is {} bytes; the limit is {max} (api.max_request_bytes + 64 KiB for the MCP envelope)",
+                declared.unwrap_or_default()
+            ),
+        )
+        .into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, max));
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// Prometheus exposition: public only where the operator set

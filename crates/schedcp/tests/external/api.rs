@@ -238,6 +238,58 @@ fn refusals_are_precise() {
         "{out:?}"
     );
 
+    // The MCP endpoint's body is bounded by api.max_request_bytes too (its
+    // service reads the body itself, past axum's limit): by the declared
+    // length at once, and while it streams without one.
+    let init = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-03-26", "capabilities": {},
+            "clientInfo": { "name": "big", "version": "1", "pad": "x".repeat(100_000) }
+        }
+    })
+    .to_string();
+    let mcp = format!("{}/mcp", d.url());
+    let bearer = format!("Authorization: Bearer {proposer}");
+    let headers = [
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        "Accept: application/json, text/event-stream",
+    ];
+    let mut args = headers.to_vec();
+    args.extend(["-X", "POST", "--data-binary", &init, &mcp]);
+    let (status, body, _) = curl(&args);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("too_large")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit is 73728 (api.max_request_bytes"),
+        "{body}"
+    );
+    let mut args = headers.to_vec();
+    args.extend([
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-X",
+        "POST",
+        "--data-binary",
+        &init,
+        &mcp,
+    ]);
+    let (status, _, head) = curl(&args);
+    assert!(
+        status >= 400,
+        "a streamed oversize body was accepted: {head}"
+    );
+
     // REST: no token, bad JSON, then the rate limit (burst 3, 1/s).
     let url = format!("{}/v1/system", d.url());
     let (status, body, _) = curl(&[&url]);
