@@ -108,8 +108,13 @@ fn scx_bpfland_installs_verifies_and_deploys_as_a_supervised_binary() {
         let job = api
             .call(
                 "deploy",
+                // This test is about supervising an external binary; the KPI
+                // breaker is deploy_node's. Two TCG VMs on two cores swing
+                // PSI by tens of points, so the KPI limits are set out of reach.
                 &json!({ "token": token, "object_base64": b64(&kept),
-                         "canary_s": canary_s, "wait_seconds": 600 }),
+                         "canary_s": canary_s, "wait_seconds": 600,
+                         "kpi": ["psi_cpu_some_increase_pct=100", "runq_p99_ratio=1000",
+                                 "runq_p99_min_increase_us=60000000"] }),
             )
             .expect("deploy accepted");
         assert_eq!(job["state"], "succeeded", "deploy job: {job:#}");

@@ -169,7 +169,11 @@ fn stalling_scheduler_is_ejected_by_the_kernel_watchdog() {
     let kmsg = v["guest"]["kernel_messages"].to_string();
     assert!(kmsg.contains("runnable task stall"), "{kmsg}");
     // The workload still finished: once the kernel ejects the scheduler its tasks fall back to the default class.
-    assert!(v["guest"]["workload"]["metrics"].is_array());
+    assert!(
+        v["guest"]["workload"]["metrics"].is_array(),
+        "the workload after the ejection: {:#}",
+        v["guest"]["workload"]
+    );
 }
 
 #[test]
