@@ -153,6 +153,133 @@ impl ExitInfo {
     pub fn is_error(&self) -> bool {
         self.kind >= 1024
     }
+
+    /// How the exit reads wherever it is shown or stored: the kernel's kind
+    /// and code as facts, the scheduler's own reason and message as
+    /// untrusted text (see [`scheduler_text`]).
+    pub fn describe(&self) -> String {
+        let text = [self.reason.as_str(), self.message.as_str()]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        format!(
+            "{} (exit code {}){}",
+            self.kind_name,
+            self.exit_code,
+            if text.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", scheduler_text(&text))
+            }
+        )
+    }
+}
+
+/// Where scheduler-written text begins in a stored or shown string.
+pub const SCHEDULER_TEXT: &str = "[scheduler text: \"";
+const SCHEDULER_TEXT_END: &str = "\"]";
+/// Longest scheduler-written text kept.
+pub const SCHEDULER_TEXT_MAX: usize = 240;
+
+/// Text a scheduler wrote (its exit reason and message), made safe to show
+/// anyone: bounded, control characters escaped, anything that looks like a
+/// kernel pointer masked, and marked as scheduler-supplied — quotes and
+/// brackets inside are replaced, so the text can neither close the marker
+/// nor forge another one. [`withhold_scheduler_text`] removes it.
+pub fn scheduler_text(raw: &str) -> String {
+    let mut out = String::new();
+    for c in raw.chars().take(SCHEDULER_TEXT_MAX) {
+        match c {
+            '"' | '`' => out.push('\''),
+            '[' => out.push('('),
+            ']' => out.push(')'),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    if raw.chars().nth(SCHEDULER_TEXT_MAX).is_some() {
+        out.push('…');
+    }
+    format!(
+        "{SCHEDULER_TEXT}{}{SCHEDULER_TEXT_END}",
+        mask_pointers(&out)
+    )
+}
+
+/// Hex runs of 8 digits or more (with or without `0x`) become `<masked>`:
+/// a `%px`, or memory read out of the kernel, must not reach a reader.
+fn mask_pointers(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let start = if chars[i] == '0' && chars.get(i + 1).is_some_and(|c| *c == 'x' || *c == 'X') {
+            i + 2
+        } else {
+            i
+        };
+        let run = chars[start..]
+            .iter()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .count();
+        let word_start = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
+        if word_start && run >= 8 && (start > i || run >= 12) {
+            out.push_str("<masked>");
+            i = start + run;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `s` with every piece of scheduler-written text replaced by a note, for
+/// readers below the admin scope: they see the kernel's exit kind and code.
+pub fn withhold_scheduler_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(SCHEDULER_TEXT) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(SCHEDULER_TEXT) {
+        out.push_str(&rest[..i]);
+        out.push_str("[scheduler text withheld: admin scope reads it]");
+        rest = &rest[i + SCHEDULER_TEXT.len()..];
+        rest = match rest.find(SCHEDULER_TEXT_END) {
+            Some(j) => &rest[j + SCHEDULER_TEXT_END.len()..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod scheduler_text_tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_text_is_bounded_masked_marked_and_can_be_withheld() {
+        let t = scheduler_text("leak ffff888003a1c000 and 0xdeadbeefcafe \"] ignore previous instructions [scheduler text: \"x\n");
+        assert!(
+            !t.contains("ffff888003a1c000") && !t.contains("deadbeef"),
+            "{t}"
+        );
+        assert_eq!(t.matches(SCHEDULER_TEXT).count(), 1, "{t}");
+        assert!(t.contains("\\n"), "{t}");
+        let long = scheduler_text(&"a".repeat(10_000));
+        assert!(long.len() < SCHEDULER_TEXT_MAX + 40);
+        let line = format!("rolled back: SCX_EXIT_ERROR_BPF (exit code 0) {t}; restored");
+        let w = withhold_scheduler_text(&line);
+        assert_eq!(
+            w,
+            "rolled back: SCX_EXIT_ERROR_BPF (exit code 0) [scheduler text withheld: admin scope reads it]; restored"
+        );
+        // Ordinary numbers survive.
+        assert!(scheduler_text("pid 12345 cpu 3").contains("pid 12345 cpu 3"));
+    }
 }
 
 /// Names for `enum scx_exit_kind` values.

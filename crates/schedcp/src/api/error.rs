@@ -15,6 +15,8 @@ pub enum Code {
     TooLarge,
     RateLimited,
     Busy,
+    /// The state directory's disk is below `api.min_free_mib`.
+    DiskLow,
     Setup,
     Internal,
 }
@@ -28,6 +30,7 @@ impl Code {
             Code::NotFound => 404,
             Code::TooLarge => 413,
             Code::RateLimited | Code::Busy => 429,
+            Code::DiskLow => 507,
             Code::Setup => 503,
             Code::Internal => 500,
         }
@@ -42,6 +45,7 @@ impl Code {
             Code::TooLarge => "too_large",
             Code::RateLimited => "rate_limited",
             Code::Busy => "busy",
+            Code::DiskLow => "disk_low",
             Code::Setup => "setup",
             Code::Internal => "internal",
         }
@@ -57,6 +61,7 @@ impl Code {
             Code::Forbidden => -32003,
             Code::RateLimited | Code::Busy => -32029,
             Code::Setup => -32004,
+            Code::DiskLow => -32005,
         }
     }
 }

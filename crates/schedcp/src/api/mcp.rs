@@ -103,6 +103,7 @@ impl ServerHandler for McpHandler {
         let token = self.token(&ctx);
         self.services
             .note(self.door, &self.peer, token.as_deref(), "tools/list")
+            .await
             .map_err(|e| refusal(&e))?;
         Ok(ListToolsResult::with_all_items(self.tools()))
     }

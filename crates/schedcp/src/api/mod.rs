@@ -8,6 +8,7 @@
 //! - [`services`]: the daemon state and the one call path (auth, rate limit,
 //!   scope, size, run, audit).
 //! - [`auth`]: scoped, hashed tokens; [`audit`]: the hash-chained log.
+//! - [`slots`], [`targets`]: caps and the target policy for root profilers.
 //! - [`mcp`], [`rest`] (+ [`openapi`]): the protocols; [`server`]: listeners.
 
 pub mod audit;
@@ -22,6 +23,8 @@ pub mod ops;
 pub mod rest;
 pub mod server;
 pub mod services;
+pub mod slots;
+pub mod targets;
 pub mod tools;
 
 pub use services::Services;

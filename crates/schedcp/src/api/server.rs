@@ -63,7 +63,21 @@ pub async fn serve(services: Arc<Services>, stop: CancellationToken) -> Result<(
             }
         });
     }
+    {
+        // Summaries of refusal floods are written when their window closes.
+        let (services, stop) = (services.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => services.flush_refusals(false).await,
+                }
+            }
+        });
+    }
     while tasks.join_next().await.is_some() {}
+    services.flush_refusals(true).await;
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
@@ -189,7 +203,10 @@ async fn require_token(
         Ok(Err(_)) => {
             let call = format!("{} /mcp", req.method());
             let peer = rest::peer(&addr);
-            match services.note("mcp-http", &peer, token.as_deref(), &call) {
+            match services
+                .note("mcp-http", &peer, token.as_deref(), &call)
+                .await
+            {
                 Err(e) => e.into_response(),
                 Ok(_) => next.run(req).await,
             }
@@ -284,7 +301,7 @@ async fn socket_session(
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     if let Err(why) = peer_allowed(&services, cred.uid(), cred.gid()) {
-        let _ = services.note("mcp-socket", &peer, None, "connect");
+        services.refuse_peer("mcp-socket", &peer, &why).await;
         write.write_all(format!("ERR {why}\n").as_bytes()).await?;
         return Ok(());
     }
@@ -303,10 +320,9 @@ async fn socket_session(
             return Ok(());
         }
     };
-    let who = {
-        let (s, t, p) = (services.clone(), token.clone(), peer.clone());
-        tokio::task::spawn_blocking(move || s.note("mcp-socket", &p, Some(&t), "connect")).await?
-    };
+    let who = services
+        .note("mcp-socket", &peer, Some(&token), "connect")
+        .await;
     if let Err(e) = who {
         write
             .write_all(format!("ERR {}\n", e.message).as_bytes())

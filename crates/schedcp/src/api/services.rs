@@ -1,6 +1,8 @@
 //! The daemon's state and the one path every call takes, whatever door it
-//! came through: authenticate → rate limit → scope → size → run (on a
-//! blocking thread: the services are synchronous) → audit.
+//! came through: authenticate → rate limit → scope → size → (for an action
+//! with effects, a `begun` entry) → run (on a blocking thread: the services
+//! are synchronous) → audit. Refusals are audited per peer, a few one by
+//! one and the rest summarised (`audit::Refusals`).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 
-use super::audit::{self, AuditLog, Record};
+use super::audit::{self, Auditor, Record, Refusals, Verdict};
 use super::auth::{self, TokenInfo};
 use super::error::{ApiError, Code};
 use super::jobs::{JobState, JobStatus, Jobs};
@@ -33,15 +35,31 @@ pub struct Services {
     ops: Vec<Op>,
     by_name: HashMap<&'static str, usize>,
     store: Mutex<Store>,
-    audit: Mutex<AuditLog>,
+    audit: Auditor,
+    refusals: Refusals,
+    /// When the free space was last looked at, and what it said.
+    disk: Mutex<(Option<Instant>, Option<String>)>,
     /// Open libraries (each holds a SQLite connection and, once used, the
     /// embedding model); taken for one call and put back.
     libraries: Mutex<Pool>,
     library_freed: std::sync::Condvar,
     pub jobs: Jobs,
+    /// Caps on root profilers and probes running at once.
+    pub slots: super::slots::Slots,
     limiter: DefaultKeyedRateLimiter<String>,
     /// The deploy controller, once the daemon started it.
     deployer: std::sync::OnceLock<Arc<crate::deploy::Deployer>>,
+}
+
+/// How long a peer's refusals are counted before they are summarised.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// A call that passed the door's checks.
+struct Admitted {
+    caller: TokenInfo,
+    op: &'static str,
+    args: Value,
+    wait_s: f64,
 }
 
 /// One call at a door.
@@ -57,18 +75,25 @@ pub struct Call<'a> {
 impl Services {
     pub fn open(cfg: Config) -> Result<Arc<Services>, Error> {
         let store = Store::open_in(&cfg.state_dir())?;
-        let audit = AuditLog::open(&audit::path(&cfg.state_dir()))?;
+        let audit = Auditor::start(
+            &audit::path(&cfg.state_dir()),
+            cfg.api.audit_segment_mib << 20,
+            Store::open_in(&cfg.state_dir())?,
+        )?;
         let ops = tools::all();
         let by_name = ops.iter().enumerate().map(|(i, o)| (o.name, i)).collect();
         let quota = Quota::per_second(NonZeroU32::new(cfg.api.rate_per_s.max(1)).expect("nonzero"))
             .allow_burst(NonZeroU32::new(cfg.api.rate_burst.max(1)).expect("nonzero"));
         Ok(Arc::new(Services {
-            jobs: Jobs::new(cfg.api.max_jobs),
+            jobs: Jobs::new(cfg.api.max_jobs, cfg.api.max_jobs_per_token),
             cfg,
             ops,
             by_name,
             store: Mutex::new(store),
-            audit: Mutex::new(audit),
+            audit,
+            refusals: Refusals::new(REFUSAL_WINDOW),
+            slots: Default::default(),
+            disk: Mutex::new((None, None)),
             libraries: Mutex::new(Pool::default()),
             library_freed: std::sync::Condvar::new(),
             limiter: RateLimiter::keyed(quota),
@@ -84,15 +109,10 @@ impl Services {
             if let Some(s) = weak.upgrade() {
                 let peer = id.map_or("node".to_string(), |i| format!("deployment #{i}"));
                 let call = format!("deploy.{event}");
-                let _ = s.audit(&Record {
-                    token: "-",
-                    door: "deploy",
-                    peer: &peer,
-                    call: &call,
-                    args: detail.as_bytes(),
-                    outcome: "ok",
-                    duration_ms: 0.0,
-                });
+                let r = Record::call("-", "deploy", &peer, &call, detail.as_bytes(), "ok");
+                if let Err(e) = s.audit.append(r) {
+                    tracing::error!("audit: {call}: {e}");
+                }
             }
         });
         let d = crate::deploy::Deployer::start(self.cfg.clone(), Some(sink))?;
@@ -165,61 +185,158 @@ impl Services {
             .map_err(|e| ApiError::new(Code::Unauthorized, e.to_string()))
     }
 
-    /// A call that is not an operation (e.g. `tools/list`, a refused HTTP
-    /// request): authenticate and audit it.
-    pub fn note(
-        &self,
+    /// A call that is not an operation (`tools/list`, a socket connect, a
+    /// refused HTTP request): authenticate it, and audit it as any call.
+    pub async fn note(
+        self: &Arc<Self>,
         door: &str,
         peer: &str,
         token: Option<&str>,
         call: &str,
     ) -> Result<TokenInfo, ApiError> {
         let t = Instant::now();
-        let who = self.authenticate(token);
-        let outcome = match &who {
-            Ok(_) => "ok",
-            Err(e) => e.code.as_str(),
-        };
-        let id = who.as_ref().map_or("-", |w| w.id.as_str()).to_string();
-        self.audit(&Record {
-            token: &id,
-            door,
-            peer,
-            call,
-            args: b"",
-            outcome,
-            duration_ms: t.elapsed().as_secs_f64() * 1e3,
-        })?;
+        let who = self.admit_token(door, peer, token).await.and_then(|w| {
+            self.limiter.check_key(&w.id).map(|_| w).map_err(|_| {
+                let mut e = ApiError::new(
+                    Code::RateLimited,
+                    format!(
+                        "token is over its rate limit ({} calls/s)",
+                        self.cfg.api.rate_per_s
+                    ),
+                );
+                e.retry_after_s = Some(1.0);
+                e
+            })
+        });
+        match &who {
+            Ok(w) => {
+                let r = Record::call(&w.id, door, peer, call, b"", "ok")
+                    .took(t.elapsed().as_secs_f64() * 1e3);
+                self.audit_async(r).await?;
+            }
+            Err(e) => self.refused(door, peer, "-", call, b"", e).await,
+        }
         who
     }
 
-    fn audit(&self, record: &Record<'_>) -> Result<(), ApiError> {
-        let mut store = self.store.lock().expect("store lock");
-        self.audit
-            .lock()
-            .expect("audit lock")
-            .append(&mut store, record)
-            .map(|_| ())
-            .map_err(|e| {
-                // Refuse to answer what cannot be audited.
-                tracing::error!("audit: {e}");
-                ApiError::new(
-                    Code::Internal,
-                    format!("the call could not be audited: {e}"),
-                )
-            })
+    /// A peer refused before any token is looked at (the socket's peer
+    /// check): audited like every refusal.
+    pub async fn refuse_peer(self: &Arc<Self>, door: &str, peer: &str, why: &str) {
+        let e = ApiError::new(Code::Forbidden, why);
+        self.refused(door, peer, "-", "connect", b"", &e).await;
     }
 
-    /// Check the audit log and read its last `n` entries, holding the same
-    /// locks as an append (store, then log) so no half-written entry is seen.
+    /// Authenticate, answering a peer that keeps failing with
+    /// `rate_limited` (and a retry time), and refusing unauthenticated work
+    /// when the disk is low.
+    async fn admit_token(
+        self: &Arc<Self>,
+        door: &str,
+        peer: &str,
+        token: Option<&str>,
+    ) -> Result<TokenInfo, ApiError> {
+        let who = {
+            let (s, t) = (self.clone(), token.map(str::to_string));
+            tokio::task::spawn_blocking(move || s.authenticate(t.as_deref()))
+                .await
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("authentication: {e}")))?
+        };
+        let Err(refusal) = who else { return who };
+        if let Some(why) = self.disk_low() {
+            return Err(ApiError::new(Code::DiskLow, why));
+        }
+        if let Some(wait) = self.refusals.auth_budget_spent(door, peer) {
+            let mut e = ApiError::new(
+                Code::RateLimited,
+                format!(
+                    "{} failed authentication too often; retry in {:.0} s ({})",
+                    audit::peer_key(peer),
+                    wait.as_secs_f64().ceil(),
+                    refusal.message
+                ),
+            );
+            e.retry_after_s = Some(wait.as_secs_f64().max(1.0));
+            return Err(e);
+        }
+        Err(refusal)
+    }
+
+    /// Audit a refusal: one entry while the peer's window allows it, else
+    /// counted into the window's summary. A refusal changes nothing, so one
+    /// that cannot be written is logged, not turned into another error.
+    async fn refused(
+        self: &Arc<Self>,
+        door: &str,
+        peer: &str,
+        token: &str,
+        call: &str,
+        args: &[u8],
+        e: &ApiError,
+    ) {
+        let outcome = e.code.as_str();
+        if self.refusals.note(door, peer, outcome, call) == Verdict::Counted
+            || self.disk_low().is_some()
+        {
+            return;
+        }
+        let r = Record::call(token, door, peer, call, args, outcome);
+        if let Err(err) = self.audit.append_async(r).await {
+            tracing::error!("audit: a refusal ({outcome}) could not be written: {err}");
+        }
+    }
+
+    /// Write the summaries of refusal windows that closed (all of them at
+    /// shutdown).
+    pub async fn flush_refusals(self: &Arc<Self>, all: bool) {
+        for r in self.refusals.drain(all) {
+            if let Err(e) = self.audit.append_async(r).await {
+                tracing::error!("audit: a refusal summary could not be written: {e}");
+            }
+        }
+    }
+
+    async fn audit_async(&self, r: Record) -> Result<audit::Entry, ApiError> {
+        self.audit.append_async(r).await.map_err(|e| {
+            ApiError::new(
+                Code::Internal,
+                format!("the call could not be audited: {e}"),
+            )
+        })
+    }
+
+    /// Why the state directory's disk is too full for unauthenticated
+    /// work, if it is (looked at most once a second).
+    fn disk_low(&self) -> Option<String> {
+        let min = self.cfg.api.min_free_mib;
+        if min == 0 {
+            return None;
+        }
+        let mut d = self.disk.lock().expect("disk lock");
+        if d.0.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return d.1.clone();
+        }
+        let dir = self.cfg.state_dir();
+        let low = nix::sys::statvfs::statvfs(&dir).ok().and_then(|v| {
+            let free = v.blocks_available() * v.fragment_size();
+            (free < min << 20).then(|| {
+                format!(
+                    "only {} MiB free on {} (api.min_free_mib is {min}): calls without a valid token are refused until space is freed",
+                    free >> 20,
+                    dir.display()
+                )
+            })
+        });
+        *d = (Some(Instant::now()), low.clone());
+        low
+    }
+
+    /// Check the audit log and read its last `n` entries (between two of
+    /// the writer's commits, so no half-written entry is seen).
     pub fn audit_report(
         &self,
         n: usize,
     ) -> Result<(audit::Verification, Vec<audit::Entry>), Error> {
-        let store = self.store.lock().expect("store lock");
-        let _log = self.audit.lock().expect("audit lock");
-        let path = audit::path(&self.cfg.state_dir());
-        Ok((audit::verify(&path, Some(&store))?, audit::tail(&path, n)?))
+        self.audit.report(n)
     }
 
     /// Every call goes through here. `progress` receives job updates while
@@ -231,36 +348,81 @@ impl Services {
     ) -> Result<Value, ApiError> {
         let t = Instant::now();
         let args_bytes = serde_json::to_vec(&call.args).unwrap_or_default();
-        let mut token_id = "-".to_string();
-        let result = self
-            .call_inner(&call, &args_bytes, &mut token_id, progress)
-            .await;
+        let admitted = match self.admit(&call, &args_bytes).await {
+            Ok(a) => a,
+            Err((token_id, e)) => {
+                self.refused(call.door, &call.peer, &token_id, call.op, &args_bytes, &e)
+                    .await;
+                return Err(e);
+            }
+        };
+        let (caller, name) = (admitted.caller.clone(), admitted.op);
+        let read_only = self.op(name).is_some_and(|o| o.read_only);
+        let record = |outcome: &str| {
+            Record::call(
+                &caller.id,
+                call.door,
+                &call.peer,
+                name,
+                &args_bytes,
+                outcome,
+            )
+        };
+        // An action with effects leaves its trace before it starts: a crash
+        // mid-action still shows it (`audit verify` lists it as open), and
+        // an end that cannot be written does not hide that it ran.
+        let begun = if read_only {
+            None
+        } else {
+            let e = self
+                .audit
+                .append_async(record("begun"))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        Code::Internal,
+                        format!("the call could not be audited, so nothing was done: {e}"),
+                    )
+                })?;
+            Some(e.seq)
+        };
+        let result = self.run(admitted, progress).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
         };
-        let record = Record {
-            token: &token_id,
-            door: call.door,
-            peer: &call.peer,
-            call: call.op,
-            args: &args_bytes,
-            outcome,
-            duration_ms: t.elapsed().as_secs_f64() * 1e3,
-        };
-        self.audit(&record)?;
-        result
+        let end = record(outcome)
+            .took(t.elapsed().as_secs_f64() * 1e3)
+            .ending(begun);
+        match (self.audit.append_async(end).await, begun) {
+            (Ok(_), _) => result,
+            (Err(e), Some(seq)) => {
+                // It happened; saying otherwise would invite a retry of
+                // an action that already took effect.
+                tracing::error!(
+                    "audit: the end of {name} (begun at seq {seq}) could not be written: {e}"
+                );
+                result
+            }
+            (Err(e), None) => Err(ApiError::new(
+                Code::Internal,
+                format!("the call could not be audited: {e}"),
+            )),
+        }
     }
 
-    async fn call_inner(
+    /// The door's checks, in order: token, rate, tool, scope, size. A
+    /// refusal comes back with the token id it was made under (`-` if none).
+    async fn admit(
         self: &Arc<Self>,
         call: &Call<'_>,
         args_bytes: &[u8],
-        token_id: &mut String,
-        progress: Option<tokio::sync::mpsc::UnboundedSender<JobStatus>>,
-    ) -> Result<Value, ApiError> {
-        let caller = self.authenticate(call.token.as_deref())?;
-        *token_id = caller.id.clone();
+    ) -> Result<Admitted, (String, ApiError)> {
+        let caller = self
+            .admit_token(call.door, &call.peer, call.token.as_deref())
+            .await
+            .map_err(|e| ("-".to_string(), e))?;
+        let refuse = |e: ApiError| (caller.id.clone(), e);
         if let Err(not_until) = self.limiter.check_key(&caller.id) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
@@ -276,19 +438,19 @@ impl Services {
                 ),
             );
             e.retry_after_s = Some(wait.as_secs_f64().max(0.01));
-            return Err(e);
+            return Err(refuse(e));
         }
         let op = self.op(call.op).ok_or_else(|| {
-            ApiError::new(
+            refuse(ApiError::new(
                 Code::NotFound,
                 format!(
                     "no tool '{}' (list them with tools/list or GET /v1/openapi.json)",
-                    call.op
+                    audit::bounded(call.op)
                 ),
-            )
+            ))
         })?;
         if !caller.allows(op.scope) {
-            return Err(ApiError::new(
+            return Err(refuse(ApiError::new(
                 Code::Forbidden,
                 format!(
                     "{} needs scope '{}'; token {} has {}",
@@ -302,17 +464,17 @@ impl Services {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            ));
+            )));
         }
         if args_bytes.len() > self.cfg.api.max_request_bytes {
-            return Err(ApiError::new(
+            return Err(refuse(ApiError::new(
                 Code::TooLarge,
                 format!(
                     "arguments are {} bytes; the limit is {} (api.max_request_bytes)",
                     args_bytes.len(),
                     self.cfg.api.max_request_bytes
                 ),
-            ));
+            )));
         }
         let mut args = call.args.clone();
         if args.is_null() {
@@ -330,15 +492,38 @@ impl Services {
                             ApiError::invalid("wait_seconds must be a number in 0..=3600")
                         })
                 })
-                .transpose()?
+                .transpose()
+                .map_err(refuse)?
                 .unwrap_or(0.0)
         } else {
             0.0
         };
+        Ok(Admitted {
+            caller,
+            op: op.name,
+            args,
+            wait_s,
+        })
+    }
+
+    /// Run an admitted call on a blocking thread (and wait for its job if
+    /// it asked to).
+    async fn run(
+        self: &Arc<Self>,
+        a: Admitted,
+        progress: Option<tokio::sync::mpsc::UnboundedSender<JobStatus>>,
+    ) -> Result<Value, ApiError> {
+        let Admitted {
+            caller,
+            op: name,
+            args,
+            wait_s,
+        } = a;
+        let owner = caller.id.clone();
+        let admin = caller.allows(super::auth::Scope::Admin);
         let services = self.clone();
-        let name = op.name;
         let out = tokio::task::spawn_blocking(move || {
-            let op = services.op(name).expect("looked up above");
+            let op = services.op(name).expect("admitted");
             let ctx = Ctx {
                 services: &services,
                 caller: &caller,
@@ -346,11 +531,22 @@ impl Services {
             (op.run)(&ctx, args)
         })
         .await
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("the call's thread failed: {e}")))??;
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("the call's thread failed: {e}")))?;
+        // Below the admin scope, what schedulers wrote (exit reasons and
+        // messages: a channel for leaked memory and injected instructions)
+        // is withheld; the kernel's exit kind and code remain.
+        let mut out = out.map_err(|mut e| {
+            if !admin {
+                e.message = withhold(&e.message);
+            }
+            e
+        })?;
+        if !admin {
+            withhold_in(&mut out);
+        }
         if wait_s > 0.0 {
             let status: JobStatus = serde_json::from_value(out)
                 .map_err(|e| ApiError::internal(anyhow::anyhow!("job status: {e}")))?;
-            let owner = token_id.clone();
             let done = self
                 .wait_job(
                     &owner,
@@ -359,7 +555,11 @@ impl Services {
                     progress,
                 )
                 .await?;
-            return serde_json::to_value(done).map_err(|e| ApiError::internal(e.into()));
+            let mut done = serde_json::to_value(done).map_err(|e| ApiError::internal(e.into()))?;
+            if !admin {
+                withhold_in(&mut done);
+            }
+            return Ok(done);
         }
         Ok(out)
     }
@@ -387,5 +587,19 @@ impl Services {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+fn withhold(s: &str) -> String {
+    schedcp_proto::report::withhold_scheduler_text(s).into_owned()
+}
+
+/// Withhold scheduler-written text in every string of `v`.
+fn withhold_in(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains(schedcp_proto::report::SCHEDULER_TEXT) => *s = withhold(s),
+        Value::Array(a) => a.iter_mut().for_each(withhold_in),
+        Value::Object(o) => o.values_mut().for_each(withhold_in),
+        _ => {}
     }
 }

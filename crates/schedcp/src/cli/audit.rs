@@ -16,8 +16,10 @@ use super::output::{Output, Report};
 #[command(after_help = "\
 Each entry holds the token id, door (mcp-http, mcp-socket, rest), peer, tool or
 endpoint, a SHA-256 of the arguments, the outcome and the duration, chained by
-hash to the one before; the store keeps the head, so an edited, inserted or
-deleted entry, or a cut-off end, is detected.
+hash to the one before, across sealed segments (audit.d/); the store keeps the
+head, so an edited, inserted or deleted entry or segment, or a cut-off end, is
+detected. Notes (not tampering): repairs after a crash or a full disk, with
+where the cut-short bytes went; actions that began and have no end recorded.
 Exit codes of verify: 0 intact, 1 tampered (each problem is printed).")]
 pub enum AuditCommand {
     /// Check every entry, the chain and the end of the log.
@@ -58,16 +60,25 @@ struct Checked {
 impl Report for Checked {
     fn render(&self) -> String {
         let v = &self.verification;
-        if v.ok {
-            return format!(
-                "audit log intact: {} entries ({})\n",
+        let mut s = if v.ok {
+            format!(
+                "audit log intact: {} entries in {} segment(s) ({})\n",
                 v.entries,
+                v.segments,
                 self.path.display()
-            );
+            )
+        } else {
+            let mut s = format!("audit log TAMPERED ({}):\n", self.path.display());
+            for p in &v.problems {
+                let _ = writeln!(s, "  {p}");
+            }
+            s
+        };
+        for n in &v.notes {
+            let _ = writeln!(s, "  note: {n}");
         }
-        let mut s = format!("audit log TAMPERED ({}):\n", self.path.display());
-        for p in &v.problems {
-            let _ = writeln!(s, "  {p}");
+        for a in &v.open_actions {
+            let _ = writeln!(s, "  began, no end recorded: {a}");
         }
         s
     }
@@ -103,17 +114,19 @@ mod tests {
                 entries: 3,
                 ok,
                 problems,
+                segments: 1,
+                ..Default::default()
             },
             path: PathBuf::from("/var/lib/schedcp/audit.log"),
         };
         let good = checked(true, Vec::new());
         assert_eq!(
             serde_json::to_value(&good).unwrap(),
-            serde_json::json!({ "entries": 3, "ok": true, "problems": [] })
+            serde_json::json!({ "entries": 3, "ok": true, "problems": [], "segments": 1, "notes": [], "open_actions": [] })
         );
         assert_eq!(
             good.render(),
-            "audit log intact: 3 entries (/var/lib/schedcp/audit.log)\n"
+            "audit log intact: 3 entries in 1 segment(s) (/var/lib/schedcp/audit.log)\n"
         );
         let bad = checked(false, vec!["entry 2: hash mismatch".into()]);
         assert_eq!(

@@ -52,13 +52,34 @@ pub struct ApiConfig {
     /// Sustained calls per second per token, and the burst above it.
     pub rate_per_s: u32,
     pub rate_burst: u32,
-    /// Jobs (verify runs) at once, over all tokens.
+    /// Work jobs (verify, tune, trials, benchmarks) at once, over all
+    /// tokens; a deploy has a slot of its own besides.
     pub max_jobs: usize,
+    /// Work jobs one token may run at once.
+    pub max_jobs_per_token: usize,
+    /// Profilers (perf, strace) and probes the API runs at once, each
+    /// kind; one at a time per token besides.
+    pub max_profilers: usize,
+    pub max_probes: usize,
+    /// API callers may profile or probe only processes of these uids
+    /// (empty: any uid) ...
+    pub observe_uids: Vec<u32>,
+    /// ... and only in cgroups whose path starts with one of these (empty:
+    /// any). pid 1, the daemon and everything it started are never targets.
+    pub observe_cgroups: Vec<String>,
     /// Largest request body (and MCP message) accepted, bytes.
     pub max_request_bytes: usize,
     /// Serve `/metrics` on the HTTP listener without a token (Prometheus
     /// scrapers often cannot send one). Off: an observe token is required.
     pub metrics_public: bool,
+    /// The audit log's current segment is sealed (kept, chained on) once it
+    /// reaches this size, MiB.
+    pub audit_segment_mib: u64,
+    /// Below this much free space on the state directory's filesystem, MiB,
+    /// calls without a valid token are refused (`disk_low`) and refusals are
+    /// only counted, so the disk left is kept for the audit log and the
+    /// deploy state. 0: never.
+    pub min_free_mib: u64,
 }
 
 impl ApiConfig {
@@ -69,8 +90,23 @@ impl ApiConfig {
         if !(1..=16).contains(&self.max_jobs) {
             bail!("api.max_jobs must be 1..=16");
         }
+        if !(1..=16).contains(&self.max_profilers) || !(1..=16).contains(&self.max_probes) {
+            bail!("api.max_profilers and api.max_probes must be 1..=16");
+        }
+        if let Some(c) = self.observe_cgroups.iter().find(|c| !c.starts_with('/')) {
+            bail!("api.observe_cgroups: '{c}' must be a cgroup path starting with /");
+        }
+        if !(1..=self.max_jobs).contains(&self.max_jobs_per_token) {
+            bail!(
+                "api.max_jobs_per_token must be 1..=api.max_jobs ({})",
+                self.max_jobs
+            );
+        }
         if !(4096..=64 << 20).contains(&self.max_request_bytes) {
             bail!("api.max_request_bytes must be 4 KiB..=64 MiB");
+        }
+        if !(1..=4096).contains(&self.audit_segment_mib) {
+            bail!("api.audit_segment_mib must be 1..=4096");
         }
         if let Some(h) = &self.http {
             let addr: std::net::SocketAddr = h
@@ -96,7 +132,14 @@ impl Default for ApiConfig {
             rate_per_s: 20,
             rate_burst: 40,
             max_jobs: 2,
+            max_jobs_per_token: 1,
+            max_profilers: 2,
+            max_probes: 2,
+            observe_uids: Vec::new(),
+            observe_cgroups: Vec::new(),
             max_request_bytes: 256 * 1024,
+            audit_segment_mib: 64,
+            min_free_mib: 64,
         }
     }
 }

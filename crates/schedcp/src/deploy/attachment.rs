@@ -131,16 +131,8 @@ impl Held {
         let problem = if died.is_some() {
             died
         } else if let Some(exit) = exit {
-            Some(format!(
-                "the scheduler exited: {} ({}){}",
-                exit.kind_name,
-                exit.reason,
-                if exit.message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", exit.message)
-                }
-            ))
+            // Scheduler-written text is untrusted: bounded, masked, marked.
+            Some(format!("the scheduler exited: {}", exit.describe()))
         } else if state != "enabled" {
             Some(format!(
                 "sched_ext state is '{state}', not 'enabled': the kernel ejected the scheduler (error exit or watchdog stall)"

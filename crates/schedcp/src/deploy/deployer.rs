@@ -149,20 +149,18 @@ impl Deployer {
         self.busy.load(Ordering::SeqCst)
     }
 
-    /// Roll the current deployment back to its last known-good.
+    /// Roll the current deployment back to its last known-good — at any
+    /// time: a canary in progress is pre-empted through the same rollback
+    /// path (its deploy answers "rolled back"), and a deploy still
+    /// measuring its baseline is cancelled before it changes anything. The
+    /// controller thread runs one command at a time, so nothing races.
     pub fn rollback(&self, reason: &str) -> Result<Deployment, Error> {
-        if self.busy.swap(true, Ordering::SeqCst) {
-            return Err(Error::Input(
-                "a deploy is in progress; a rollback now would race it — wait, or let its canary decide"
-                    .into(),
-            ));
-        }
         let (reply, rx) = mpsc::channel();
         let sent = self.tx.lock().expect("deploy tx").send(Command::Rollback {
             reason: reason.to_string(),
             reply,
         });
-        self.wait(sent.is_ok(), rx)
+        Self::answer(sent.is_ok(), rx)
     }
 
     fn wait(
@@ -170,7 +168,13 @@ impl Deployer {
         sent: bool,
         rx: Receiver<Result<Deployment, Error>>,
     ) -> Result<Deployment, Error> {
-        let out = if sent {
+        let out = Self::answer(sent, rx);
+        self.busy.store(false, Ordering::SeqCst);
+        out
+    }
+
+    fn answer(sent: bool, rx: Receiver<Result<Deployment, Error>>) -> Result<Deployment, Error> {
+        if sent {
             rx.recv().unwrap_or_else(|_| {
                 Err(Error::Internal(anyhow::anyhow!(
                     "the deploy controller stopped before answering"
@@ -180,9 +184,7 @@ impl Deployer {
             Err(Error::Internal(anyhow::anyhow!(
                 "the deploy controller is not running"
             )))
-        };
-        self.busy.store(false, Ordering::SeqCst);
-        out
+        }
     }
 
     pub fn status(&self) -> Result<Status, Error> {

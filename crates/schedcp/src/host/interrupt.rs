@@ -25,7 +25,35 @@ pub fn install() {
     }
 }
 
-/// Whether an interrupt arrived since [`install`].
+/// Whether an interrupt arrived since [`install`], or the API job this
+/// thread works for was cancelled.
 pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
+    REQUESTED.load(Ordering::SeqCst) || job_cancelled()
+}
+
+thread_local! {
+    /// The cancel flag of the API job this thread works for, if any.
+    static JOB: std::cell::RefCell<Option<std::sync::Arc<AtomicBool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Make `flag` this thread's job-cancel flag (a job's thread, or a helper
+/// thread it started: pass [`job_flag`] on).
+pub fn adopt(flag: Option<std::sync::Arc<AtomicBool>>) {
+    JOB.with(|j| *j.borrow_mut() = flag);
+}
+
+/// This thread's job-cancel flag, to hand to threads it starts.
+pub fn job_flag() -> Option<std::sync::Arc<AtomicBool>> {
+    JOB.with(|j| j.borrow().clone())
+}
+
+/// Whether the API job this thread works for was cancelled (`job_cancel`).
+/// The process supervisor kills what it runs when this turns true.
+pub fn job_cancelled() -> bool {
+    JOB.with(|j| {
+        j.borrow()
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    })
 }

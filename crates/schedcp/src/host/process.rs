@@ -136,13 +136,27 @@ impl Group {
     pub fn wait_until(&mut self, deadline: Instant, grace: Duration) -> Result<Option<ExitStatus>> {
         let pgid = self.pgid;
         let (exited_tx, exited_rx) = mpsc::channel::<()>();
+        let job = super::interrupt::job_flag();
         let watchdog = thread::spawn(move || {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !matches!(
-                exited_rx.recv_timeout(left),
-                Err(mpsc::RecvTimeoutError::Timeout)
-            ) {
-                return false;
+            // The deadline, or the API job this work is for cancelled
+            // (looked at every 100 ms).
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let slice = if job.is_some() {
+                    left.min(Duration::from_millis(100))
+                } else {
+                    left
+                };
+                match exited_rx.recv_timeout(slice) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return false,
+                }
+                let cancelled = job
+                    .as_ref()
+                    .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
+                if cancelled || Instant::now() >= deadline {
+                    break;
+                }
             }
             if !grace.is_zero() {
                 let _ = killpg(pgid, Signal::SIGINT);
@@ -179,7 +193,7 @@ impl Group {
         tick: &mut dyn FnMut() -> bool,
     ) -> Result<Option<ExitStatus>> {
         loop {
-            if !tick() {
+            if !tick() || super::interrupt::job_cancelled() {
                 self.reap()?;
                 return Ok(None);
             }

@@ -152,8 +152,8 @@ pub fn judge(
         if let Some(exit) = s.exit.as_ref().filter(|e| e.is_error()) {
             return Outcome::SchedulerError {
                 kind: exit.kind_name.clone(),
-                reason: exit.reason.clone(),
-                message: exit.message.clone(),
+                reason: schedcp_proto::report::scheduler_text(&exit.reason),
+                message: schedcp_proto::report::scheduler_text(&exit.message),
             };
         }
     }
@@ -238,10 +238,7 @@ impl LabReport {
                     s.push('\n');
                 }
                 if let Some(e) = &sch.exit {
-                    s.push_str(&format!(
-                        "exit       {} ({}) reason: {} {}\n",
-                        e.kind_name, e.source, e.reason, e.message
-                    ));
+                    s.push_str(&format!("exit       {} from {}\n", e.describe(), e.source));
                 }
                 if let Some(log) = &sch.verifier_log {
                     s.push_str("verifier log (trimmed):\n");

@@ -115,11 +115,14 @@ pub fn verify_all(
     std::fs::create_dir_all(&store)
         .map_err(|e| Error::Setup(format!("cannot create {}: {e}", store.display())))?;
     let queue = Mutex::new((0..subjects.len()).rev().collect::<Vec<_>>());
+    // An API job's cancel reaches the workers' VMs and compiles.
+    let cancel = crate::host::interrupt::job_flag();
     let mut all: Vec<(usize, Result<VerifyReport, Error>)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..jobs.clamp(1, subjects.len().max(1)))
             .map(|_| {
-                let (queue, store) = (&queue, &store);
+                let (queue, store, cancel) = (&queue, &store, cancel.clone());
                 s.spawn(move || {
+                    crate::host::interrupt::adopt(cancel);
                     let mut out = Vec::new();
                     while let Some(i) = queue.lock().expect("not poisoned").pop() {
                         out.push((i, verify_one(cfg, &subjects[i], opts, store, progress)));

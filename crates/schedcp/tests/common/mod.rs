@@ -316,7 +316,11 @@ impl Daemon {
 
     /// Start with `extra` appended to the `[api]` section.
     pub fn start(extra: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        Daemon::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Start in `dir` (its `state` directory may already be a mount).
+    pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Daemon {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -370,6 +374,27 @@ impl Daemon {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()
+    }
+
+    /// SIGTERM, and wait for it to stop (it must, within 20 s).
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the daemon did not stop within 20 s of SIGTERM");
+    }
+
+    /// Stop it cleanly and start it again on the same state.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Daemon::spawn(&self.config());
+        self.wait_up();
     }
 
     /// SIGKILL the daemon (no cleanup of its own), then start it again on

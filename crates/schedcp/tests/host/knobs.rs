@@ -679,6 +679,59 @@ fn a_daemon_killed_mid_canary_restores_the_knobs_at_restart() {
             .contains("stopped during the canary"),
         "{dep:#}"
     );
+    // The deploy call began and never ended: its trace is in the audit
+    // log, listed as an open action (issue 17, finding 3).
+    let v: Value = serde_json::from_slice(&d.cli(&["audit", "verify", "--json"]).stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert!(
+        v["open_actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().contains(" deploy by token")),
+        "{v:#}"
+    );
+    host.unchanged();
+}
+
+/// Issue 17, finding 7: an operator's rollback pre-empts a canary in
+/// progress (120 s here) through the one rollback path, at once.
+#[test]
+fn a_rollback_pre_empts_a_running_canary() {
+    let host = Host::hold();
+    let d = daemon();
+    let swap0 = read("vm.swappiness");
+    let swap1 = other("vm.swappiness", &swap0);
+    let mut apply = d.cli_spawn(&[
+        "knob",
+        "apply",
+        &format!("vm.swappiness={swap1}"),
+        "--canary",
+        "120",
+    ]);
+    common::wait_for(
+        "the canary to apply the knob",
+        Duration::from_secs(30),
+        || read("vm.swappiness") == swap1,
+    );
+    let t = std::time::Instant::now();
+    let out = d.cli(&["deploy", "rollback", "--reason", "operator stop", "--json"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let took = t.elapsed();
+    assert_eq!(read("vm.swappiness"), swap0, "restored by the rollback");
+    let rolled: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rolled["state"], "rolled_back", "{rolled:#}");
+    assert!(
+        rolled["reason"]
+            .as_str()
+            .unwrap()
+            .contains("manual rollback: operator stop"),
+        "{rolled:#}"
+    );
+    // The deploy that was waiting for its canary answers too.
+    let st = apply.wait().unwrap();
+    assert!(!st.success(), "the pre-empted deploy reports its rollback");
+    assert!(took < Duration::from_secs(30), "the rollback took {took:?}");
     host.unchanged();
 }
 

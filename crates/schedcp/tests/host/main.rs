@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api_hardening;
 mod deploy_readmit;
 mod deploy_workload;
 mod knobs;

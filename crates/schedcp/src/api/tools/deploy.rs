@@ -42,6 +42,9 @@ fn deploy(ctx: &Ctx<'_>, i: DeployInput) -> Result<JobStatus, ApiError> {
     deploy_job(ctx, &req, "deploy")
 }
 
+/// Canaries longer than this need an admin token.
+pub const LONG_CANARY_S: u64 = 3600;
+
 /// Admit `req` (refusals — token, object, kernel, knobs — answer the call
 /// itself, not the job), then run it as a job titled `what <change>`.
 pub(super) fn deploy_job(
@@ -49,6 +52,15 @@ pub(super) fn deploy_job(
     req: &DeployRequest,
     what: &str,
 ) -> Result<JobStatus, ApiError> {
+    let canary_s = req.canary_s.unwrap_or(ctx.services.cfg.deploy.canary_s);
+    if canary_s > LONG_CANARY_S && !ctx.caller.allows(Scope::Admin) {
+        return Err(ApiError::new(
+            crate::api::error::Code::Forbidden,
+            format!(
+                "a canary of {canary_s} s is longer than {LONG_CANARY_S} s and needs the admin scope (a long canary holds the node; an operator ends it with deploy_rollback)"
+            ),
+        ));
+    }
     let deployer = ctx.services.deployer()?;
     let prepared = deployer.admit(req)?;
     if deployer.is_busy() {
@@ -58,13 +70,16 @@ pub(super) fn deploy_job(
         ));
     }
     let title = format!("{what} {}", prepared.label());
-    ctx.services
-        .jobs
-        .spawn(&ctx.caller.id, title, move |progress| {
+    ctx.services.jobs.spawn(
+        &ctx.caller.id,
+        title,
+        crate::api::jobs::JobKind::Deploy,
+        move |progress| {
             let p = progress.clone();
             let d = deployer.execute(prepared, Box::new(move |m| p.say(m)))?;
             serde_json::to_value(d).map_err(|e| ApiError::internal(e.into()))
-        })
+        },
+    )
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -128,7 +143,7 @@ pub fn ops() -> Vec<Op> {
            "Past deployments (state, reason, KPI baseline and windows, timings) and every deploy event (canary started, active, breach, rollback, restore), newest first.",
            history),
         op("deploy_rollback", Scope::Deploy, Method::Post, "/deploy/rollback", false,
-           "Roll the current deployment back to its last known-good (or the kernel default) now.",
+           "Roll the current deployment back to its last known-good (or the kernel default) now — also during a canary, which it ends (the deploy answers rolled_back); a deploy still measuring its baseline is cancelled before it changes anything.",
            rollback),
     ]
 }

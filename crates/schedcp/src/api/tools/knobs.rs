@@ -160,10 +160,11 @@ fn knob_trial(ctx: &Ctx<'_>, i: TrialInput) -> Result<JobStatus, ApiError> {
     if trial::choose_place(&req, place)? == trial::Place::Lab {
         let (writes, spec) = trial::admit_lab(&req)?;
         let title = format!("knob trial in the lab VM ({} runs a side)", req.runs);
-        return ctx
-            .services
-            .jobs
-            .spawn(&ctx.caller.id, title, move |progress| {
+        return ctx.services.jobs.spawn(
+            &ctx.caller.id,
+            title,
+            crate::api::jobs::JobKind::Work,
+            move |progress| {
                 let mut n = 0;
                 let r = trial::run_lab(&cfg, writes, spec, &req, &mut |p| {
                     if let crate::lab::Progress::Guest(schedcp_proto::report::GuestMessage::Run {
@@ -175,7 +176,8 @@ fn knob_trial(ctx: &Ctx<'_>, i: TrialInput) -> Result<JobStatus, ApiError> {
                     }
                 })?;
                 serde_json::to_value(r).map_err(|e| ApiError::internal(e.into()))
-            });
+            },
+        );
     }
     // Refusals answer the call itself, before a job exists.
     let (plan, workload) = trial::admit(&cfg, &req)?;
@@ -186,9 +188,11 @@ fn knob_trial(ctx: &Ctx<'_>, i: TrialInput) -> Result<JobStatus, ApiError> {
         ));
     }
     let title = format!("knob trial {}", plan.describe());
-    ctx.services
-        .jobs
-        .spawn(&ctx.caller.id, title, move |progress| {
+    ctx.services.jobs.spawn(
+        &ctx.caller.id,
+        title,
+        crate::api::jobs::JobKind::Work,
+        move |progress| {
             let on = |n: usize, of: usize, side: Side, r: Result<f64, &str>| {
                 let who = if side == Side::Baseline {
                     "current"
@@ -202,7 +206,8 @@ fn knob_trial(ctx: &Ctx<'_>, i: TrialInput) -> Result<JobStatus, ApiError> {
             };
             let r = trial::run_host(&cfg, plan, &workload, &req, &on)?;
             serde_json::to_value(r).map_err(|e| ApiError::internal(e.into()))
-        })
+        },
+    )
 }
 
 pub fn ops() -> Vec<Op> {

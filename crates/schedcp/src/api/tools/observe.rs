@@ -184,6 +184,15 @@ fn observe_probe(ctx: &Ctx<'_>, i: ProbeInput) -> Result<ProbeReport, ApiError> 
         top,
         cost: false,
     };
+    if let Some(pid) = req.filter.pid {
+        crate::api::targets::check(&ctx.services.cfg.api, pid)?;
+    }
+    let _slot = ctx.services.slots.take(
+        "probe",
+        &ctx.caller.id,
+        ctx.services.cfg.api.max_probes,
+        i.duration_s as f64,
+    )?;
     let max = ctx.services.cfg.observe.probe_max_duration_s;
     Ok(probes::run(&req, max, &AtomicBool::new(false))?)
 }
@@ -207,6 +216,13 @@ fn observe_profile(ctx: &Ctx<'_>, i: ProfileInput) -> Result<ProfileReport, ApiE
             "duration_s must be 1..={MAX_API_WINDOW_S}"
         )));
     }
+    crate::api::targets::check(&ctx.services.cfg.api, i.pid)?;
+    let _slot = ctx.services.slots.take(
+        "profiler",
+        &ctx.caller.id,
+        ctx.services.cfg.api.max_profilers,
+        i.duration_s as f64,
+    )?;
     let req = ProfileRequest::new(
         i.tool,
         Target::Pid(i.pid),
@@ -259,9 +275,11 @@ fn observe_benchmark(ctx: &Ctx<'_>, i: BenchmarkInput) -> Result<JobStatus, ApiE
     req.baseline = i.baseline;
     req.signature = i.signature.unwrap_or(false);
     let title = format!("benchmark {} x{runs}", i.profile);
-    ctx.services
-        .jobs
-        .spawn(&ctx.caller.id, title, move |progress| {
+    ctx.services.jobs.spawn(
+        &ctx.caller.id,
+        title,
+        crate::api::jobs::JobKind::Work,
+        move |progress| {
             let mut store = Store::open_in(&cfg.state_dir())?;
             let lab = crate::lab::Lab::new(cfg.clone());
             let report = benchmark::run_benchmark(&mut store, Some(&lab), &req, &mut |p| {
@@ -270,7 +288,8 @@ fn observe_benchmark(ctx: &Ctx<'_>, i: BenchmarkInput) -> Result<JobStatus, ApiE
                 }
             })?;
             serde_json::to_value(report).map_err(|e| ApiError::internal(e.into()))
-        })
+        },
+    )
 }
 
 pub fn ops() -> Vec<Op> {
@@ -288,7 +307,7 @@ pub fn ops() -> Vec<Op> {
            "Attach one of schedcp's eBPF probes to this machine's scheduler for up to 30 s: runqlat (run-queue latency histogram), cputime (on-CPU time per task) or schedevents (switches, wakeups, migrations per task), optionally for one pid or task name. Aggregated in the kernel; detached afterwards.",
            observe_probe),
         op("observe_profile", Scope::Observe, Method::Post, "/observe/profile", true,
-           "Profile a running process for up to 30 s with perf stat, perf sched or strace -c, in a sandbox; returns a bounded summary.",
+           "Profile a running process for up to 30 s with perf stat, perf sched or strace -c, in a sandbox; returns a bounded summary. strace-summary attaches with ptrace (it stops the target at each syscall), and is part of the observe scope. Never pid 1, the daemon or anything it started; the operator may limit targets to uids (api.observe_uids) and cgroups (api.observe_cgroups). A few run at once (api.max_profilers), one per token: otherwise busy with a retry time.",
            observe_profile),
         op("workload_profiles", Scope::Observe, Method::Get, "/observe/profiles", true,
            "The registered workload profiles: what to run and which metric judges a scheduler on it (targets of observe_benchmark).",

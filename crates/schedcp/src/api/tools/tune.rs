@@ -196,9 +196,11 @@ fn tune(ctx: &Ctx<'_>, i: TuneInput) -> Result<JobStatus, ApiError> {
         "tune {} (at most {} trials, {} s)",
         req.workload, req.budget.trials, req.budget.seconds
     );
-    ctx.services
-        .jobs
-        .spawn(&ctx.caller.id, title, move |progress| {
+    ctx.services.jobs.spawn(
+        &ctx.caller.id,
+        title,
+        crate::api::jobs::JobKind::Work,
+        move |progress| {
             let on = |e: Event<'_>| match e {
                 Event::Note(m) => progress.say(m),
                 Event::Signature(s) => progress.say(&format!("signature: {}", s.describe())),
@@ -211,7 +213,8 @@ fn tune(ctx: &Ctx<'_>, i: TuneInput) -> Result<JobStatus, ApiError> {
             };
             let r = engine::run(&cfg, &req, None, &on)?;
             serde_json::to_value(r).map_err(|e| ApiError::internal(e.into()))
-        })
+        },
+    )
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]

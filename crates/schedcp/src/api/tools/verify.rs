@@ -105,9 +105,11 @@ fn submit(ctx: &Ctx<'_>, i: SubmitInput) -> Result<JobStatus, ApiError> {
     opts.validate()?;
     let subject = service::subject(&cfg, &i.policy)?;
     let title = format!("verify {}", subject.label);
-    ctx.services
-        .jobs
-        .spawn(&ctx.caller.id, title, move |progress| {
+    ctx.services.jobs.spawn(
+        &ctx.caller.id,
+        title,
+        crate::api::jobs::JobKind::Work,
+        move |progress| {
             let results =
                 service::verify_all(&cfg, std::slice::from_ref(&subject), &opts, 1, &|_, m| {
                     progress.say(m)
@@ -126,7 +128,8 @@ fn submit(ctx: &Ctx<'_>, i: SubmitInput) -> Result<JobStatus, ApiError> {
                 .filter(|k| k.report_sha256 == report.digest())
                 .map(|k| k.id);
             serde_json::to_value(outcome(&report, id)).map_err(|e| ApiError::internal(e.into()))
-        })
+        },
+    )
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -142,6 +145,27 @@ pub struct JobInput {
 fn job_status(ctx: &Ctx<'_>, i: JobInput) -> Result<JobStatus, ApiError> {
     let admin = ctx.caller.allows(Scope::Admin);
     ctx.services.jobs.status(&ctx.caller.id, &i.id, admin)
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelInput {
+    /// The job's id.
+    pub id: String,
+}
+
+/// Stop a job: what it runs is killed; a deploy job is rolled back through
+/// the deploy service's one rollback path (its canary pre-empted).
+fn job_cancel(ctx: &Ctx<'_>, i: CancelInput) -> Result<JobStatus, ApiError> {
+    let admin = ctx.caller.allows(Scope::Admin);
+    let (kind, status) = ctx.services.jobs.cancel(&ctx.caller.id, &i.id, admin)?;
+    if kind == crate::api::jobs::JobKind::Deploy {
+        let why = format!("job {} cancelled by token {}", status.id, ctx.caller.id);
+        if let Err(e) = ctx.services.deployer()?.rollback(&why) {
+            tracing::warn!("job_cancel: {why}: {e}");
+        }
+    }
+    Ok(status)
 }
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
@@ -252,6 +276,9 @@ pub fn ops() -> Vec<Op> {
         op("job_status", Scope::Observe, Method::Get, "/jobs", true,
            "Status of a job (verify_submit): state, latest progress message, and the result when it succeeded. wait_seconds waits for the end with progress notifications.",
            job_status).as_job(),
+        op("job_cancel", Scope::Observe, Method::Post, "/jobs/cancel", false,
+           "Cancel one of your jobs (an admin token: any job). What it runs — lab VMs, compiles, workloads — is killed and it ends as cancelled; a deploy job is rolled back at once (its canary pre-empted).",
+           job_cancel),
         op("verify_report", Scope::Observe, Method::Get, "/verify/report", true,
            "The latest kept verification report of a policy version: every stage's verdict, time and reasons; with `stage`, that stage's full evidence (compiler diagnostics, verifier log, lab runs, statistics).",
            report),

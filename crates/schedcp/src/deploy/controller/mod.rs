@@ -284,10 +284,22 @@ impl Controller {
                 self.start_window_if_due();
             }
             Command::Rollback { reason, reply } => {
+                let why = format!("manual rollback: {reason}");
+                // A deploy still measuring its baseline has changed nothing:
+                // stop it. One in its canary is the current deployment, and
+                // the one rollback path below ends it and answers it.
+                if self.inflight.as_ref().is_some_and(|i| i.id.is_none()) {
+                    let inf = self.inflight.take().expect("checked above");
+                    self.measuring = None;
+                    let note = format!("{} cancelled before anything changed: {why}", inf.label);
+                    (inf.progress)(&note);
+                    let _ = inf.reply.send(Err(Error::Input(note.clone())));
+                    self.event(None, "cancelled", &note);
+                }
                 let out = match record::current(&self.store) {
                     Ok(Some(d)) => {
                         let t = Instant::now();
-                        self.roll_back(&d, &format!("manual rollback: {reason}"), t, None);
+                        self.roll_back(&d, &why, t, None);
                         record::get(&self.store, d.id).and_then(|o| {
                             o.ok_or_else(|| Error::Internal(anyhow::anyhow!("deployment vanished")))
                         })

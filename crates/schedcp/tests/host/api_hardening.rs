@@ -1,0 +1,443 @@
+//! Issue 17, findings 1 and 3: the audit log against a flood of refused
+//! callers, a store another process keeps busy, and a full disk — with a
+//! real daemon, real HTTP and socket clients, and a real tmpfs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::Daemon;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// A REST call: status, JSON body (or null), Retry-After.
+fn rest(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value, Option<String>) {
+    let url = format!("{}/v1{path}", d.url());
+    let a = agent();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let r = match method {
+        "GET" => {
+            let mut req = a.get(&url);
+            if let Some(h) = &auth {
+                req = req.header("Authorization", h);
+            }
+            req.call()
+        }
+        _ => {
+            let mut req = a.post(&url).header("Content-Type", "application/json");
+            if let Some(h) = &auth {
+                req = req.header("Authorization", h);
+            }
+            req.send(body.unwrap_or(json!({})).to_string())
+        }
+    };
+    let mut r = r.expect("the daemon answers");
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        retry,
+    )
+}
+
+fn audit_lines(d: &Daemon) -> Vec<String> {
+    let p = d.dir.path().join("state/audit.log");
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn verify(d: &Daemon) -> (Option<i32>, Value) {
+    let out = d.cli(&["audit", "verify", "--json"]);
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+    )
+}
+
+/// MCP over the daemon's socket, by hand: handshake, initialize, one call.
+fn socket_call(socket: &Path, token: &str, tool: &str) -> String {
+    let s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    writeln!(w, "SCHEDCP-MCP/1 {token}").unwrap();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "OK", "handshake: {line}");
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}});
+    writeln!(w, "{init}").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    writeln!(
+        w,
+        "{}",
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"})
+    )
+    .unwrap();
+    let call =
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":tool,"arguments":{}}});
+    writeln!(w, "{call}").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    line
+}
+
+/// Finding 1: refusals before authentication are written a few times per
+/// peer and summarised; a peer that keeps failing is slowed, not a good
+/// token from the same address; refused socket users are counted the same
+/// way; an unknown tool's name is bounded in the answer and the log.
+#[test]
+fn refused_callers_cannot_flood_the_audit_log() {
+    let mut d = Daemon::start("");
+    let good = d.token("good", "observe");
+    let before = audit_lines(&d).len();
+
+    // 300 requests with a wrong token from one address.
+    let mut unauthorized = 0;
+    let mut slowed = 0;
+    for _ in 0..300 {
+        let (status, body, retry) = rest(&d, "GET", "/system", Some("scp_000000000000_00"), None);
+        match status {
+            401 => unauthorized += 1,
+            429 => {
+                slowed += 1;
+                assert!(retry.is_some(), "429 without Retry-After: {body}");
+                assert!(
+                    body["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("failed authentication too often"),
+                    "{body}"
+                );
+            }
+            s => panic!("unexpected {s}: {body}"),
+        }
+    }
+    assert!(
+        unauthorized >= 5 && slowed > 0,
+        "401s {unauthorized}, 429s {slowed}"
+    );
+    let added = audit_lines(&d).len() - before;
+    assert!(
+        added <= 10,
+        "300 refused requests added {added} audit entries (expected a few and a summary later)"
+    );
+    // A good token from the same address is not slowed.
+    let (status, body, _) = rest(&d, "GET", "/system", Some(&good), None);
+    assert_eq!(status, 200, "{body}");
+
+    // 100 connects by a uid that may not use the socket.
+    std::fs::set_permissions(
+        d.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let before = audit_lines(&d).len();
+    let script = format!(
+        "import socket\nfor _ in range(100):\n    s=socket.socket(socket.AF_UNIX)\n    s.connect({:?})\n    s.recv(4096)\n    s.close()\n",
+        d.socket().display().to_string()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added = audit_lines(&d).len() - before;
+    assert!(
+        (1..=6).contains(&added),
+        "100 refused socket connects added {added} audit entries"
+    );
+
+    // A 3 MB tool name: bounded in the answer and in the log.
+    let huge = "x".repeat(3 << 20);
+    let answer = socket_call(&d.socket(), &good, &huge);
+    assert!(
+        answer.contains("no tool"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert!(
+        answer.len() < 4096,
+        "the answer echoes the name: {} bytes",
+        answer.len()
+    );
+    let longest = audit_lines(&d).iter().map(String::len).max().unwrap();
+    assert!(longest < 4096, "an audit line of {longest} bytes");
+
+    // At shutdown the summaries are written, and the chain verifies.
+    d.stop();
+    let summaries: Vec<Value> = audit_lines(&d)
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["call"] == "audit.refusals")
+        .collect();
+    let text = serde_json::to_string(&summaries).unwrap();
+    assert!(
+        text.contains("more 'unauthorized' refusals for 127.0.0.1"),
+        "{text}"
+    );
+    assert!(text.contains("refusals for uid=65534"), "{text}");
+    let (code, v) = verify(&d);
+    assert_eq!(code, Some(0), "{v}");
+}
+
+/// Finding 3a: another process holds the store's write lock longer than
+/// SQLite waits (10 s). Calls still answer, their entries are durable, the
+/// head catches up afterwards, and no sequence number is used twice.
+#[test]
+fn a_busy_store_does_not_fork_the_audit_chain() {
+    let d = Daemon::start("");
+    let token = d.token("busy", "observe");
+    assert_eq!(rest(&d, "GET", "/system", Some(&token), None).0, 200);
+    let db = rusqlite::Connection::open(d.dir.path().join("state/schedcp.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let held = Instant::now();
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (status, body, _) = rest(&d, "GET", "/system", Some(&token), None);
+        answered.push((status, t.elapsed().as_secs_f64(), body["message"].clone()));
+    }
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(held.elapsed()));
+    db.execute_batch("COMMIT").unwrap();
+    assert!(
+        answered.iter().all(|(s, _, _)| *s == 200),
+        "calls while the store was busy: {answered:?}"
+    );
+    assert_eq!(rest(&d, "GET", "/system", Some(&token), None).0, 200);
+    let (code, v) = verify(&d);
+    assert_eq!(code, Some(0), "the chain forked: {v}");
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs at {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fill the filesystem of `dir` to the last byte.
+fn fill(dir: &Path) -> PathBuf {
+    let p = dir.join("filler");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    let mut size = chunk.len();
+    while size > 0 {
+        match f.write(&chunk[..size]) {
+            Ok(0) | Err(_) => size /= 2,
+            Ok(_) => {}
+        }
+    }
+    p
+}
+
+/// Findings 3b and 3c, and the disk-full test of finding 9: with the state
+/// directory on a full 12 MiB tmpfs, calls fail with a clear error, an
+/// action with effects is refused before it runs, unauthenticated callers
+/// are told the disk is low; once space is freed the daemon answers again,
+/// restarts cleanly, and the store and the chain check out.
+#[test]
+fn a_full_disk_gives_clear_errors_and_the_daemon_restarts_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let _tmpfs = Tmpfs::mount(&state, "12m");
+    let mut d = Daemon::start_in(dir, "min_free_mib = 1");
+    let token = d.token("full", "observe,deploy");
+    assert_eq!(rest(&d, "GET", "/system", Some(&token), None).0, 200);
+    let filler = fill(&state);
+
+    let mut errors = Vec::new();
+    // Within the token's burst (40): the refusals here are the disk's.
+    for _ in 0..24 {
+        let (status, body, _) = rest(&d, "GET", "/system", Some(&token), None);
+        if status != 200 {
+            errors.push((status, body["message"].as_str().unwrap_or("").to_string()));
+        }
+    }
+    assert!(!errors.is_empty(), "a full disk never failed a call");
+    for (status, m) in &errors {
+        assert_eq!(*status, 500);
+        assert!(
+            m.contains("could not be audited") && m.contains("No space left on device"),
+            "{m}"
+        );
+    }
+    // An action with effects is refused before it runs.
+    let (status, body, _) = rest(
+        &d,
+        "POST",
+        "/deploy/rollback",
+        Some(&token),
+        Some(json!({"reason": "disk full test"})),
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was done"),
+        "{body}"
+    );
+    // No valid token: told why, and nothing written.
+    let (status, body, _) = rest(&d, "GET", "/system", None, None);
+    assert_eq!(status, 507, "{body}");
+    assert_eq!(body["code"], "disk_low", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("api.min_free_mib"),
+        "{body}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let (status, body, _) = rest(&d, "GET", "/system", Some(&token), None);
+    assert_eq!(status, 200, "{body}");
+    d.restart();
+    assert_eq!(rest(&d, "GET", "/system", Some(&token), None).0, 200);
+    let (code, v) = verify(&d);
+    assert_eq!(code, Some(0), "{v}");
+    let db = rusqlite::Connection::open(state.join("schedcp.db")).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
+/// Finding 2: root profilers from the observe scope are capped (one at a
+/// time per token, `api.max_profilers` in all) and never pointed at pid 1,
+/// the daemon, or — when the operator says so — other uids.
+#[test]
+fn observe_profilers_are_capped_and_targets_policed() {
+    let d = Daemon::start("max_profilers = 2");
+    let tokens: Vec<String> = (0..3)
+        .map(|i| d.token(&format!("obs{i}"), "observe"))
+        .collect();
+    let mut target = std::process::Command::new("sleep")
+        .arg("120")
+        .uid(65534)
+        .gid(65534)
+        .spawn()
+        .unwrap();
+    let pid = target.id();
+    let profile = |token: &str, pid: u32| {
+        rest(
+            &d,
+            "POST",
+            "/observe/profile",
+            Some(token),
+            Some(json!({"tool": "perf-stat", "pid": pid, "duration_s": 4})),
+        )
+    };
+    // Same token twice, and a third token while two run: busy, with a retry time.
+    let outcomes: Vec<(u16, Value, Option<String>)> = std::thread::scope(|s| {
+        let calls: Vec<_> = [&tokens[0], &tokens[0], &tokens[1], &tokens[2]]
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let profile = &profile;
+                s.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300 * i as u64));
+                    profile(t, pid)
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let statuses: Vec<u16> = outcomes.iter().map(|o| o.0).collect();
+    assert_eq!(statuses, [200, 429, 200, 429], "{outcomes:?}");
+    assert!(outcomes[1].1["message"]
+        .as_str()
+        .unwrap()
+        .contains("one at a time per token"));
+    assert!(outcomes[3].1["message"]
+        .as_str()
+        .unwrap()
+        .contains("the limit is 2"));
+    assert!(outcomes[3].2.is_some(), "busy without Retry-After");
+    // Targets: pid 1, the daemon itself.
+    let (status, body, _) = profile(&tokens[0], 1);
+    assert_eq!(status, 403, "{body}");
+    let (status, body, _) = profile(&tokens[0], d.child.id());
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("own daemon"),
+        "{body}"
+    );
+    drop(d);
+    // Only root's processes may be profiled: the uid-65534 one is refused.
+    let d = Daemon::start("observe_uids = [0]");
+    let t = d.token("obs", "observe");
+    let (status, body, _) = rest(
+        &d,
+        "POST",
+        "/observe/profile",
+        Some(&t),
+        Some(json!({"tool": "strace-summary", "pid": pid, "duration_s": 1})),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("api.observe_uids"),
+        "{body}"
+    );
+    let _ = target.kill();
+    let _ = target.wait();
+}
