@@ -16,6 +16,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod jobs;
+pub mod line_limit;
 pub mod mcp;
 pub mod metrics;
 pub mod openapi;

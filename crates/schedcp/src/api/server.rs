@@ -215,10 +215,36 @@ async fn require_token(
     }
 }
 
+/// The socket's directory must be ours and writable by no one else: in a
+/// directory another user can write, they could swap the socket for a
+/// symlink between bind and chmod, or plant their own.
+fn check_socket_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(dir)
+        .map_err(|e| Error::Setup(format!("cannot inspect {}: {e}", dir.display())))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !m.is_dir() {
+        return Err(Error::Setup(format!(
+            "the socket directory {} is not a directory (a symlink?); point api.socket elsewhere",
+            dir.display()
+        )));
+    }
+    if m.uid() != me || m.mode() & 0o022 != 0 {
+        return Err(Error::Setup(format!(
+            "the socket directory {} is owned by uid {} with mode {:o}; it must be owned by uid {me} and writable by no one else (chown/chmod it, or point api.socket elsewhere)",
+            dir.display(),
+            m.uid(),
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 fn bind_socket(path: &Path) -> Result<UnixListener, Error> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Setup(format!("cannot create {}: {e}", dir.display())))?;
+        check_socket_dir(dir)?;
     }
     if path.exists() {
         // A socket nobody answers on is left over from a crash.
@@ -234,8 +260,12 @@ fn bind_socket(path: &Path) -> Result<UnixListener, Error> {
     let l = UnixListener::bind(path)
         .map_err(|e| Error::Setup(format!("cannot listen on {}: {e}", path.display())))?;
     // Anyone may connect; the peer-credential check and the token decide.
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+    // The directory is ours alone (checked above), and the path is still
+    // the socket we bound: never follow a symlink here.
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+    }
     Ok(l)
 }
 
@@ -330,7 +360,9 @@ async fn socket_session(
         return Ok(());
     }
     write.write_all(b"OK\n").await?;
+    let max_line = services.cfg.api.max_request_bytes + MCP_ENVELOPE_BYTES;
     let handler = McpHandler::new(services, "mcp-socket", peer, Some(token));
+    let reader = super::line_limit::LineLimited::new(reader, max_line);
     let running = handler
         .serve_with_ct((reader, write), stop.child_token())
         .await?;
@@ -339,3 +371,28 @@ async fn socket_session(
 }
 
 use tokio::io::AsyncReadExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_socket_directory_others_can_write_or_a_symlink_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let ours = t.path().join("ours");
+        std::fs::create_dir(&ours).unwrap();
+        std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o755)).unwrap();
+        check_socket_dir(&ours).unwrap();
+        std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_socket_dir(&ours).unwrap_err().to_string();
+        assert!(e.contains("writable by no one else"), "{e}");
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink("/tmp", &link).unwrap();
+        let e = check_socket_dir(&link).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        // bind_socket refuses it before binding anything.
+        assert!(bind_socket(&ours.join("s.sock")).is_err());
+        assert!(!ours.join("s.sock").exists());
+    }
+}

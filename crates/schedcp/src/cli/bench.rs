@@ -56,6 +56,22 @@ pub enum BenchCommand {
     ///   schedcp bench api --clients 1,8,32 --calls 256 --json
     #[command(verbatim_doc_comment)]
     Api(ApiArgs),
+    /// The daemon under load and under a flood of refused requests.
+    ///
+    /// Starts the daemon in this process on a private socket, loopback HTTP
+    /// port and state directory. N clients — half MCP sessions over the
+    /// socket, half REST over HTTP — each make M mixed read-only calls
+    /// (system_info, knob_list, workload_profiles, deploy_history); every
+    /// error is counted and p50/p99 reported per door. Then one caller's
+    /// system_info latency alone and while N clients flood the doors with
+    /// wrong-token requests, and how many audit entries the flood added.
+    /// The audit chain is verified at the end. Exit 1 on any error.
+    ///
+    /// Examples:
+    ///   schedcp bench load
+    ///   schedcp bench load --clients 32 --calls 1000 --json
+    #[command(verbatim_doc_comment)]
+    Load(LoadArgs),
     /// What a deploy canary costs the workload it watches.
     ///
     /// Runs a lab workload on this host N times bare and N times inside a
@@ -122,6 +138,16 @@ pub struct ApiArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Concurrent clients (half on the socket, half on HTTP).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(2..=256))]
+    clients: u32,
+    /// Calls per client.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    calls: u32,
+}
+
+#[derive(Debug, Args)]
 pub struct PolicySearchArgs {
     /// Library sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000",
@@ -156,6 +182,7 @@ pub fn run(cfg: Config, cmd: BenchCommand, out: Output) -> Result<i32, Error> {
         BenchCommand::ProbeOverhead(a) => probe_overhead_cmd(a, out),
         BenchCommand::PolicySearch(a) => policy_search_cmd(&cfg, a, out),
         BenchCommand::Api(a) => api_cmd(&cfg, a, out),
+        BenchCommand::Load(a) => load_cmd(&cfg, a, out),
         BenchCommand::CanaryOverhead(a) => canary_overhead_cmd(&cfg, a, out),
         BenchCommand::Tune(a) => tune_cmd(&cfg, a, out),
     }
@@ -205,6 +232,18 @@ fn api_cmd(cfg: &Config, a: ApiArgs, out: Output) -> Result<i32, Error> {
     };
     let report = with_progress(out, |p| api_latency::run(cfg, &bench, p))?;
     print_report(out, &report)
+}
+
+fn load_cmd(cfg: &Config, a: LoadArgs, out: Output) -> Result<i32, Error> {
+    use schedcp::selfbench::api_load;
+    let bench = api_load::Config {
+        clients: a.clients as usize,
+        calls: a.calls as usize,
+    };
+    let report = with_progress(out, |p| api_load::run(cfg, &bench, p))?;
+    let clean = report.doors.iter().all(|d| d.errors == 0) && report.audit_intact;
+    print_report(out, &report)?;
+    Ok(if clean { exit::OK } else { exit::FAILURE })
 }
 
 fn probe_overhead_cmd(a: ProbeOverheadArgs, out: Output) -> Result<i32, Error> {

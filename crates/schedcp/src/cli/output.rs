@@ -44,6 +44,7 @@ rendered_by_the_library!(
     schedcp::selfbench::tune_bench::Report,
     schedcp::tune::TuneReport,
     schedcp::selfbench::api_latency::Report,
+    schedcp::selfbench::api_load::Report,
     schedcp::selfbench::probe_overhead::Report,
     schedcp::selfbench::policy_search::Report,
 );

@@ -6,10 +6,12 @@
 //! - [`policy_search`]: policy search latency per backend and size, and
 //!   search quality against substring matching.
 //! - [`api_latency`]: MCP tool-call latency of the daemon under concurrent sessions.
+//! - [`api_load`]: the daemon under mixed load on both doors and under a refusal flood.
 //! - [`canary_overhead`]: what a deploy canary's KPI window costs the workload.
 //! - [`tune_bench`]: the tuner on scenarios with and without a better configuration.
 
 pub mod api_latency;
+pub mod api_load;
 pub mod canary_overhead;
 pub mod hackbench;
 pub mod pg_scratch;
