@@ -28,6 +28,7 @@ pub struct Ctx<'a> {
 
 type Handler = Box<dyn Fn(&Ctx<'_>, Value) -> Result<Value, ApiError> + Send + Sync>;
 type QueryParser = fn(&str) -> Result<Value, String>;
+type InputChecker = fn(Value) -> Result<(), String>;
 
 pub struct Op {
     /// MCP tool name.
@@ -46,6 +47,8 @@ pub struct Op {
     pub run: Handler,
     /// Input from a URL query string (GET).
     pub from_query: QueryParser,
+    /// Whether JSON arguments are a valid input (what `run` does first).
+    pub check_input: InputChecker,
 }
 
 fn schema_of<T: JsonSchema>(serialize: bool) -> Map<String, Value> {
@@ -62,6 +65,12 @@ fn schema_of<T: JsonSchema>(serialize: bool) -> Map<String, Value> {
     // Some MCP clients choke on the draft URI; the dialect is implied.
     obj.remove("$schema");
     obj.clone()
+}
+
+fn input_checker<I: DeserializeOwned>(v: Value) -> Result<(), String> {
+    serde_json::from_value::<I>(v)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn query_parser<I: DeserializeOwned + Serialize>(q: &str) -> Result<Value, String> {
@@ -101,6 +110,7 @@ where
             serde_json::to_value(out).map_err(|e| ApiError::internal(e.into()))
         }),
         from_query: query_parser::<I>,
+        check_input: input_checker::<I>,
     }
 }
 

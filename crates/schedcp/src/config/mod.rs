@@ -323,10 +323,13 @@ impl Config {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let cfg: Config = toml::from_str(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
-        cfg.validate()
-            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// A configuration from TOML text, checked.
+    pub fn parse(text: &str) -> Result<Config> {
+        let cfg: Config = toml::from_str(text)?;
+        cfg.validate()?;
         Ok(cfg)
     }
 

@@ -154,14 +154,18 @@ pub fn run(
         audit::segments(log)
             .unwrap_or_default()
             .iter()
-            .map(|p| std::fs::read(p).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count() as u64))
+            .map(|p| {
+                std::fs::read(p).map_or(0, |b| b.iter().filter(|c| **c == b'\n').count() as u64)
+            })
             .sum()
     };
     let server = rt.spawn(server::serve(services.clone(), stop.clone()));
     let t = Instant::now();
     while !socket.exists() || std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if t.elapsed() > Duration::from_secs(10) {
-            return Err(Error::Internal(anyhow::anyhow!("the daemon did not come up")));
+            return Err(Error::Internal(anyhow::anyhow!(
+                "the daemon did not come up"
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -220,7 +224,9 @@ pub fn run(
     }
     let (mut http_ms, mut http_err) = (Vec::new(), 0);
     for t in http_threads {
-        let (ms, e) = t.join().map_err(|_| Error::Internal(anyhow::anyhow!("a client thread panicked")))?;
+        let (ms, e) = t
+            .join()
+            .map_err(|_| Error::Internal(anyhow::anyhow!("a client thread panicked")))?;
         http_ms.extend(ms);
         http_err += e;
     }
@@ -242,7 +248,10 @@ pub fn run(
         (ms, errors)
     };
     let (quiet_ms, quiet_err) = probe(100);
-    progress(&format!("one caller, during a flood from {} clients", cfg.clients));
+    progress(&format!(
+        "one caller, during a flood from {} clients",
+        cfg.clients
+    ));
     let before = count(&log);
     let flooding = Arc::new(AtomicBool::new(true));
     let flood: Vec<_> = (0..cfg.clients)

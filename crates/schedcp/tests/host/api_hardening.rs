@@ -458,20 +458,42 @@ fn job_state(d: &Daemon, token: &str, id: &str) -> Value {
 #[test]
 fn jobs_are_capped_per_token_cancellable_and_long_canaries_need_admin() {
     let d = Daemon::start("");
-    let o = d.cli(&["observe", "workload", "add", "slow", "--cmd", "--json", "--", "sleep", "30"]);
+    let o = d.cli(&[
+        "observe", "workload", "add", "slow", "--cmd", "--json", "--", "sleep", "30",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let token = d.token("prop", "propose,observe");
-    let start = || rest(&d, "POST", "/observe/benchmark", Some(&token), Some(json!({"profile": "slow", "runs": 3})));
+    let start = || {
+        rest(
+            &d,
+            "POST",
+            "/observe/benchmark",
+            Some(&token),
+            Some(json!({"profile": "slow", "runs": 3})),
+        )
+    };
     let (status, first, _) = start();
     assert_eq!(status, 200, "{first}");
     let id = first["id"].as_str().unwrap().to_string();
     let (status, second, retry) = start();
     assert_eq!(status, 429, "{second}");
-    assert!(second["message"].as_str().unwrap().contains("api.max_jobs_per_token"), "{second}");
+    assert!(
+        second["message"]
+            .as_str()
+            .unwrap()
+            .contains("api.max_jobs_per_token"),
+        "{second}"
+    );
     assert!(retry.is_some());
 
     let t = Instant::now();
-    let (status, body, _) = rest(&d, "POST", "/jobs/cancel", Some(&token), Some(json!({"id": id})));
+    let (status, body, _) = rest(
+        &d,
+        "POST",
+        "/jobs/cancel",
+        Some(&token),
+        Some(json!({"id": id})),
+    );
     assert_eq!(status, 200, "{body}");
     loop {
         let s = job_state(&d, &token, &id);
@@ -479,17 +501,36 @@ fn jobs_are_capped_per_token_cancellable_and_long_canaries_need_admin() {
             break;
         }
         assert_eq!(s["state"], "running", "{s}");
-        assert!(t.elapsed() < Duration::from_secs(10), "not cancelled within 10 s: {s}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "not cancelled within 10 s: {s}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // The slot is free again; nothing of the job runs on.
     let (status, body, _) = start();
     assert_eq!(status, 200, "{body}");
     let id2 = body["id"].as_str().unwrap().to_string();
-    assert_eq!(rest(&d, "POST", "/jobs/cancel", Some(&token), Some(json!({"id": id2}))).0, 200);
+    assert_eq!(
+        rest(
+            &d,
+            "POST",
+            "/jobs/cancel",
+            Some(&token),
+            Some(json!({"id": id2}))
+        )
+        .0,
+        200
+    );
     // Another token cannot cancel it (or see it).
     let other = d.token("other", "observe");
-    let (status, _, _) = rest(&d, "POST", "/jobs/cancel", Some(&other), Some(json!({"id": id})));
+    let (status, _, _) = rest(
+        &d,
+        "POST",
+        "/jobs/cancel",
+        Some(&other),
+        Some(json!({"id": id})),
+    );
     assert_eq!(status, 404);
 
     let deployer = d.token("dep", "deploy");
@@ -501,7 +542,13 @@ fn jobs_are_capped_per_token_cancellable_and_long_canaries_need_admin() {
         Some(json!({"knobs": [{"knob": "vm.swappiness", "value": "60"}], "canary_s": 7200})),
     );
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("needs the admin scope"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs the admin scope"),
+        "{body}"
+    );
 }
 
 /// Finding 9's load test, small: both doors, mixed calls, no error, a
@@ -513,7 +560,12 @@ fn bench_load_runs_clean_on_both_doors() {
         .args(["bench", "load", "--clients", "4", "--calls", "60", "--json"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     for d in r["doors"].as_array().unwrap() {
         assert_eq!(d["errors"], 0, "{r:#}");

@@ -6,5 +6,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod fuzz;
 mod observe_benchmark;
 mod observe_summary;

@@ -87,6 +87,8 @@
 mod btf;
 mod code;
 mod elf;
+#[cfg(test)]
+mod fuzz;
 mod maps;
 pub mod policy;
 mod rules;

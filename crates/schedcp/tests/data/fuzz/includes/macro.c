@@ -1,0 +1,3 @@
+#include </proc/self/environ>
+#define X <a.h>
+#include X
