@@ -9,6 +9,7 @@ mod common;
 mod api_hardening;
 mod deploy_readmit;
 mod deploy_workload;
+mod faults;
 mod knobs;
 mod observe_probes;
 mod observe_profile;
