@@ -109,9 +109,20 @@ pub enum DeployCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Roll the current deployment back to its last known-good now.
+    /// Roll the current deployment back to its last known-good now (also
+    /// during a canary, which it ends).
     Rollback {
         /// Why (kept in the history and the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke a deploy token on this node: admission and every re-attach
+    /// refuse it from now on (its jti: `schedcp verify token-check`).
+    RevokeToken {
+        /// The token's id (32 hex digits).
+        #[arg(long)]
+        jti: String,
+        /// Why.
         #[arg(long)]
         reason: String,
     },
@@ -122,6 +133,14 @@ pub fn run(cfg: Config, a: DeployArgs, out: Output) -> Result<i32, Error> {
         Some(DeployCommand::Status) => status(&cfg, &a.remote, out),
         Some(DeployCommand::History { limit }) => history(&cfg, &a.remote, limit, out),
         Some(DeployCommand::Rollback { reason }) => rollback(&cfg, &a.remote, &reason, out),
+        Some(DeployCommand::RevokeToken { jti, reason }) => {
+            let mut store = Store::open_in(&cfg.state_dir())?;
+            schedcp::deploy::gate::revoke(&mut store, &jti, &reason)?;
+            if !out.quiet {
+                eprintln!("deploy token {jti} revoked on this node");
+            }
+            Ok(exit::OK)
+        }
         None => deploy_cmd(&cfg, &a, out),
     }
 }

@@ -12,6 +12,7 @@ use schedcp_scx::Artefact;
 use super::{decode_object, DeployConfig, MAX_BINARY_BYTES, MAX_OBJECT_BYTES};
 use crate::config::Config;
 use crate::error::Error;
+use crate::store::Store;
 use crate::verify::pipeline::object_store;
 use crate::verify::token::{self, Claims, Expect, Keys, TrustedKey};
 
@@ -36,6 +37,7 @@ pub fn admit(cfg: &Config, token: &str, object_b64: Option<&str>) -> Result<Admi
     // Signature, key and expiry first: an unverified token tells us nothing
     // worth acting on, not even where to find the object.
     let claims = token::check_trusted(token, &Expect::default(), Some(&keys), &trusted)?;
+    check_not_revoked(cfg, &claims.jti)?;
     if !claims.sched_ext {
         return Err(Error::Input(format!(
             "token for {}@{} was issued without a sched_ext attach test (the verifying kernel had no sched_ext); verify it in the lab first",
@@ -125,12 +127,55 @@ pub fn readmit(
         Some(&keys),
         &trusted,
     )
-    .map(|_| ())
+    .map_err(|e| e.to_string())
+    .and_then(|claims| check_not_revoked(cfg, &claims.jti).map_err(|e| e.to_string()))
     .map_err(|e| {
         Error::Input(format!(
             "its deploy token no longer checks out ({e}): verify it again and deploy it with a canary"
         ))
     })
+}
+
+/// Revoke the deploy token with id `jti` on this node: admission and every
+/// re-attach refuse it from now on. Idempotent (the first reason stays).
+pub fn revoke(store: &mut Store, jti: &str, reason: &str) -> Result<(), Error> {
+    if jti.len() != 32 || !jti.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Input(format!(
+            "'{}' is not a deploy token id (32 hex digits; `schedcp verify token-check` shows a token's jti)",
+            jti.chars().take(64).collect::<String>()
+        )));
+    }
+    let reason = reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(Error::Input("the reason must be 1..=500 characters".into()));
+    }
+    store.write(|tx| {
+        tx.execute(
+            "INSERT INTO revoked_deploy_tokens (jti, reason, revoked_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (jti) DO NOTHING",
+            rusqlite::params![jti.to_ascii_lowercase(), reason, crate::host::now_rfc3339()],
+        )
+        .map(|_| ())
+        .map_err(|e| Error::Internal(anyhow::anyhow!("revoking a deploy token: {e}")))
+    })
+}
+
+fn check_not_revoked(cfg: &Config, jti: &str) -> Result<(), Error> {
+    let store = Store::open_in(&cfg.state_dir())?;
+    let revoked: Option<(String, String)> = store
+        .conn()
+        .query_row(
+            "SELECT reason, revoked_at FROM revoked_deploy_tokens WHERE jti = ?1",
+            [jti],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    match revoked {
+        Some((reason, at)) => Err(Error::Input(format!(
+            "deploy token {jti} was revoked at {at} ({reason}); verify the policy again for a new token"
+        ))),
+        None => Ok(()),
+    }
 }
 
 pub fn trusted_keys(cfg: &DeployConfig) -> Result<Vec<TrustedKey>, Error> {

@@ -64,6 +64,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010 deploy: the verifier's token kept for re-admission at re-attach",
         sql: include_str!("migrations/0010_deploy_token.sql"),
     },
+    Migration {
+        name: "0011 deploy: revoked deploy tokens",
+        sql: include_str!("migrations/0011_revoked_deploy_tokens.sql"),
+    },
 ];
 
 /// What [`apply`] did.

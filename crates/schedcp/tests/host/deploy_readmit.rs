@@ -140,4 +140,30 @@ fn a_scheduler_is_not_put_back_unless_admission_would_take_it_now() {
         !why.contains("token") && !why.contains("admitted on"),
         "{dep:#}"
     );
+
+    // The same kind of token, revoked by the operator: refused
+    // (issue 17, finding 8).
+    let t = token(&own, &kernel);
+    let (claims, _) = schedcp::verify::token::decode_unverified(&t).unwrap();
+    let out = d.cli(&[
+        "deploy",
+        "revoke-token",
+        "--jti",
+        &claims.jti,
+        "--reason",
+        "leaked",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = d.cli(&["deploy", "revoke-token", "--jti", "nothex", "--reason", "x"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let dep = restart_with(&mut d, &kernel, Some(&t));
+    assert!(
+        reason(&dep).contains(&format!("deploy token {} was revoked", claims.jti))
+            && reason(&dep).contains("leaked"),
+        "{dep:#}"
+    );
 }
