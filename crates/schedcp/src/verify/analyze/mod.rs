@@ -73,8 +73,8 @@
 //!   callback's loop that is not in a `bpf_loop`-style callback, not an
 //!   open-coded iterator (`bpf_for`, `bpf_iter_*_next`) and has no `may_goto`
 //!   (`can_loop`) costs an unknown number of iterations per call.
-//! - `unresolved_call` (warning): a call target the analysis could not
-//!   follow, so its facts are incomplete.
+//! - `unresolved_call` (error): a call target the analysis could not
+//!   follow: its facts are incomplete, so the deny lists could be evaded.
 //!
 //! # Overhead model
 //! `overhead_ns` = (instructions of the program and of every subprogram and

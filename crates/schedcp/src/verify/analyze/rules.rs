@@ -265,14 +265,16 @@ pub fn program(ctx: &Context<'_>, p: &Program, root: usize, reach: &Reach, out: 
         );
     }
     if !unresolved.is_empty() {
+        // Fail closed: code the analysis cannot follow is code its deny
+        // lists cannot see.
         push(
             out,
-            Severity::Warning,
+            Severity::Error,
             "unresolved_call",
             loc(),
             format!(
-                "{} has call targets the analysis could not follow ({}); its helper, kfunc and \
-                 cost figures may be incomplete",
+                "{} has call targets the analysis could not follow ({}); what they call cannot \
+                 be checked against the helper and kfunc lists, so schedcp fails closed",
                 describe(p),
                 unresolved.join("; ")
             ),
