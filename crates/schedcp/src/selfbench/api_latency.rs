@@ -12,13 +12,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::auth::{self, Scope};
 use crate::api::client::Session;
 use crate::api::server;
-use crate::api::Services;
 use crate::config::Config as SchedcpConfig;
 use crate::error::Error;
-use crate::store::Store;
 
 pub struct Config {
     /// Concurrent sessions to measure, e.g. [1, 32].
@@ -84,18 +81,8 @@ pub fn run(
     cfg: &Config,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, Error> {
-    let dir = tempfile::tempdir().map_err(|e| Error::Internal(e.into()))?;
-    let mut c = base.clone();
-    c.state_dir = Some(dir.path().join("state"));
-    c.api.socket = dir.path().join("bench.sock");
-    c.api.http = None;
-    // The limiter is not what is measured.
-    c.api.rate_per_s = 1_000_000;
-    c.api.rate_burst = 1_000_000;
-    let mut store = Store::open_in(&c.state_dir())?;
-    let (_, token) = auth::create(&mut store, "bench", &[Scope::Observe], None)?;
-    drop(store);
-    let services = Services::open(c.clone())?;
+    let daemon = super::private_daemon::PrivateDaemon::open(base, None)?;
+    let (c, token, services) = (&daemon.cfg, daemon.token.clone(), daemon.services.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,9 +15,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::auth::{self, Scope};
 use crate::api::client::Session;
-use crate::api::{audit, server, Services};
+use crate::api::{audit, server};
 use crate::config::Config as SchedcpConfig;
 use crate::error::Error;
 use crate::store::Store;
@@ -126,22 +125,12 @@ pub fn run(
     cfg: &Config,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, Error> {
-    let dir = tempfile::tempdir().map_err(|e| Error::Internal(e.into()))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| Error::Internal(e.into()))?
         .port();
-    let mut c = base.clone();
-    c.state_dir = Some(dir.path().join("state"));
-    c.api.socket = dir.path().join("load.sock");
-    c.api.http = Some(format!("127.0.0.1:{port}"));
-    // Load, not the per-token limiter, is what is measured.
-    c.api.rate_per_s = 1_000_000;
-    c.api.rate_burst = 1_000_000;
-    let mut store = Store::open_in(&c.state_dir())?;
-    let (_, token) = auth::create(&mut store, "load", &[Scope::Observe], None)?;
-    drop(store);
-    let services = Services::open(c.clone())?;
+    let daemon = super::private_daemon::PrivateDaemon::open(base, Some(port))?;
+    let (c, token, services) = (&daemon.cfg, daemon.token.clone(), daemon.services.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

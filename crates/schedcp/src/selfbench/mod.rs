@@ -16,6 +16,7 @@ pub mod canary_overhead;
 pub mod hackbench;
 pub mod pg_scratch;
 pub mod policy_search;
+mod private_daemon;
 pub mod probe_overhead;
 pub mod reference;
 mod tools;

@@ -376,18 +376,26 @@ impl Daemon {
             .unwrap()
     }
 
-    /// SIGTERM, and wait for it to stop (it must, within 20 s).
-    pub fn stop(&mut self) {
+    /// SIGTERM, and wait up to 20 s for it to stop; whether it did.
+    fn terminate(&mut self) -> bool {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let t = std::time::Instant::now();
         while t.elapsed() < std::time::Duration::from_secs(20) {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("the daemon did not stop within 20 s of SIGTERM");
+        false
+    }
+
+    /// SIGTERM, and wait for it to stop (it must, within 20 s).
+    pub fn stop(&mut self) {
+        assert!(
+            self.terminate(),
+            "the daemon did not stop within 20 s of SIGTERM"
+        );
     }
 
     /// Stop it cleanly and start it again on the same state.
@@ -413,14 +421,8 @@ impl Drop for Daemon {
     /// cannot stop must not hang the test run; the test has failed by then
     /// if it matters).
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let t = std::time::Instant::now();
-        while t.elapsed() < std::time::Duration::from_secs(20) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        if self.terminate() {
+            return;
         }
         eprintln!("the daemon did not stop within 20 s of SIGTERM; killing it");
         let _ = self.child.kill();

@@ -647,13 +647,12 @@ fn spin_profile_cfg(d: &Daemon, name: &str, loops: u32) {
     assert!(o.status.success(), "{}", common::text(&o));
 }
 
-#[test]
-fn a_daemon_killed_mid_canary_restores_the_knobs_at_restart() {
-    let host = Host::hold();
-    let mut d = daemon();
+/// `knob apply` of another vm.swappiness under a 120 s canary, running in
+/// the background once the knob is written; the value before it.
+fn swappiness_in_a_long_canary(d: &Daemon) -> (String, Child) {
     let swap0 = read("vm.swappiness");
     let swap1 = other("vm.swappiness", &swap0);
-    let mut apply = d.cli_spawn(&[
+    let apply = d.cli_spawn(&[
         "knob",
         "apply",
         &format!("vm.swappiness={swap1}"),
@@ -665,6 +664,14 @@ fn a_daemon_killed_mid_canary_restores_the_knobs_at_restart() {
         Duration::from_secs(30),
         || read("vm.swappiness") == swap1,
     );
+    (swap0, apply)
+}
+
+#[test]
+fn a_daemon_killed_mid_canary_restores_the_knobs_at_restart() {
+    let host = Host::hold();
+    let mut d = daemon();
+    let (swap0, mut apply) = swappiness_in_a_long_canary(&d);
     d.crash_and_restart();
     let _ = apply.kill();
     let _ = apply.wait();
@@ -700,20 +707,7 @@ fn a_daemon_killed_mid_canary_restores_the_knobs_at_restart() {
 fn a_rollback_pre_empts_a_running_canary() {
     let host = Host::hold();
     let d = daemon();
-    let swap0 = read("vm.swappiness");
-    let swap1 = other("vm.swappiness", &swap0);
-    let mut apply = d.cli_spawn(&[
-        "knob",
-        "apply",
-        &format!("vm.swappiness={swap1}"),
-        "--canary",
-        "120",
-    ]);
-    common::wait_for(
-        "the canary to apply the knob",
-        Duration::from_secs(30),
-        || read("vm.swappiness") == swap1,
-    );
+    let (swap0, mut apply) = swappiness_in_a_long_canary(&d);
     let t = std::time::Instant::now();
     let out = d.cli(&["deploy", "rollback", "--reason", "operator stop", "--json"]);
     assert!(out.status.success(), "{}", common::text(&out));
