@@ -153,6 +153,60 @@ fn forbidden_helpers_are_errors() {
     }
 }
 
+/// Issue 17, finding 5: a verified scheduler must not be able to copy kernel
+/// memory or pointers into its exit text. The fixture passed before the exit
+/// exception was narrowed to the exit info's own strings.
+#[test]
+fn exit_text_leaks_are_errors() {
+    let a = analyse("tests/schedulers/static/exit_text_leak.bpf.c");
+    assert!(!a.passed());
+    let at = |code: &str, prog: &str| -> Vec<String> {
+        a.findings
+            .iter()
+            .filter(|f| f.code == code && f.location == Location::Program(prog.into()))
+            .map(|f| f.message.clone())
+            .collect()
+    };
+    // The three UEI_RECORD copies pass; the two other reads do not.
+    let exit = at("forbidden_helper", "le_exit");
+    assert_eq!(exit.len(), 2, "{}", dump(&a));
+    assert!(
+        exit.iter()
+            .any(|m| m.contains("field `bt` of `struct scx_exit_info`")),
+        "{exit:?}"
+    );
+    assert!(
+        exit.iter()
+            .any(|m| m.contains("an address the analysis cannot trace")),
+        "{exit:?}"
+    );
+    let enqueue = at("unsafe_format", "le_enqueue");
+    assert!(
+        enqueue.len() == 1 && enqueue[0].contains("`%s`") && enqueue[0].contains("init is %s"),
+        "{}",
+        dump(&a)
+    );
+    let running = at("unsafe_format", "le_running");
+    assert!(
+        running.len() == 1 && running[0].contains("`%p`"),
+        "{}",
+        dump(&a)
+    );
+    let unreached: Vec<_> = a
+        .findings
+        .iter()
+        .filter(|f| f.code == "forbidden_unreached_code")
+        .collect();
+    assert!(
+        unreached.len() == 1
+            && unreached[0].severity == Severity::Error
+            && unreached[0].message.contains("le_unused_reader")
+            && unreached[0].message.contains("bpf_probe_read_kernel,"),
+        "{}",
+        dump(&a)
+    );
+}
+
 #[test]
 fn giant_map_is_an_error() {
     let a = analyse("tests/schedulers/static/giant_map.bpf.c");

@@ -25,11 +25,12 @@ const PSEUDO_CALL: u8 = libbpf_sys::BPF_PSEUDO_CALL as u8;
 const PSEUDO_FUNC: u8 = libbpf_sys::BPF_PSEUDO_FUNC as u8;
 
 #[derive(Debug, Clone, Copy)]
-struct Insn {
-    code: u8,
-    src: u8,
-    off: i16,
-    imm: i32,
+pub struct Insn {
+    pub code: u8,
+    pub dst: u8,
+    pub src: u8,
+    pub off: i16,
+    pub imm: i32,
 }
 
 fn decode(bytes: &[u8]) -> Vec<Insn> {
@@ -37,6 +38,7 @@ fn decode(bytes: &[u8]) -> Vec<Insn> {
         .chunks_exact(8)
         .map(|b| Insn {
             code: b[0],
+            dst: b[1] & 0x0f,
             src: b[1] >> 4,
             off: i16::from_le_bytes([b[2], b[3]]),
             imm: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
@@ -78,6 +80,9 @@ pub struct Func {
     pub start: usize,
     pub end: usize,
     pub facts: Facts,
+    /// Successors of each instruction (function-relative; a target outside
+    /// the function is kept, so users must bound it).
+    pub succs: Vec<Vec<usize>>,
 }
 
 impl Func {
@@ -88,6 +93,8 @@ impl Func {
 
 pub struct Code {
     pub funcs: Vec<Func>,
+    /// Decoded instructions of each executable section.
+    pub insns: HashMap<usize, Vec<Insn>>,
 }
 
 fn predecessors(succs: &[Vec<usize>]) -> Vec<Vec<usize>> {
@@ -171,15 +178,20 @@ impl Code {
                     start,
                     end,
                     facts: Facts::default(),
+                    succs: Vec::new(),
                 });
             }
             insns_of.insert(idx, insns);
         }
-        let mut code = Code { funcs };
+        let mut code = Code {
+            funcs,
+            insns: insns_of,
+        };
         for f in 0..code.funcs.len() {
             let sec = code.funcs[f].section;
-            let facts = code.scan(elf, &insns_of[&sec], f);
+            let (facts, succs) = code.scan(elf, &code.insns[&sec], f);
             code.funcs[f].facts = facts;
+            code.funcs[f].succs = succs;
         }
         Ok(code)
     }
@@ -200,7 +212,7 @@ impl Code {
             .position(|f| f.section == section && f.name == name)
     }
 
-    fn scan(&self, elf: &Elf, insns: &[Insn], f: usize) -> Facts {
+    fn scan(&self, elf: &Elf, insns: &[Insn], f: usize) -> (Facts, Vec<Vec<usize>>) {
         let func = &self.funcs[f];
         let relocs: HashMap<usize, usize> = elf
             .relocs(func.section)
@@ -330,7 +342,7 @@ impl Code {
                 body[e.from]
             });
         }
-        facts
+        (facts, succs)
     }
 
     /// Functions reachable from `root` (excluding `root`).

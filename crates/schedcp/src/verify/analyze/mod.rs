@@ -22,10 +22,22 @@
 //!   kernel/user memory reads `bpf_probe_read*`/`bpf_copy_from_user*`, user
 //!   memory writes, `bpf_override_return`, signals, `bpf_sys_bpf`, symbol
 //!   lookups, path/object dumps) carry their reason. Helper ids are named
-//!   with libbpf-sys's `BPF_FUNC_*` constants. One contextual exception:
-//!   `bpf_probe_read_kernel_str` in `ops.exit`, where the scx `UEI_RECORD`
-//!   macro copies the kernel's exit reason/message strings (once, at
-//!   teardown).
+//!   with libbpf-sys's `BPF_FUNC_*` constants. One contextual exception,
+//!   checked call by call: `bpf_probe_read_kernel_str` in `ops.exit` whose
+//!   source is traced ([`flow`]) to `ei->reason`, `ei->msg` or `ei->dump` of
+//!   the callback's `struct scx_exit_info` through a CO-RE relocation — what
+//!   scx's `UEI_RECORD` does, once, at teardown. Any other source is refused.
+//! - `unsafe_format` / `unresolved_format` (error): the format of every
+//!   formatted-output kfunc (`scx_bpf_error_bstr`, `_exit_bstr`,
+//!   `_dump_bstr`, `_sub_kill_bstr`) must be a constant string in the object
+//!   with only number and character conversions: `%s` makes the kernel copy
+//!   a string from any address and `%p` prints kernel addresses, into text
+//!   that reaches agents. The check reads the format as the object holds it;
+//!   scx's macro puts it in writable `.data`, and a program that rewrites it
+//!   at run time through its own stores is not caught here (the text is
+//!   still bounded, pointer-masked and withheld below admin on output).
+//! - `forbidden_unreached_code` (error): the helper, kfunc and kernel
+//!   variable deny lists also hold for functions no program reaches.
 //! - `debug_print` / `stack_capture` (warning): `bpf_trace_printk`-family
 //!   and stack unwinding in a struct_ops program — slow, global, and they
 //!   leak kernel strings/addresses. Not reported for the scx library's
@@ -87,6 +99,7 @@
 mod btf;
 mod code;
 mod elf;
+mod flow;
 #[cfg(test)]
 mod fuzz;
 mod maps;
@@ -283,6 +296,7 @@ pub fn analyze(object: &Path, limits: &Limits) -> Result<Analysis, Error> {
     let obj_btf = btf::ObjectBtf::open(object).map_err(&bad)?;
     let struct_ops = obj_btf.struct_ops(&elf).map_err(&bad)?;
     let externs = obj_btf.externs();
+    let core = obj_btf.core_fields(&elf);
     let open = ObjectBuilder::default()
         .open_file(object)
         .map_err(|e| bad(format!("libbpf cannot open the object: {e:#}")))?;
@@ -335,10 +349,17 @@ pub fn analyze(object: &Path, limits: &Limits) -> Result<Analysis, Error> {
     }
 
     let ops = struct_ops.iter().find(|s| is_scx(s)).map(ops_info);
+    let roots: BTreeSet<usize> = reaches.iter().map(|(root, _)| *root).collect();
+    let calls: Vec<Vec<flow::CallArgs>> = (0..code.funcs.len())
+        .map(|f| flow::call_args(&code, &elf, &core, f, roots.contains(&f)))
+        .collect();
     let mut findings = Vec::new();
     let ctx = rules::Context {
         limits,
         code: &code,
+        elf: &elf,
+        core: &core,
+        calls: &calls,
         externs: &externs,
         struct_ops: &struct_ops,
     };
@@ -346,6 +367,13 @@ pub fn analyze(object: &Path, limits: &Limits) -> Result<Analysis, Error> {
     for (p, (root, reach)) in programs.iter().zip(&reaches) {
         rules::program(&ctx, p, *root, reach, &mut findings);
     }
+    let reached: BTreeSet<usize> = reaches
+        .iter()
+        .flat_map(|(root, r)| {
+            std::iter::once(*root).chain(r.direct.iter().chain(&r.in_callback).copied())
+        })
+        .collect();
+    rules::unreached_code(&ctx, &reached, &mut findings);
     rules::maps(&ctx, &maps, total_map_bytes, &mut findings);
     findings.sort_by_key(|f| f.severity != Severity::Error);
 

@@ -166,17 +166,84 @@ pub fn helper_verdict(name: &str) -> Ruling {
     }
 }
 
-/// [`helper_verdict`] in the context of the ops callback the program
-/// implements. `UEI_RECORD` (scx `user_exit_info.bpf.h`) copies the exit
-/// reason, message and dump strings out of `struct scx_exit_info` with
-/// `bpf_probe_read_kernel_str`; every scheduler does so in `ops.exit`, which
-/// runs once at teardown. That pairing is allowed; anywhere else the helper
-/// is an arbitrary kernel read.
-pub fn helper_verdict_in(name: &str, callback: Option<&str>) -> Ruling {
-    if name == "bpf_probe_read_kernel_str" && callback == Some("exit") {
-        return Ruling::Allow;
+/// The one exception to the `bpf_probe_read_kernel_str` denial. scx's
+/// `UEI_RECORD` (`user_exit_info.bpf.h`) copies the exit reason, message and
+/// dump strings out of the `struct scx_exit_info` the kernel hands to
+/// `ops.exit`; every scheduler does so, once, at teardown. A call is allowed
+/// only in `ops.exit`, and only when its source pointer (r3) is provably one
+/// of these fields of the callback's first argument, read through a CO-RE
+/// relocation (so libbpf places the offset by the field's name, whatever
+/// layout the object's own headers claim). From any other address the helper
+/// would copy arbitrary kernel memory into text that reaches agents.
+pub const EXIT_STRING_READ: &str = "bpf_probe_read_kernel_str";
+pub const EXIT_INFO_STRUCT: &str = "scx_exit_info";
+pub const EXIT_INFO_STRINGS: &[&str] = &["reason", "msg", "dump"];
+
+/// The kernel's formatted-output kfuncs and which argument (0-based) is the
+/// format. They format into the exit message or the debug dump, which
+/// reach agents; a `*_bstr` kfunc missing here is refused because its
+/// format cannot be found.
+pub const FORMAT_KFUNCS: &[(&str, usize)] = &[
+    ("scx_bpf_error_bstr", 0),
+    ("scx_bpf_exit_bstr", 1),
+    ("scx_bpf_dump_bstr", 0),
+    ("scx_bpf_sub_kill_bstr", 1),
+];
+
+/// Why format string `fmt` may not be used, if it may not. The kernel's
+/// `bpf_bprintf_prepare` reads the string behind `%s` from whatever address
+/// the argument holds (kernel memory included), and `%p` variants print
+/// kernel addresses or read memory (`%pks`, `%pI4`); both would carry
+/// kernel data into text agents read. Integers and characters are safe.
+pub fn format_problem(fmt: &[u8]) -> Option<String> {
+    let mut i = 0;
+    while i < fmt.len() {
+        if fmt[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        i += 1;
+        if fmt.get(i) == Some(&b'%') {
+            i += 1;
+            continue;
+        }
+        let skip = |i: &mut usize, set: &[u8]| {
+            while fmt.get(*i).is_some_and(|c| set.contains(c)) {
+                *i += 1;
+            }
+        };
+        skip(&mut i, b"-+ 0#");
+        skip(&mut i, b"0123456789");
+        if fmt.get(i) == Some(&b'.') {
+            i += 1;
+            skip(&mut i, b"0123456789");
+        }
+        skip(&mut i, b"hlzjt");
+        let spec = String::from_utf8_lossy(&fmt[start..(i + 1).min(fmt.len())]).into_owned();
+        match fmt.get(i) {
+            Some(b'd' | b'i' | b'u' | b'x' | b'X' | b'o' | b'c') => i += 1,
+            Some(b's') => {
+                return Some(format!(
+                    "`{spec}` makes the kernel copy a string from whatever address the argument \
+                     holds, so kernel memory could reach the exit message agents read; print \
+                     numbers (%d, %u, %x) instead"
+                ))
+            }
+            Some(b'p') => {
+                return Some(format!(
+                    "`{spec}` prints a kernel address (or, as %pks/%pI4, reads memory behind \
+                     one); print numbers (%d, %u, %x) instead"
+                ))
+            }
+            _ => {
+                return Some(format!(
+                    "`{spec}` is not a conversion schedcp accepts (%d %i %u %x %X %o %c and %%)"
+                ))
+            }
+        }
     }
-    helper_verdict(name)
+    None
 }
 
 /// kfunc prefixes a scheduler may call: the sched_ext API and the generic
@@ -382,16 +449,30 @@ mod tests {
         ));
         assert_eq!(helper_verdict("bpf_skb_store_bytes"), Ruling::Unlisted);
         assert_eq!(helper_verdict("bpf_tail_call"), Ruling::Unlisted);
-        let exit_read = "bpf_probe_read_kernel_str";
-        assert_eq!(helper_verdict_in(exit_read, Some("exit")), Ruling::Allow);
-        assert!(matches!(
-            helper_verdict_in(exit_read, Some("enqueue")),
-            Ruling::Deny(_)
-        ));
-        assert!(matches!(
-            helper_verdict_in("bpf_probe_read_kernel", Some("exit")),
-            Ruling::Deny(_)
-        ));
+        // Denied here; rules allow the exit-info copies one call at a time.
+        assert!(matches!(helper_verdict(EXIT_STRING_READ), Ruling::Deny(_)));
+    }
+
+    #[test]
+    fn formats_with_strings_or_pointers_are_refused() {
+        for ok in [
+            &b"plain"[..],
+            b"cpu %d pid %u",
+            b"%llu ns, %lx, %-08x, 100%%",
+            b"%c%5.2d",
+        ] {
+            assert_eq!(format_problem(ok), None, "{}", String::from_utf8_lossy(ok));
+        }
+        let p = format_problem(b"task %s[%d]").unwrap();
+        assert!(p.contains("`%s`") && p.contains("kernel memory"), "{p}");
+        assert!(format_problem(b"at %px").unwrap().contains("`%p`"));
+        assert!(format_problem(b"%pks").unwrap().contains("`%p`"));
+        assert!(format_problem(b"%-10.3ls").unwrap().contains("`%-10.3ls`"));
+        assert!(format_problem(b"%n").unwrap().contains("not a conversion"));
+        assert!(
+            format_problem(b"trailing %").is_some(),
+            "a lone % is refused"
+        );
     }
 
     #[test]

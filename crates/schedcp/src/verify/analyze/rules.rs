@@ -1,8 +1,12 @@
 //! The rules, turning collected facts into findings. The module doc of
 //! `analyze` explains each rule and why it exists.
 
+use std::collections::BTreeSet;
+
 use super::btf::{Externs, StructOpsVar};
 use super::code::{Code, Reach};
+use super::elf::Elf;
+use super::flow::{CallArgs, Callee, CoreFields, Val};
 use super::policy::{self, Ruling};
 use super::{Finding, Limits, Location, MapInfo, Program, Severity};
 
@@ -17,6 +21,10 @@ const SCX_PROLOG_SECTIONS: &[&str] = &["fentry/bpf_scx_reg", "fentry/bpf_scx_reg
 pub struct Context<'a> {
     pub limits: &'a Limits,
     pub code: &'a Code,
+    pub elf: &'a Elf<'a>,
+    pub core: &'a CoreFields,
+    /// Per function: the arguments of its helper and kfunc calls.
+    pub calls: &'a [Vec<CallArgs>],
     pub externs: &'a Externs,
     pub struct_ops: &'a [StructOpsVar],
 }
@@ -172,8 +180,16 @@ pub fn program(ctx: &Context<'_>, p: &Program, root: usize, reach: &Reach, out: 
         }
     }
 
+    let funcs: Vec<usize> = std::iter::once(root)
+        .chain(reach.direct.iter().chain(&reach.in_callback).copied())
+        .collect();
     for h in &p.helpers {
-        match policy::helper_verdict_in(&h.name, p.callback.as_deref()) {
+        let ruling = policy::helper_verdict(&h.name);
+        if h.name == policy::EXIT_STRING_READ && p.callback.as_deref() == Some("exit") {
+            exit_string_reads(ctx, p, h.id, &funcs, out);
+            continue;
+        }
+        match ruling {
             Ruling::Allow => {}
             Ruling::Warn(code, why) => {
                 if is_struct_ops {
@@ -237,10 +253,11 @@ pub fn program(ctx: &Context<'_>, p: &Program, root: usize, reach: &Reach, out: 
         );
     }
 
-    let funcs = std::iter::once(root).chain(reach.direct.iter().chain(&reach.in_callback).copied());
-    let mut vars = std::collections::BTreeSet::new();
+    formats(ctx, p, &funcs, out);
+
+    let mut vars = BTreeSet::new();
     let mut unresolved = Vec::new();
-    for f in funcs {
+    for &f in &funcs {
         let facts = &ctx.code.funcs[f].facts;
         for r in &facts.extern_refs {
             if ctx.externs.ksym_vars.contains(r) && !policy::KSYM_VARS_ALLOWED.contains(&r.as_str())
@@ -330,6 +347,203 @@ pub fn program(ctx: &Context<'_>, p: &Program, root: usize, reach: &Reach, out: 
                  or bpf_loop()",
                 p.name,
                 edges.join(", ")
+            ),
+        );
+    }
+}
+
+/// Where a traced value came from, for messages.
+fn origin(ctx: &Context<'_>, v: Val) -> String {
+    match v {
+        Val::Field { arg, field } => {
+            let f = &ctx.core.fields[field as usize];
+            format!(
+                "field `{}` of `struct {}` (argument {arg})",
+                f.member, f.strukt
+            )
+        }
+        Val::Arg(arg) => format!("callback argument {arg} itself"),
+        Val::Ctx => "the program context".into(),
+        Val::Stack(_) | Val::StackAny => "the stack".into(),
+        Val::Data { section, .. } => format!(
+            "the object's own data ({})",
+            ctx.elf
+                .sections
+                .get(section)
+                .map_or("?", |s| s.name.as_str())
+        ),
+        Val::Unknown => "an address the analysis cannot trace".into(),
+    }
+}
+
+fn site(ctx: &Context<'_>, f: usize, c: &CallArgs) -> String {
+    format!("`{}`+{}", ctx.code.funcs[f].name, c.insn)
+}
+
+/// `bpf_probe_read_kernel_str` in `ops.exit`: allowed call by call, when the
+/// source is one of the exit info's strings ([`policy::EXIT_STRING_READ`]).
+fn exit_string_reads(
+    ctx: &Context<'_>,
+    p: &Program,
+    helper: i32,
+    funcs: &[usize],
+    out: &mut Vec<Finding>,
+) {
+    for &f in funcs {
+        for c in ctx.calls[f]
+            .iter()
+            .filter(|c| c.callee == Callee::Helper(helper))
+        {
+            let src = c.args[2];
+            let allowed = matches!(src, Val::Field { arg: 0, field }
+            if ctx.core.fields.get(field as usize).is_some_and(|x| {
+                x.strukt == policy::EXIT_INFO_STRUCT
+                    && policy::EXIT_INFO_STRINGS.contains(&x.member.as_str())
+            }));
+            if allowed {
+                continue;
+            }
+            push(
+                out,
+                Severity::Error,
+                "forbidden_helper",
+                Location::Program(p.name.clone()),
+                format!(
+                    "{} calls {} at {} with a source read from {}; in ops.exit this helper may \
+                     only copy the exit info's own strings (ei->reason, ei->msg, ei->dump, as \
+                     scx's UEI_RECORD does): from anywhere else it reads arbitrary kernel memory \
+                     into text that reaches agents",
+                    describe(p),
+                    policy::EXIT_STRING_READ,
+                    site(ctx, f, c),
+                    origin(ctx, src)
+                ),
+            );
+        }
+    }
+}
+
+/// The format string of every formatted-output kfunc call must be a
+/// constant in the object, and use only conversions that print numbers.
+fn formats(ctx: &Context<'_>, p: &Program, funcs: &[usize], out: &mut Vec<Finding>) {
+    for &f in funcs {
+        for c in &ctx.calls[f] {
+            let Callee::Kfunc(sym) = &c.callee else {
+                continue;
+            };
+            let name = policy::essential_name(sym);
+            let known = policy::FORMAT_KFUNCS.iter().find(|(k, _)| *k == name);
+            if known.is_none() && !name.ends_with("_bstr") {
+                continue;
+            }
+            let fmt = known.and_then(|&(_, arg)| constant_string(ctx, c.args[arg]));
+            let problem = match (&fmt, known) {
+                (Some(fmt), _) => match policy::format_problem(fmt) {
+                    Some(why) => ("unsafe_format", why),
+                    None => continue,
+                },
+                (None, Some(&(_, arg))) => (
+                    "unresolved_format",
+                    format!(
+                        "its format (argument {arg}) comes from {}, not a constant string in \
+                         the object, so its conversions cannot be checked; pass a string \
+                         literal (scx_bpf_error(\"...\", ...) does)",
+                        origin(ctx, c.args[arg])
+                    ),
+                ),
+                (None, None) => (
+                    "unresolved_format",
+                    "it is a formatted-output kfunc schedcp does not know, so its format \
+                     cannot be found and checked"
+                        .to_string(),
+                ),
+            };
+            let shown = fmt.map_or_else(String::new, |f| {
+                let text = String::from_utf8_lossy(&f[..f.len().min(120)]).into_owned();
+                format!(" with format {text:?}")
+            });
+            push(
+                out,
+                Severity::Error,
+                problem.0,
+                Location::Program(p.name.clone()),
+                format!(
+                    "{} calls {name} at {}{shown}: {}",
+                    describe(p),
+                    site(ctx, f, c),
+                    problem.1
+                ),
+            );
+        }
+    }
+}
+
+/// The NUL-terminated string at a traced data address, if it is one.
+fn constant_string<'a>(ctx: &Context<'a>, v: Val) -> Option<&'a [u8]> {
+    let Val::Data { section, offset } = v else {
+        return None;
+    };
+    let data = ctx.elf.section_data(section).ok()?;
+    let tail = data.get(usize::try_from(offset).ok()?..)?;
+    let end = tail.iter().take(4096).position(|&b| b == 0)?;
+    Some(&tail[..end])
+}
+
+/// The deny lists hold for every function in the object, not only for what
+/// the analysis sees being called: a function no program reaches is still
+/// refused if it calls something forbidden.
+pub fn unreached_code(ctx: &Context<'_>, reached: &BTreeSet<usize>, out: &mut Vec<Finding>) {
+    for (f, func) in ctx.code.funcs.iter().enumerate() {
+        if reached.contains(&f) {
+            continue;
+        }
+        let facts = &func.facts;
+        let mut what = BTreeSet::new();
+        for &h in &facts.helpers {
+            let name = policy::helper_name(h).unwrap_or_else(|| format!("helper #{h}"));
+            match policy::helper_verdict(&name) {
+                Ruling::Deny(why) => what.insert(format!("{name}, which {why}")),
+                Ruling::Unlisted => what.insert(format!("{name}, which is not on the allowlist")),
+                Ruling::Allow | Ruling::Warn(..) => false,
+            };
+        }
+        for k in &facts.kfuncs {
+            let name = policy::essential_name(k);
+            match policy::kfunc_verdict(name) {
+                Ruling::Deny(why) => what.insert(format!("kfunc {name}, which {why}")),
+                Ruling::Unlisted => {
+                    what.insert(format!("kfunc {name}, which is not on the allowlist"))
+                }
+                Ruling::Allow | Ruling::Warn(..) => false,
+            };
+        }
+        for r in &facts.extern_refs {
+            if ctx.externs.ksym_vars.contains(r) && !policy::KSYM_VARS_ALLOWED.contains(&r.as_str())
+            {
+                what.insert(format!("the kernel variable `{r}`"));
+            }
+        }
+        for u in &facts.unresolved {
+            what.insert(format!("a call the analysis cannot follow ({u})"));
+        }
+        if what.is_empty() {
+            continue;
+        }
+        let section = ctx
+            .elf
+            .sections
+            .get(func.section)
+            .map_or("?", |s| s.name.as_str());
+        push(
+            out,
+            Severity::Error,
+            "forbidden_unreached_code",
+            Location::Object,
+            format!(
+                "function `{}` in section {section} is reached from no program, yet uses {}; \
+                 the deny lists hold for every function in the object — remove it",
+                func.name,
+                what.into_iter().collect::<Vec<_>>().join("; ")
             ),
         );
     }
