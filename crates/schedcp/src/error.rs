@@ -19,6 +19,13 @@ pub enum Error {
     /// profile, run): a usage error on the CLI, 404 on REST.
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this: another agent's policy, say. 403 on REST.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller has used up a quota (versions, bytes, results): 403
+    /// `quota_exceeded` on REST; the message names the setting.
+    #[error("{0}")]
+    Quota(String),
     /// Something schedcp needs is not installed or cached; the message says how to fix it.
     #[error("{0}")]
     Setup(String),
@@ -32,7 +39,9 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Input(_) | Error::NotFound(_) => exit::USAGE,
+            Error::Input(_) | Error::NotFound(_) | Error::Forbidden(_) | Error::Quota(_) => {
+                exit::USAGE
+            }
             Error::Setup(_) => exit::SETUP,
             Error::Compile(_) => exit::SCHEDULER,
             Error::Internal(_) => exit::FAILURE,

@@ -15,6 +15,8 @@ pub enum Code {
     TooLarge,
     RateLimited,
     Busy,
+    /// A per-token quota ([policies] quota_*) is used up.
+    QuotaExceeded,
     /// The state directory's disk is below `api.min_free_mib`.
     DiskLow,
     Setup,
@@ -25,7 +27,7 @@ impl Code {
     pub fn http_status(self) -> u16 {
         match self {
             Code::Unauthorized => 401,
-            Code::Forbidden => 403,
+            Code::Forbidden | Code::QuotaExceeded => 403,
             Code::InvalidInput => 400,
             Code::NotFound => 404,
             Code::TooLarge => 413,
@@ -45,6 +47,7 @@ impl Code {
             Code::TooLarge => "too_large",
             Code::RateLimited => "rate_limited",
             Code::Busy => "busy",
+            Code::QuotaExceeded => "quota_exceeded",
             Code::DiskLow => "disk_low",
             Code::Setup => "setup",
             Code::Internal => "internal",
@@ -62,6 +65,7 @@ impl Code {
             Code::RateLimited | Code::Busy => -32029,
             Code::Setup => -32004,
             Code::DiskLow => -32005,
+            Code::QuotaExceeded => -32006,
         }
     }
 }
@@ -107,6 +111,8 @@ impl From<Error> for ApiError {
             Error::NotFound(m) => ApiError::new(Code::NotFound, m),
             Error::Input(m) | Error::Compile(m) => ApiError::new(Code::InvalidInput, m),
             Error::Setup(m) => ApiError::new(Code::Setup, m),
+            Error::Forbidden(m) => ApiError::new(Code::Forbidden, m),
+            Error::Quota(m) => ApiError::new(Code::QuotaExceeded, m),
             Error::Internal(e) => ApiError::internal(e),
         }
     }

@@ -26,6 +26,18 @@ pub struct Ctx<'a> {
     pub caller: &'a TokenInfo,
 }
 
+impl Ctx<'_> {
+    /// Who the caller writes as: an admin token is the operator; any other
+    /// token owns what it creates and has quotas.
+    pub fn author(&self) -> crate::policies::Author<'_> {
+        if self.caller.allows(crate::api::auth::Scope::Admin) {
+            crate::policies::Author::Operator
+        } else {
+            crate::policies::Author::Token(&self.caller.id)
+        }
+    }
+}
+
 type Handler = Box<dyn Fn(&Ctx<'_>, Value) -> Result<Value, ApiError> + Send + Sync>;
 type QueryParser = fn(&str) -> Result<Value, String>;
 type InputChecker = fn(Value) -> Result<(), String>;

@@ -172,6 +172,8 @@ fn report_error(e: &Error) -> i32 {
     let kind = match e {
         Error::Input(_) => "invalid input",
         Error::NotFound(_) => "not found",
+        Error::Forbidden(_) => "forbidden",
+        Error::Quota(_) => "quota exceeded",
         Error::Setup(_) => "setup",
         Error::Compile(_) => "compile",
         Error::Internal(_) => "error",

@@ -20,6 +20,14 @@ pub struct PoliciesConfig {
     pub model_dir: Option<PathBuf>,
     /// Significant deploy/tune improvements a deployed version needs to be promoted.
     pub promotion_min_improvements: usize,
+    /// Per API token without the admin scope: policy versions it may add,
+    /// MiB of their metadata and source, and results it may record.
+    pub quota_versions: u64,
+    pub quota_mib: u64,
+    pub quota_results: u64,
+    /// Verification reports kept per version: the newest this many, and the
+    /// newest that passed.
+    pub keep_verify_reports: usize,
 }
 
 impl Default for PoliciesConfig {
@@ -29,6 +37,10 @@ impl Default for PoliciesConfig {
             postgres_url: None,
             model_dir: None,
             promotion_min_improvements: DEFAULT_MIN_IMPROVEMENTS,
+            quota_versions: 64,
+            quota_mib: 16,
+            quota_results: 1024,
+            keep_verify_reports: 8,
         }
     }
 }
@@ -47,6 +59,21 @@ impl PoliciesConfig {
         }
         if !(1..=100).contains(&self.promotion_min_improvements) {
             anyhow::bail!("[policies] promotion_min_improvements must be 1..=100");
+        }
+        for (key, v) in [
+            ("quota_versions", self.quota_versions),
+            ("quota_mib", self.quota_mib),
+            ("quota_results", self.quota_results),
+        ] {
+            if !(1..=1_000_000).contains(&v) {
+                anyhow::bail!("[policies] {key} = {v}: use 1..=1000000");
+            }
+        }
+        if !(1..=1000).contains(&self.keep_verify_reports) {
+            anyhow::bail!(
+                "[policies] keep_verify_reports = {}: use 1..=1000",
+                self.keep_verify_reports
+            );
         }
         Ok(())
     }

@@ -56,6 +56,75 @@ pub struct Library {
     /// Loaded on first use: listing and showing need no model.
     embedder: OnceCell<Embedder>,
     min_improvements: usize,
+    limits: WriteLimits,
+}
+
+/// Who writes: the operator (built-ins, the CLI, imports, admin tokens) or
+/// an API token, which owns the policies it creates and has quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Author<'a> {
+    Operator,
+    /// The token's id.
+    Token(&'a str),
+}
+
+impl<'a> Author<'a> {
+    fn token(self) -> Option<&'a str> {
+        match self {
+            Author::Operator => None,
+            Author::Token(t) => Some(t),
+        }
+    }
+}
+
+/// Bounds on what one API token may store, and how many verify reports
+/// are kept per version ([policies] in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLimits {
+    pub quota_versions: u64,
+    pub quota_bytes: u64,
+    pub quota_results: u64,
+    pub keep_verify_reports: usize,
+}
+
+impl WriteLimits {
+    pub fn of(pc: &crate::config::policies::PoliciesConfig) -> WriteLimits {
+        WriteLimits {
+            quota_versions: pc.quota_versions,
+            quota_bytes: pc.quota_mib << 20,
+            quota_results: pc.quota_results,
+            keep_verify_reports: pc.keep_verify_reports,
+        }
+    }
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        WriteLimits::of(&Default::default())
+    }
+}
+
+/// The configured backend, as is (no seeding, no model).
+fn open_repo(cfg: &Config) -> Result<Box<dyn Repository>, Error> {
+    Ok(match cfg.policies.backend {
+        Backend::Sqlite => Box::new(repo::sqlite::SqliteRepo::new(crate::store::Store::open_in(
+            &cfg.state_dir(),
+        )?)),
+        Backend::Postgres => Box::new(repo::postgres::PostgresRepo::connect(
+            cfg.policies.postgres_url.as_deref().unwrap_or_default(),
+        )?),
+    })
+}
+
+/// The lifecycle state of `name@version` in the configured library, read
+/// without seeding it or loading the embedding model (deploy admission
+/// asks). `None`: the library does not know that version.
+pub fn version_state(cfg: &Config, name: &str, version: u32) -> Result<Option<State>, Error> {
+    let r = PolicyRef {
+        name: name.to_string(),
+        version: Some(version),
+    };
+    Ok(open_repo(cfg)?.get(&r)?.map(|v| v.state))
 }
 
 impl Library {
@@ -63,19 +132,13 @@ impl Library {
     /// scx catalogue where they are new or changed.
     pub fn open(cfg: &Config) -> Result<Library, Error> {
         let pc = &cfg.policies;
-        let repo: Box<dyn Repository> = match pc.backend {
-            Backend::Sqlite => Box::new(repo::sqlite::SqliteRepo::new(
-                crate::store::Store::open_in(&cfg.state_dir())?,
-            )),
-            Backend::Postgres => Box::new(repo::postgres::PostgresRepo::connect(
-                pc.postgres_url.as_deref().unwrap_or_default(),
-            )?),
-        };
+        let repo = open_repo(cfg)?;
         let model_dir = pc
             .model_dir
             .clone()
             .unwrap_or_else(|| embed::default_dir(&cfg.cache_dir()));
         let mut lib = Library::with_repo(repo, model_dir, pc.promotion_min_improvements);
+        lib.limits = WriteLimits::of(pc);
         lib.seed()?;
         Ok(lib)
     }
@@ -91,7 +154,13 @@ impl Library {
             model_dir,
             embedder: OnceCell::new(),
             min_improvements,
+            limits: WriteLimits::default(),
         }
+    }
+
+    /// Replace the write limits (tests; [`Library::open`] takes the config's).
+    pub fn set_limits(&mut self, limits: WriteLimits) {
+        self.limits = limits;
     }
 
     pub fn backend(&self) -> &'static str {
@@ -179,6 +248,7 @@ impl Library {
                 created_at: None,
                 doc: SearchDoc::new(&p.meta, &p.body),
                 embedding: v,
+                added_by: None,
             })
             .collect();
         let added = self.repo.insert_versions(&items)?;
@@ -186,10 +256,37 @@ impl Library {
         Ok(added)
     }
 
-    /// Add a policy (or a new version of one). Agent-written policies enter
-    /// as candidates, whatever they claim.
+    /// Add a policy (or a new version of one) as the operator. Agent-written
+    /// policies enter as candidates, whatever they claim.
     pub fn add(&mut self, p: NewPolicy) -> Result<PolicyVersion, Error> {
+        self.add_as(p, Author::Operator)
+    }
+
+    /// [`Library::add`] on behalf of `author`: a token may only add versions
+    /// to policies it created, within its quotas.
+    pub fn add_as(&mut self, p: NewPolicy, author: Author<'_>) -> Result<PolicyVersion, Error> {
         validate::new_policy(&p)?;
+        if let Some(token) = author.token() {
+            let used = self.repo.usage(token)?;
+            let l = self.limits;
+            if used.versions >= l.quota_versions {
+                return Err(Error::Quota(format!(
+                    "token {token} has added {} policy versions, its quota ([policies] \
+                     quota_versions = {}); an admin can raise it",
+                    used.versions, l.quota_versions
+                )));
+            }
+            let bytes = p.stored_bytes();
+            if used.bytes.saturating_add(bytes) > l.quota_bytes {
+                return Err(Error::Quota(format!(
+                    "this version needs {bytes} bytes and token {token} has stored {} of its \
+                     {} ([policies] quota_mib = {}); an admin can raise it",
+                    used.bytes,
+                    l.quota_bytes,
+                    l.quota_bytes >> 20
+                )));
+            }
+        }
         self.ensure_index()?;
         let doc = SearchDoc::new(&p.meta, &p.body);
         let v = self.embed(&[doc.embedding_text()])?.remove(0);
@@ -201,6 +298,7 @@ impl Library {
             created_at: None,
             doc,
             embedding: v,
+            added_by: author.token().map(str::to_string),
         };
         Ok(self.repo.insert_versions(&[item])?.remove(0))
     }
@@ -304,7 +402,12 @@ impl Library {
         report: &NewVerifyReport,
     ) -> Result<(StoredVerifyReport, Option<PolicyVersion>), Error> {
         let v = self.get(r)?;
-        let stored = self.repo.insert_verify_report(&v.name, v.version, report)?;
+        let stored = self.repo.insert_verify_report(
+            &v.name,
+            v.version,
+            report,
+            self.limits.keep_verify_reports,
+        )?;
         let mut moved = None;
         if report.passed && v.state == State::Candidate {
             let reason = format!(
@@ -336,13 +439,36 @@ impl Library {
             .verify_reports(&v.name, v.version, limit.clamp(1, 100))
     }
 
-    /// Append a measured result; promote or demote if the rules say so.
-    pub fn record_result(&mut self, r: &PolicyRef, mut res: NewResult) -> Result<Recorded, Error> {
+    /// Append a measured result as the operator; promote or demote if the
+    /// rules say so.
+    pub fn record_result(&mut self, r: &PolicyRef, res: NewResult) -> Result<Recorded, Error> {
+        self.record_result_as(r, res, Author::Operator)
+    }
+
+    /// [`Library::record_result`] on behalf of `author`, within its quota.
+    pub fn record_result_as(
+        &mut self,
+        r: &PolicyRef,
+        mut res: NewResult,
+        author: Author<'_>,
+    ) -> Result<Recorded, Error> {
         validate_result(&mut res)?;
         let v = self.get(r)?;
+        if let Some(token) = author.token() {
+            let used = self.repo.usage(token)?.results;
+            if used >= self.limits.quota_results {
+                return Err(Error::Quota(format!(
+                    "token {token} has recorded {used} results, its quota ([policies] \
+                     quota_results = {}); an admin can raise it",
+                    self.limits.quota_results
+                )));
+            }
+        }
         self.ensure_index()?;
         let w = self.embed(&[res.workload_description.clone()])?.remove(0);
-        let result = self.repo.insert_result(&v.name, v.version, &res, &w)?;
+        let result = self
+            .repo
+            .insert_result(&v.name, v.version, &res, &w, author.token())?;
         let mut transition = None;
         let results: Vec<PolicyResult> = self
             .history(&v.name)?
@@ -451,6 +577,7 @@ impl Library {
                     created_at: Some(v.created_at.clone()),
                     doc: SearchDoc::new(&p.meta, &p.body),
                     embedding: vec,
+                    added_by: None,
                 })
                 .collect();
             let added = self.repo.insert_versions(&items)?;
@@ -469,8 +596,13 @@ impl Library {
                 let mut res = r.result.clone();
                 res.environment = format!("{} (recorded {})", res.environment, r.recorded_at);
                 let w = self.embed(&[res.workload_description.clone()])?.remove(0);
-                self.repo
-                    .insert_result(&new_ref.name, new_ref.version.unwrap_or(1), &res, &w)?;
+                self.repo.insert_result(
+                    &new_ref.name,
+                    new_ref.version.unwrap_or(1),
+                    &res,
+                    &w,
+                    None,
+                )?;
                 report.results += 1;
             }
         }

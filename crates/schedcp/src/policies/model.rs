@@ -242,6 +242,12 @@ impl NewPolicy {
     pub fn content_hash(&self) -> String {
         content_hash(&self.meta, &self.body)
     }
+
+    /// Bytes its metadata and body take as stored (JSON), for quotas.
+    pub fn stored_bytes(&self) -> u64 {
+        let len = |v: serde_json::Result<String>| v.map_or(0, |s| s.len() as u64);
+        len(serde_json::to_string(&self.meta)) + len(serde_json::to_string(&self.body))
+    }
 }
 
 pub fn content_hash(meta: &PolicyMeta, body: &Body) -> String {

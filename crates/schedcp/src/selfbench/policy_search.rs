@@ -366,6 +366,7 @@ pub fn run(
                         created_at: None,
                         doc: docs[i].clone(),
                         embedding: vectors[i].clone(),
+                        added_by: None,
                     })
                     .collect();
                 repo.insert_versions(&items)?;
@@ -450,6 +451,7 @@ pub fn run(
                 created_at: None,
                 doc: docs[i].clone(),
                 embedding: vectors[i].clone(),
+                added_by: None,
             })
             .collect();
         repo.insert_versions(&items)?;

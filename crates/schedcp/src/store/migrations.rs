@@ -68,6 +68,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011 deploy: revoked deploy tokens",
         sql: include_str!("migrations/0011_revoked_deploy_tokens.sql"),
     },
+    Migration {
+        name: "0012 policies: owners of policies, who added versions and recorded results",
+        sql: include_str!("migrations/0012_policy_owners.sql"),
+    },
 ];
 
 /// What [`apply`] did.

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use schedcp::bpf::meta::PolicyMeta;
 use schedcp::error::Error;
 use schedcp::policies::model::{
-    Body, Direction, ExternalFlag, ExternalSpec, NewPolicy, NewResult, Origin, PolicyRef,
-    ResultSource, ResultVerdict, SearchDoc, State,
+    Body, Direction, ExternalFlag, ExternalSpec, NewPolicy, NewResult, NewVerifyReport, Origin,
+    PolicyRef, ResultSource, ResultVerdict, SearchDoc, State,
 };
 use schedcp::policies::repo::postgres::PostgresRepo;
 use schedcp::policies::repo::sqlite::SqliteRepo;
@@ -201,6 +201,7 @@ fn item(p: &NewPolicy, state: State, embedding: Vec<f32>) -> Insert<'_> {
         created_at: None,
         doc: SearchDoc::new(&p.meta, &p.body),
         embedding,
+        added_by: None,
     }
 }
 
@@ -332,7 +333,7 @@ fn insert_and_get(mut b: Backend) {
     let mut r = result("build", "a build", ResultVerdict::Improved, true);
     r.source = ResultSource::Tune;
     r.signature = Some(sig.clone());
-    repo.insert_result("knobs_0123456789ab", 1, &r, &axis(3))
+    repo.insert_result("knobs_0123456789ab", 1, &r, &axis(3), None)
         .unwrap();
     let h = repo.history("knobs_0123456789ab").unwrap().unwrap();
     assert_eq!(h.kind, schedcp::policies::model::Kind::Knobs);
@@ -824,18 +825,20 @@ fn results_history_and_evidence(mut b: Backend) {
             1,
             &result("web", "web serving", ResultVerdict::Improved, true),
             &web,
+            None,
         )
         .unwrap();
     let mut regressed = result("web", "web serving", ResultVerdict::Regressed, true);
     regressed.improvement_pct = Some(-12.5);
     regressed.baseline = None;
     regressed.p_value = None;
-    let r2 = repo.insert_result("p", 1, &regressed, &web).unwrap();
+    let r2 = repo.insert_result("p", 1, &regressed, &web, None).unwrap();
     repo.insert_result(
         "p",
         1,
         &result("web", "web serving", ResultVerdict::NoChange, true),
         &web,
+        None,
     )
     .unwrap();
     repo.insert_result(
@@ -843,6 +846,7 @@ fn results_history_and_evidence(mut b: Backend) {
         1,
         &result("web", "web serving", ResultVerdict::Improved, false),
         &web,
+        None,
     )
     .unwrap();
     repo.insert_result(
@@ -850,6 +854,7 @@ fn results_history_and_evidence(mut b: Backend) {
         1,
         &result("batch", "batch compile", ResultVerdict::Improved, true),
         &axis(6),
+        None,
     )
     .unwrap();
     assert!(r2.id > r1.id);
@@ -859,7 +864,8 @@ fn results_history_and_evidence(mut b: Backend) {
             "p",
             9,
             &result("web", "web serving", ResultVerdict::Improved, true),
-            &web
+            &web,
+            None
         )),
         "no policy version p@9"
     );
@@ -949,6 +955,7 @@ fn reindex_replaces_vectors(mut b: Backend) {
         1,
         &result("w", "a workload", ResultVerdict::Improved, true),
         &axis(2),
+        None,
     )
     .unwrap();
     assert_eq!(repo.index_model().unwrap(), None);
@@ -1144,6 +1151,86 @@ fn searches_see_writes_at_once(mut b: Backend) {
     );
 }
 
+/// Issue 17, finding 6: a token owns the policies it creates, its writes
+/// are counted for its quotas, and old verify reports are pruned.
+fn ownership_usage_and_report_pruning(mut b: Backend) {
+    let repo = b.repo.as_mut();
+    let mine = bpf("mine", "a token's own scheduler");
+    let mut by_a = item(&mine, State::Candidate, axis(0));
+    by_a.added_by = Some("token_a".into());
+    repo.insert_versions(&[by_a]).unwrap();
+
+    // Another token may not add a version to it; the operator may.
+    let mut v2 = mine.clone();
+    v2.body = Body::Bpf {
+        source: "/* v2 */".into(),
+    };
+    let mut by_b = item(&v2, State::Candidate, axis(0));
+    by_b.added_by = Some("token_b".into());
+    match repo.insert_versions(&[by_b]) {
+        Err(Error::Forbidden(m)) => assert!(
+            m.contains("'mine' belongs to API token token_a") && m.contains("token_b"),
+            "{m}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(repo.history("mine").unwrap().unwrap().versions.len(), 1);
+    let mut by_a2 = item(&v2, State::Candidate, axis(0));
+    by_a2.added_by = Some("token_a".into());
+    assert_eq!(repo.insert_versions(&[by_a2]).unwrap()[0].version, 2);
+    // A token may not add to what the operator created either.
+    add(
+        repo,
+        &bpf("operators", "the operator's"),
+        State::Verified,
+        axis(1),
+    );
+    let mut v = bpf("operators", "the operator's");
+    v.body = Body::Bpf {
+        source: "/* mine now */".into(),
+    };
+    let mut sneaky = item(&v, State::Candidate, axis(1));
+    sneaky.added_by = Some("token_a".into());
+    assert!(matches!(
+        repo.insert_versions(&[sneaky]),
+        Err(Error::Forbidden(m)) if m.contains("belongs to the operator")
+    ));
+
+    // Usage counts what each token wrote, in stored bytes.
+    repo.insert_result(
+        "mine",
+        1,
+        &result("w", "a workload", ResultVerdict::NoChange, false),
+        &axis(2),
+        Some("token_a"),
+    )
+    .unwrap();
+    let a = repo.usage("token_a").unwrap();
+    assert_eq!((a.versions, a.results), (2, 1));
+    let expected: u64 = [&mine, &v2].iter().map(|p| p.stored_bytes()).sum();
+    assert_eq!(a.bytes, expected);
+    assert_eq!(repo.usage("token_b").unwrap(), Default::default());
+
+    // Of 6 reports, keep 2: the newest two, and the newest that passed.
+    for i in 0..6 {
+        let r = NewVerifyReport {
+            passed: i == 1,
+            report_sha256: format!("{i:064}"),
+            object_sha256: None,
+            kernel_release: None,
+            report: serde_json::json!({ "n": i }),
+        };
+        repo.insert_verify_report("mine", 1, &r, 2).unwrap();
+    }
+    let kept: Vec<String> = repo
+        .verify_reports("mine", 1, 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.report_sha256[63..].to_string())
+        .collect();
+    assert_eq!(kept, ["5", "4", "1"]);
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1157,6 +1244,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     insert_and_get,
+    ownership_usage_and_report_pruning,
     duplicate_content_refused,
     origin_or_kind_mismatch_refused,
     list_by_state,
@@ -1204,7 +1292,7 @@ fn postgres_schema_is_applied_once_even_by_racing_connections() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 
     // A database written by a newer schedcp is refused, not misread.
     c.batch_execute("INSERT INTO policy_schema VALUES (99, 'later')")
@@ -1291,6 +1379,7 @@ fn postgres_a_role_that_may_only_read_and_write_can_use_a_set_up_database() {
         1,
         &result("w", "a workload", ResultVerdict::Improved, true),
         &axis(1),
+        None,
     )
     .unwrap();
     repo.reindex("m", &mut |texts: &[String]| {

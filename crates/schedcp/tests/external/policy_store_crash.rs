@@ -40,6 +40,7 @@ fn items(policies: &[NewPolicy], offset: usize) -> Vec<Insert<'_>> {
             created_at: None,
             doc: SearchDoc::new(&p.meta, &p.body),
             embedding: vector(offset + i),
+            added_by: None,
         })
         .collect()
 }

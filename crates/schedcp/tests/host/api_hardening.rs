@@ -446,6 +446,80 @@ fn observe_profilers_are_capped_and_targets_policed() {
     let _ = target.wait();
 }
 
+/// Issue 17, finding 6: a propose token owns the policies it creates, and
+/// what it may store is bounded; an admin token writes as the operator.
+/// Before, any propose token could add versions to any agent's policy, and
+/// nothing was counted.
+#[test]
+fn propose_tokens_own_their_policies_within_quotas() {
+    let d = Daemon::start("[policies]\nquota_versions = 2\nquota_results = 1");
+    let a = d.token("agent_a", "propose,observe");
+    let b = d.token("agent_b", "propose,observe");
+    let admin = d.token("operator", "admin");
+    let fifo =
+        std::fs::read_to_string(crate::common::repo_root().join("schedulers/fifo/main.bpf.c"))
+            .unwrap();
+    let add = |token: &str, name: &str, n: u32| {
+        let meta = json!({
+            "name": name, "ops_name": "schedcp_fifo",
+            "description": "A global FIFO proposed by an agent, to test ownership.",
+            "algorithm": "One shared first-in first-out queue.",
+            "target_workloads": ["batch"], "limitations": [],
+        });
+        let source = format!("/* revision {n} */\n{fifo}");
+        rest(
+            &d,
+            "POST",
+            "/policies",
+            Some(token),
+            Some(json!({"meta": meta, "source": source})),
+        )
+    };
+    let refused = |(status, body, _): (u16, Value, Option<String>), code: &str, needle: &str| {
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["code"], code, "{body}");
+        let m = body["message"].as_str().unwrap();
+        assert!(m.contains(needle), "{m}");
+    };
+
+    let (status, body, _) = add(&a, "qa_sched", 1);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["added"], "qa_sched@1");
+    // Another agent may not version it.
+    refused(add(&b, "qa_sched", 2), "forbidden", "belongs to API token");
+    // Its owner may, up to its quota of versions.
+    let (status, body, _) = add(&a, "qa_sched", 2);
+    assert_eq!(
+        (status, body["added"].as_str()),
+        (200, Some("qa_sched@2")),
+        "{body}"
+    );
+    refused(
+        add(&a, "qa_other", 1),
+        "quota_exceeded",
+        "quota_versions = 2",
+    );
+    // The operator is not an agent: no ownership, no quota.
+    let (status, body, _) = add(&admin, "qa_sched", 3);
+    assert_eq!(
+        (status, body["added"].as_str()),
+        (200, Some("qa_sched@3")),
+        "{body}"
+    );
+
+    let record = |token: &str| {
+        let r = json!({
+            "policy": "qa_sched@1", "workload": "batch", "metric": "runtime", "unit": "s",
+            "direction": "lower", "value": 10.0, "verdict": "no_change",
+        });
+        rest(&d, "POST", "/policies/results", Some(token), Some(r))
+    };
+    assert_eq!(record(&a).0, 200);
+    refused(record(&a), "quota_exceeded", "quota_results = 1");
+    // Quotas are per token.
+    assert_eq!(record(&b).0, 200);
+}
+
 fn job_state(d: &Daemon, token: &str, id: &str) -> Value {
     let (status, body, _) = rest(d, "GET", &format!("/jobs?id={id}"), Some(token), None);
     assert_eq!(status, 200, "{body}");

@@ -226,7 +226,9 @@ fn add(ctx: &Ctx<'_>, i: AddInput) -> Result<AddOutput, ApiError> {
         origin: Origin::Agent,
         body: Body::Bpf { source: i.source },
     };
-    let v = ctx.services.with_library(|lib| lib.add(p))?;
+    let v = ctx
+        .services
+        .with_library(|lib| lib.add_as(p, ctx.author()))?;
     Ok(AddOutput {
         next: format!("verify it: verify_submit {{\"policy\": \"{}\"}}", v.id()),
         added: v.id(),
@@ -279,7 +281,7 @@ fn record(ctx: &Ctx<'_>, i: RecordInput) -> Result<Recorded, ApiError> {
     };
     Ok(ctx
         .services
-        .with_library(|lib| lib.record_result(&r, res))?)
+        .with_library(|lib| lib.record_result_as(&r, res, ctx.author()))?)
 }
 
 pub fn ops() -> Vec<Op> {
@@ -297,10 +299,10 @@ pub fn ops() -> Vec<Op> {
            "A policy's versions, lifecycle transitions and measured results (newest `limit` of each).",
            history),
         op("policy_add", Scope::Propose, Method::Post, "/policies", false,
-           "Add a scheduler you wrote as a new candidate version (BPF C source + metadata). It cannot be deployed until verify_submit passes; it is never promoted without measured evidence.",
+           "Add a scheduler you wrote as a new candidate version (BPF C source + metadata). It cannot be deployed until verify_submit passes; it is never promoted without measured evidence. Your token owns the policies it creates: only it (or an admin) adds their later versions. Each token has quotas ([policies] quota_versions, quota_mib): over them the call is refused with quota_exceeded.",
            add),
         op("policy_record_result", Scope::Propose, Method::Post, "/policies/results", false,
-           "Record a measured result of a policy version on a workload (metric, value, baseline, verdict). Results feed search ranking; reported results never promote a policy by themselves.",
+           "Record a measured result of a policy version on a workload (metric, value, baseline, verdict). Results feed search ranking; reported results never promote a policy by themselves. Counted against the token's quota ([policies] quota_results).",
            record),
     ]
 }

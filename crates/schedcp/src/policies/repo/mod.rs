@@ -30,6 +30,32 @@ pub struct Insert<'a> {
     pub created_at: Option<String>,
     pub doc: SearchDoc,
     pub embedding: Vec<f32>,
+    /// The API token adding it; `None` for the operator. A new policy is
+    /// owned by its first version's adder, and a token may only add
+    /// versions to a policy it owns (checked in the insert's transaction,
+    /// so two tokens racing for one new name cannot share it).
+    pub added_by: Option<String>,
+}
+
+/// What one API token has written, for its quotas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub versions: u64,
+    /// Metadata and source of those versions, as stored.
+    pub bytes: u64,
+    pub results: u64,
+}
+
+/// The refusal when `by` adds to a policy owned by someone else.
+pub(crate) fn not_owner(name: &str, owner: Option<&str>, by: &str) -> Error {
+    let whose = match owner {
+        Some(o) => format!("API token {o}"),
+        None => "the operator".to_string(),
+    };
+    Error::Forbidden(format!(
+        "policy '{name}' belongs to {whose}; token {by} may only add versions to policies it \
+         created: add yours under a new name, or ask an admin"
+    ))
 }
 
 /// Embeds texts for [`Repository::reindex`].
@@ -98,22 +124,29 @@ pub trait Repository: Send {
         reason: &str,
     ) -> Result<bool, Error>;
 
-    /// Append a result; `workload_embedding` embeds `r.workload_description`.
+    /// Append a result; `workload_embedding` embeds `r.workload_description`;
+    /// `recorded_by` is the API token, `None` for the operator.
     fn insert_result(
         &mut self,
         name: &str,
         version: u32,
         r: &NewResult,
         workload_embedding: &[f32],
+        recorded_by: Option<&str>,
     ) -> Result<PolicyResult, Error>;
 
-    /// Keep a verification report of `name@version`.
+    /// Keep a verification report of `name@version`, and of its older ones
+    /// only the newest `keep` and the newest that passed (one transaction).
     fn insert_verify_report(
         &mut self,
         name: &str,
         version: u32,
         r: &NewVerifyReport,
+        keep: usize,
     ) -> Result<StoredVerifyReport, Error>;
+
+    /// What API token `by` has added and recorded.
+    fn usage(&self, by: &str) -> Result<Usage, Error>;
 
     /// The kept reports of `name@version`, newest first, at most `limit`.
     fn verify_reports(

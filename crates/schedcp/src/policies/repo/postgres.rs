@@ -53,7 +53,7 @@ use crate::policies::model::{
 
 /// The schema, one migration per entry; entry `i` is schema version `i + 1`.
 /// Never edit an applied entry: append a new one.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 const SCHEMA_V1: &str = r#"
 CREATE TABLE policies (
@@ -171,6 +171,16 @@ ALTER TABLE policies DROP CONSTRAINT policies_origin_check;
 ALTER TABLE policies ADD CONSTRAINT policies_origin_check
     CHECK (origin IN ('builtin', 'external', 'agent', 'tune'));
 ALTER TABLE policy_results ADD COLUMN signature text;
+"#;
+
+/// Who wrote what (the embedded store's migration 0012): NULL is the
+/// operator, otherwise the API token's id.
+const SCHEMA_V4: &str = r#"
+ALTER TABLE policies ADD COLUMN owner text;
+ALTER TABLE policy_versions ADD COLUMN added_by text;
+ALTER TABLE policy_results ADD COLUMN recorded_by text;
+CREATE INDEX policy_versions_by_adder ON policy_versions (added_by) WHERE added_by IS NOT NULL;
+CREATE INDEX policy_results_by_recorder ON policy_results (recorded_by) WHERE recorded_by IS NOT NULL;
 "#;
 
 /// Text terms are pruned by document frequency only above this many
@@ -580,13 +590,18 @@ fn insert_one(tx: &mut Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion
     let policy_id: i64 = loop {
         if let Some(row) = tx
             .query_opt(
-                "SELECT id, kind, origin FROM policies WHERE name = $1 FOR NO KEY UPDATE",
+                "SELECT id, kind, origin, owner FROM policies WHERE name = $1 FOR NO KEY UPDATE",
                 &[name],
             )
             .map_err(|e| insert_err(e, "looking up a policy", it))?
         {
-            let (id, have_kind, have_origin): (i64, String, String) =
-                (col(&row, 0)?, col(&row, 1)?, col(&row, 2)?);
+            let (id, have_kind, have_origin, owner): (i64, String, String, Option<String>) =
+                (col(&row, 0)?, col(&row, 1)?, col(&row, 2)?, col(&row, 3)?);
+            if let Some(by) = &it.added_by {
+                if owner.as_deref() != Some(by.as_str()) {
+                    return Err(super::not_owner(name, owner.as_deref(), by).into());
+                }
+            }
             if have_kind != kind || have_origin != origin {
                 return Err(Error::Input(format!(
                     "policy '{name}' exists as a {have_kind} policy of origin {have_origin}; a new version must keep both (this one is {} / {}). Choose another name.",
@@ -608,9 +623,10 @@ fn insert_one(tx: &mut Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion
         }
         if let Some(row) = tx
             .query_opt(
-                "INSERT INTO policies (name, kind, origin, created_at) VALUES ($1, $2, $3, $4)
+                "INSERT INTO policies (name, kind, origin, created_at, owner)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (name) DO NOTHING RETURNING id",
-                &[name, &kind, &origin, &at],
+                &[name, &kind, &origin, &at, &it.added_by],
             )
             .map_err(|e| insert_err(e, "inserting a policy", it))?
         {
@@ -628,9 +644,19 @@ fn insert_one(tx: &mut Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion
     let body = serde_json::to_string(&p.body).map_err(|e| db_err("encoding the body", e))?;
     let version_id: i64 = tx
         .query_one(
-            "INSERT INTO policy_versions (policy_id, version, content_hash, meta, body, state, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            &[&policy_id, &version, &it.content_hash, &meta, &body, &it.state.as_str(), &at],
+            "INSERT INTO policy_versions (policy_id, version, content_hash, meta, body, state,
+               created_at, added_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            &[
+                &policy_id,
+                &version,
+                &it.content_hash,
+                &meta,
+                &body,
+                &it.state.as_str(),
+                &at,
+                &it.added_by,
+            ],
         )
         .map_err(|e| insert_err(e, "inserting a version", it))
         .and_then(|r| col(&r, 0).map_err(InsertFailure::from))?;
@@ -864,12 +890,16 @@ impl Repository for PostgresRepo {
         name: &str,
         version: u32,
         r: &NewVerifyReport,
+        keep: usize,
     ) -> Result<StoredVerifyReport, Error> {
-        let mut c = self.client.borrow_mut();
-        let vid = version_id(&mut *c, name, version)?;
+        let mut tx = self
+            .client
+            .get_mut()
+            .transaction()
+            .map_err(pg("starting a transaction"))?;
+        let vid = version_id(&mut tx, name, version)?;
         let at = now();
-        // One statement: atomic without an explicit transaction.
-        let id: i64 = c
+        let id: i64 = tx
             .query_one(
                 "INSERT INTO verify_reports (version_id, passed, report_sha256, object_sha256,
                    kernel_release, report, recorded_at)
@@ -886,6 +916,17 @@ impl Repository for PostgresRepo {
             )
             .map_err(pg("keeping a verify report"))
             .and_then(|row| col(&row, 0))?;
+        tx.execute(
+            "DELETE FROM verify_reports WHERE version_id = $1
+               AND id NOT IN (SELECT id FROM verify_reports WHERE version_id = $1
+                              ORDER BY id DESC LIMIT $2)
+               AND id NOT IN (SELECT id FROM verify_reports
+                              WHERE version_id = $1 AND passed
+                              ORDER BY id DESC LIMIT 1)",
+            &[&vid, &(keep.max(1) as i64)],
+        )
+        .map_err(pg("pruning old verify reports"))?;
+        tx.commit().map_err(pg("keeping a verify report"))?;
         Ok(StoredVerifyReport {
             id,
             name: name.to_string(),
@@ -948,6 +989,7 @@ impl Repository for PostgresRepo {
         version: u32,
         r: &NewResult,
         workload_embedding: &[f32],
+        recorded_by: Option<&str>,
     ) -> Result<PolicyResult, Error> {
         let mut tx = self
             .client
@@ -978,8 +1020,9 @@ impl Repository for PostgresRepo {
             .query_one(
                 "INSERT INTO policy_results (version_id, workload_id, workload, metric, unit, direction,
                    value, baseline, improvement_pct, p_value, significant, verdict, source,
-                   environment, recorded_at, signature)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                   environment, recorded_at, signature, recorded_by)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                   $17)
                  RETURNING id",
                 &[
                     &vid,
@@ -998,6 +1041,7 @@ impl Repository for PostgresRepo {
                     &r.environment,
                     &at,
                     &super::signature_json(r)?,
+                    &recorded_by,
                 ],
             )
             .map_err(pg("recording a result"))
@@ -1008,6 +1052,26 @@ impl Repository for PostgresRepo {
             version,
             recorded_at: at,
             result: r.clone(),
+        })
+    }
+
+    fn usage(&self, by: &str) -> Result<super::Usage, Error> {
+        let row = self
+            .client
+            .borrow_mut()
+            .query_one(
+                "SELECT (SELECT count(*) FROM policy_versions WHERE added_by = $1),
+                        (SELECT coalesce(sum(octet_length(meta) + octet_length(body)), 0)::bigint
+                           FROM policy_versions WHERE added_by = $1),
+                        (SELECT count(*) FROM policy_results WHERE recorded_by = $1)",
+                &[&by],
+            )
+            .map_err(pg("counting what a token wrote"))?;
+        let n = |i: usize| col::<i64>(&row, i).map(|v| v.max(0) as u64);
+        Ok(super::Usage {
+            versions: n(0)?,
+            bytes: n(1)?,
+            results: n(2)?,
         })
     }
 

@@ -216,16 +216,21 @@ fn insert_one(tx: &Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, Er
     let p = it.policy;
     let name = &p.meta.name;
     let at = it.created_at.clone().unwrap_or_else(now);
-    let existing: Option<(i64, String, String)> = tx
+    let existing: Option<(i64, String, String, Option<String>)> = tx
         .query_row(
-            "SELECT id, kind, origin FROM policies WHERE name = ?1",
+            "SELECT id, kind, origin, owner FROM policies WHERE name = ?1",
             [name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()
         .map_err(|e| db_err("looking up a policy", e))?;
     let policy_id = match existing {
-        Some((id, kind, origin)) => {
+        Some((id, kind, origin, owner)) => {
+            if let Some(by) = &it.added_by {
+                if owner.as_deref() != Some(by.as_str()) {
+                    return Err(super::not_owner(name, owner.as_deref(), by));
+                }
+            }
             if kind != p.body.kind().as_str() || origin != p.origin.as_str() {
                 return Err(Error::Input(format!(
                     "policy '{name}' exists as a {kind} policy of origin {origin}; a new version must keep both (this one is {} / {}). Choose another name.",
@@ -251,8 +256,15 @@ fn insert_one(tx: &Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, Er
         }
         None => {
             tx.execute(
-                "INSERT INTO policies (name, kind, origin, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![name, p.body.kind().as_str(), p.origin.as_str(), at],
+                "INSERT INTO policies (name, kind, origin, created_at, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    name,
+                    p.body.kind().as_str(),
+                    p.origin.as_str(),
+                    at,
+                    it.added_by
+                ],
             )
             .map_err(|e| db_err("inserting a policy", e))?;
             tx.last_insert_rowid()
@@ -268,9 +280,19 @@ fn insert_one(tx: &Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, Er
     let meta = serde_json::to_string(&p.meta).map_err(|e| db_err("encoding metadata", e))?;
     let body = serde_json::to_string(&p.body).map_err(|e| db_err("encoding the body", e))?;
     tx.execute(
-        "INSERT INTO policy_versions (policy_id, version, content_hash, meta, body, state, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![policy_id, version, it.content_hash, meta, body, it.state.as_str(), at],
+        "INSERT INTO policy_versions (policy_id, version, content_hash, meta, body, state,
+           created_at, added_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            policy_id,
+            version,
+            it.content_hash,
+            meta,
+            body,
+            it.state.as_str(),
+            at,
+            it.added_by
+        ],
     )
     .map_err(|e| db_err("inserting a version", e))?;
     let version_id = tx.last_insert_rowid();
@@ -445,6 +467,7 @@ impl Repository for SqliteRepo {
         name: &str,
         version: u32,
         r: &NewVerifyReport,
+        keep: usize,
     ) -> Result<StoredVerifyReport, Error> {
         let report = r.report.to_string();
         self.store.write(|tx| -> Result<StoredVerifyReport, Error> {
@@ -465,8 +488,19 @@ impl Repository for SqliteRepo {
                 ],
             )
             .map_err(|e| db_err("keeping a verify report", e))?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "DELETE FROM verify_reports WHERE version_id = ?1
+                   AND id NOT IN (SELECT id FROM verify_reports WHERE version_id = ?1
+                                  ORDER BY id DESC LIMIT ?2)
+                   AND id NOT IN (SELECT id FROM verify_reports
+                                  WHERE version_id = ?1 AND passed = 1
+                                  ORDER BY id DESC LIMIT 1)",
+                params![vid, keep.max(1) as i64],
+            )
+            .map_err(|e| db_err("pruning old verify reports", e))?;
             Ok(StoredVerifyReport {
-                id: tx.last_insert_rowid(),
+                id,
                 name: name.to_string(),
                 version,
                 passed: r.passed,
@@ -531,6 +565,7 @@ impl Repository for SqliteRepo {
         version: u32,
         r: &NewResult,
         workload_embedding: &[f32],
+        recorded_by: Option<&str>,
     ) -> Result<PolicyResult, Error> {
         self.store.write(|tx| -> Result<PolicyResult, Error> {
             let vid = version_id(tx, name, version)?;
@@ -551,8 +586,9 @@ impl Repository for SqliteRepo {
             tx.execute(
                 "INSERT INTO policy_results (version_id, workload_id, workload, metric, unit, direction,
                    value, baseline, improvement_pct, p_value, significant, verdict, source,
-                   environment, recorded_at, signature)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                   environment, recorded_at, signature, recorded_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                   ?17)",
                 params![
                     vid,
                     wid,
@@ -569,7 +605,8 @@ impl Repository for SqliteRepo {
                     r.source.as_str(),
                     r.environment,
                     at,
-                    super::signature_json(r)?
+                    super::signature_json(r)?,
+                    recorded_by
                 ],
             )
             .map_err(|e| db_err("recording a result", e))?;
@@ -579,6 +616,30 @@ impl Repository for SqliteRepo {
                 recorded_at: at,
                 result: r.clone(),
             })
+        })
+    }
+
+    fn usage(&self, by: &str) -> Result<super::Usage, Error> {
+        let c = self.store.conn();
+        let (versions, bytes): (i64, i64) = c
+            .query_row(
+                "SELECT count(*), coalesce(sum(length(CAST(meta AS BLOB)) + length(CAST(body AS BLOB))), 0)
+                 FROM policy_versions WHERE added_by = ?1",
+                [by],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| db_err("counting a token's versions", e))?;
+        let results: i64 = c
+            .query_row(
+                "SELECT count(*) FROM policy_results WHERE recorded_by = ?1",
+                [by],
+                |r| r.get(0),
+            )
+            .map_err(|e| db_err("counting a token's results", e))?;
+        Ok(super::Usage {
+            versions: versions as u64,
+            bytes: bytes as u64,
+            results: results as u64,
         })
     }
 
