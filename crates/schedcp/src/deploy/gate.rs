@@ -12,6 +12,7 @@ use schedcp_scx::Artefact;
 use super::{decode_object, DeployConfig, MAX_BINARY_BYTES, MAX_OBJECT_BYTES};
 use crate::config::Config;
 use crate::error::Error;
+use crate::policies::model::State;
 use crate::store::Store;
 use crate::verify::pipeline::object_store;
 use crate::verify::token::{self, Claims, Expect, Keys, TrustedKey};
@@ -38,6 +39,7 @@ pub fn admit(cfg: &Config, token: &str, object_b64: Option<&str>) -> Result<Admi
     // worth acting on, not even where to find the object.
     let claims = token::check_trusted(token, &Expect::default(), Some(&keys), &trusted)?;
     check_not_revoked(cfg, &claims.jti)?;
+    check_not_retired(cfg, &claims)?;
     if !claims.sched_ext {
         return Err(Error::Input(format!(
             "token for {}@{} was issued without a sched_ext attach test (the verifying kernel had no sched_ext); verify it in the lab first",
@@ -128,12 +130,33 @@ pub fn readmit(
         &trusted,
     )
     .map_err(|e| e.to_string())
-    .and_then(|claims| check_not_revoked(cfg, &claims.jti).map_err(|e| e.to_string()))
+    .and_then(|claims| {
+        check_not_revoked(cfg, &claims.jti)
+            .and_then(|()| check_not_retired(cfg, &claims))
+            .map_err(|e| e.to_string())
+    })
     .map_err(|e| {
         Error::Input(format!(
             "its deploy token no longer checks out ({e}): verify it again and deploy it with a canary"
         ))
     })
+}
+
+/// A token stays valid until it expires, but the version it was issued for
+/// may be retired meanwhile (found wanting, superseded): then it is not
+/// deployed. A version this node's library does not know (a token from
+/// another machine, an ad-hoc file) has no state here to consult.
+fn check_not_retired(cfg: &Config, claims: &Claims) -> Result<(), Error> {
+    if claims.version == 0 {
+        return Ok(());
+    }
+    match crate::policies::version_state(cfg, &claims.policy, claims.version)? {
+        Some(State::Retired) => Err(Error::Input(format!(
+            "{}@{} has been retired since its token was issued; deploy a version that is not retired",
+            claims.policy, claims.version
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Revoke the deploy token with id `jti` on this node: admission and every

@@ -166,4 +166,18 @@ fn a_scheduler_is_not_put_back_unless_admission_would_take_it_now() {
             && reason(&dep).contains("leaked"),
         "{dep:#}"
     );
+
+    // A good token for a version retired since it was issued: refused, at
+    // re-attach as at admission (issue 17, finding 8).
+    let out = d.cli(&["policy", "retire", "vtime@1", "--reason", "found wanting"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dep = restart_with(&mut d, &kernel, Some(&token(&own, &kernel)));
+    assert!(
+        reason(&dep).contains("vtime@1 has been retired since its token was issued"),
+        "{dep:#}"
+    );
 }
