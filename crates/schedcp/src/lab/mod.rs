@@ -425,11 +425,20 @@ impl Lab {
             }
         }
         let crash = qemu::kernel_crash(&run_dir.join("console.log"));
-        let outcome = judge(
+        let mut outcome = judge(
             guest.as_ref(),
             vm.timed_out.then_some(req.timeout.as_secs()),
             crash,
         );
+        if vm.output_limit && guest.is_none() {
+            outcome = report::Outcome::Failed {
+                reason: format!(
+                    "the guest wrote more than {} MiB to its console or report port, so QEMU was \
+                     stopped there (RLIMIT_FSIZE)",
+                    qemu::MAX_GUEST_OUTPUT_BYTES >> 20
+                ),
+            };
+        }
         let keep = self.cfg.lab.keep_runs || outcome != report::Outcome::Completed;
         if vm.status.is_some_and(|s| !s.success()) && guest.is_none() {
             tracing::warn!("QEMU exited with {:?}: {}", vm.status, vm.stderr.trim());

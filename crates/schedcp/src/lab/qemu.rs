@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -58,7 +59,14 @@ pub struct VmExit {
     pub kvm_failure: Option<String>,
     pub elapsed: Duration,
     pub stderr: String,
+    /// QEMU was stopped because the guest wrote more than
+    /// [`MAX_GUEST_OUTPUT_BYTES`] to its console or report port.
+    pub output_limit: bool,
 }
+
+/// The most a guest may write to one of its files (console log, report
+/// port): RLIMIT_FSIZE on QEMU, so a flooding guest cannot fill the disk.
+pub const MAX_GUEST_OUTPUT_BYTES: u64 = 64 << 20;
 
 impl VmSpec<'_> {
     fn command(&self) -> Command {
@@ -103,7 +111,19 @@ impl VmSpec<'_> {
                 "-device",
                 &format!("virtserialport,chardev=report,name={REPORT_PORT_NAME}"),
             ])
-            .args(&self.extra_args);
+            .args(&self.extra_args)
+            // A guest that escapes into QEMU meets a seccomp filter (no
+            // obsolete or resource-control syscalls, no spawning) ...
+            .args([
+                "-sandbox",
+                "on,obsolete=deny,spawn=deny,resourcecontrol=deny",
+            ]);
+        // ... and, when we are root, no root: QEMU drops to `nobody` once its
+        // files, sockets and /dev/kvm are open. (`elevateprivileges=deny`
+        // would forbid that very drop; after it, set*id cannot go back.)
+        if nix::unistd::geteuid().is_root() {
+            c.args(["-runas", "nobody"]);
+        }
         if self.accel == Accelerator::Tcg {
             c.args(self.clock.qemu_args());
         }
@@ -124,6 +144,19 @@ pub fn boot<M: serde::de::DeserializeOwned>(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: MAX_GUEST_OUTPUT_BYTES as libc::rlim_t,
+                rlim_max: MAX_GUEST_OUTPUT_BYTES as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     // If the thread waiting for this VM dies (the daemon stops mid-verify),
     // the VM dies with it instead of running on unsupervised.
     let mut vm = Group::spawn(&mut cmd, true).with_context(|| {
@@ -160,8 +193,10 @@ pub fn boot<M: serde::de::DeserializeOwned>(
             .find(|l| l.to_lowercase().contains("kvm"))
             .map(|l| l.trim().to_string());
     }
+    let output_limit = status.is_some_and(|s| s.signal() == Some(libc::SIGXFSZ));
     Ok(VmExit {
         timed_out: status.is_none() && kvm_failure.is_none(),
+        output_limit,
         status,
         kvm_failure,
         elapsed: start.elapsed(),

@@ -93,6 +93,7 @@ fn deploy_canary_breaker_and_rollback_on_a_lab_node() {
     );
     let api = node.client(Duration::from_secs(700)).unwrap();
     assert_eq!(deploy_status(&api)["sched_ext_state"], "disabled");
+    qemu_is_confined();
 
     // Refusals: nothing changes on the node.
     refused(
@@ -369,4 +370,42 @@ fn deploy_on_a_kernel_without_sched_ext_says_so() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+}
+
+/// The node's QEMU (a child of this process) runs as `nobody` under a
+/// seccomp filter, with its file size capped (issue 17, finding 8).
+fn qemu_is_confined() {
+    let me = std::process::id().to_string();
+    let mut seen = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        if !comm.ends_with("(qemu-system-x86") || rest.split(' ').nth(1) != Some(me.as_str()) {
+            continue;
+        }
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(field("Uid:"), "65534\t65534\t65534\t65534", "{status}");
+        assert_eq!(field("Seccomp:"), "2", "{status}");
+        let limits = std::fs::read_to_string(e.path().join("limits")).unwrap();
+        let fsize = limits
+            .lines()
+            .find(|l| l.starts_with("Max file size"))
+            .unwrap();
+        assert!(fsize.contains(&(64u64 << 20).to_string()), "{fsize}");
+        seen += 1;
+    }
+    assert_eq!(seen, 1, "one QEMU child of this test");
 }
