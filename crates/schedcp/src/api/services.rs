@@ -79,6 +79,9 @@ impl Services {
             &audit::path(&cfg.state_dir()),
             cfg.api.audit_segment_mib << 20,
             Store::open_in(&cfg.state_dir())?,
+            Some(crate::verify::token::Keys::load_or_create(
+                &cfg.state_dir(),
+            )?),
         )?;
         let ops = tools::all();
         let by_name = ops.iter().enumerate().map(|(i, o)| (o.name, i)).collect();

@@ -8,6 +8,7 @@ use schedcp::api::audit;
 use schedcp::config::Config;
 use schedcp::error::{exit, Error};
 use schedcp::store::Store;
+use schedcp::verify::token::Keys;
 use serde::Serialize;
 
 use super::output::{Output, Report};
@@ -36,7 +37,9 @@ pub fn run(cfg: Config, c: AuditCommand, out: Output) -> Result<i32, Error> {
     match c {
         AuditCommand::Verify => {
             let store = Store::open_in(&cfg.state_dir())?;
-            let verification = audit::verify(&path, Some(&store))?;
+            // The daemon signs checkpoints with its token key.
+            let key = Keys::load_or_create(&cfg.state_dir())?.trusted();
+            let verification = audit::verify(&path, Some(&store), Some(&key))?;
             let ok = verification.ok;
             out.emit(&Checked { verification, path })?;
             Ok(if ok { exit::OK } else { exit::FAILURE })
@@ -74,6 +77,11 @@ impl Report for Checked {
             }
             s
         };
+        let _ = writeln!(
+            s,
+            "  {} signed checkpoint(s) verified; {} entries after the last one",
+            v.checkpoints, v.unsigned_tail
+        );
         for n in &v.notes {
             let _ = writeln!(s, "  note: {n}");
         }

@@ -265,7 +265,8 @@ pub fn run(
 
     stop.cancel();
     let _ = rt.block_on(server);
-    let v = audit::verify(&log, Some(&Store::open_in(&c.state_dir())?))?;
+    let key = crate::verify::token::Keys::load_or_create(&c.state_dir())?.trusted();
+    let v = audit::verify(&log, Some(&Store::open_in(&c.state_dir())?), Some(&key))?;
     Ok(Report {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         clients: cfg.clients,

@@ -286,6 +286,54 @@ impl Keys {
     }
 }
 
+/// PASETO implicit assertion of audit checkpoints: it enters the signature
+/// without being in the token, so a checkpoint can never pass as a deploy
+/// token, nor a deploy token as a checkpoint.
+const CHECKPOINT_ASSERTION: &[u8] = b"schedcp audit checkpoint v1";
+
+/// What an audit checkpoint signs: the chain reached entry `seq`, whose
+/// hash is `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Keys {
+    /// Sign `c` with this machine's key (a `v4.public` PASETO).
+    pub fn sign_checkpoint(&self, c: &Checkpoint) -> Result<String, Error> {
+        let payload = serde_json::to_vec(c).map_err(anyhow::Error::from)?;
+        let footer = serde_json::to_vec(&Footer {
+            kid: self.kid.clone(),
+        })
+        .map_err(anyhow::Error::from)?;
+        PublicToken::sign(
+            &self.secret,
+            &payload,
+            Some(&footer),
+            Some(CHECKPOINT_ASSERTION),
+        )
+        .map_err(|e| Error::Internal(anyhow::anyhow!("signing an audit checkpoint: {e:?}")))
+    }
+}
+
+impl TrustedKey {
+    /// The checkpoint `token` signs, if this key signed it.
+    pub fn open_checkpoint(&self, token: &str) -> Result<Checkpoint, String> {
+        let (untrusted, footer) = parse_untrusted(token).map_err(|e| e.to_string())?;
+        let kid = footer.map(|f| f.kid).unwrap_or_default();
+        if kid != self.kid {
+            return Err(format!(
+                "signed by key {kid:?}, not this node's ({})",
+                self.kid
+            ));
+        }
+        let t = PublicToken::verify(&self.public, &untrusted, None, Some(CHECKPOINT_ASSERTION))
+            .map_err(|_| "the signature does not verify".to_string())?;
+        serde_json::from_str(t.payload()).map_err(|e| format!("not a checkpoint: {e}"))
+    }
+}
+
 /// A public key whose tokens this machine accepts besides its own: the
 /// verifier of another machine (a lab host signing for the nodes it drives).
 #[derive(Clone)]

@@ -242,6 +242,11 @@ impl AuditLog {
         &self.path
     }
 
+    /// The last entry's sequence number and hash (0 and [`GENESIS`] when empty).
+    pub fn head(&self) -> (u64, &str) {
+        (self.seq, &self.head)
+    }
+
     /// Append `records` as one durable write; all of them or none.
     pub fn append(&mut self, records: Vec<Record>) -> Result<Vec<Entry>, Error> {
         let fail = |what: &str, e: std::io::Error| {

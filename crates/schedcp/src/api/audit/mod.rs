@@ -6,9 +6,11 @@
 //! one breaks the sequence and the chain, and cutting entries off the end is
 //! caught by the head (last sequence number and hash) also kept in the
 //! SQLite store. `log` holds the append protocol and its recovery,
-//! `writer` the thread that commits in batches, `refusals` what keeps
-//! refused callers from flooding it, `verify` the check.
+//! `writer` the thread that commits in batches and signs checkpoints with
+//! the daemon's key (`checkpoint`), `refusals` what keeps refused callers
+//! from flooding it, `verify` the check.
 
+mod checkpoint;
 mod entry;
 mod log;
 mod refusals;

@@ -9,10 +9,12 @@ use rusqlite::OptionalExtension;
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use super::checkpoint::{self, EVERY as CHECKPOINT_EVERY, MAX_UNSIGNED};
 use super::entry::{Entry, GENESIS};
 use super::log::{quarantines, segments};
 use crate::error::Error;
 use crate::store::Store;
+use crate::verify::token::TrustedKey;
 
 /// The result of checking a log.
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]
@@ -30,6 +32,11 @@ pub struct Verification {
     /// Actions with effects that began and have no end on record: still
     /// running, or the daemon stopped mid-action.
     pub open_actions: Vec<String>,
+    /// Checkpoints whose signature verified with the node's key (none
+    /// checked without a key).
+    pub checkpoints: u64,
+    /// Entries after the last signed checkpoint: covered by the chain only.
+    pub unsigned_tail: u64,
 }
 
 fn read_segment(
@@ -48,9 +55,13 @@ fn read_segment(
     Ok(())
 }
 
-/// Check every segment of the log at `log`, and the end against the head
-/// in `store` (when given).
-pub fn verify(log: &Path, store: Option<&Store>) -> Result<Verification, Error> {
+/// Check every segment of the log at `log`, the end against the head in
+/// `store`, and the signed checkpoints against `key` (each when given).
+pub fn verify(
+    log: &Path,
+    store: Option<&Store>,
+    key: Option<&TrustedKey>,
+) -> Result<Verification, Error> {
     let segs = segments(log)?;
     if segs.is_empty() {
         return Err(Error::Input(format!(
@@ -75,6 +86,8 @@ pub fn verify(log: &Path, store: Option<&Store>) -> Result<Verification, Error> 
     let (mut prev, mut expect_seq) = (GENESIS.to_string(), 1u64);
     let mut open: BTreeMap<u64, String> = BTreeMap::new();
     let mut head_seen = false;
+    // Sequence number of the last signed checkpoint (0: none yet).
+    let mut signed_at = 0u64;
     for seg in &segs {
         let name = seg
             .file_name()
@@ -126,6 +139,39 @@ pub fn verify(log: &Path, store: Option<&Store>) -> Result<Verification, Error> 
             if let Some(of) = e.of {
                 open.remove(&of);
             }
+            if let Some(key) = key.filter(|_| e.call == checkpoint::CALL) {
+                match key.open_checkpoint(e.detail.as_deref().unwrap_or("")) {
+                    Ok(c) if c.seq + 1 == e.seq && c.hash == e.prev => {
+                        if signed_at > 0 && e.seq - signed_at > MAX_UNSIGNED {
+                            v.problems.push(format!(
+                                "seq {signed_at}..{}: no signed checkpoint over {} entries, though \
+                                 the daemon signs one every {CHECKPOINT_EVERY} (checkpoints were removed)",
+                                e.seq,
+                                e.seq - signed_at
+                            ));
+                        } else if signed_at == 0 && e.seq > MAX_UNSIGNED {
+                            v.notes.push(format!(
+                                "seq 1..{}: before the first signed checkpoint (written by an older \
+                                 schedcp, or checkpoints were removed)",
+                                e.seq
+                            ));
+                        }
+                        v.checkpoints += 1;
+                        signed_at = e.seq;
+                    }
+                    Ok(c) => v.problems.push(format!(
+                        "seq {}: the checkpoint signs seq {} with hash {}…, but the chain before it \
+                         differs (history was rewritten after it was signed)",
+                        e.seq,
+                        c.seq,
+                        &c.hash[..c.hash.len().min(12)]
+                    )),
+                    Err(why) => v.problems.push(format!(
+                        "seq {}: checkpoint not signed by this node: {why}",
+                        e.seq
+                    )),
+                }
+            }
             if e.call == "audit.repair" {
                 v.notes.push(format!(
                     "seq {} at {}: repaired: {}",
@@ -162,6 +208,16 @@ pub fn verify(log: &Path, store: Option<&Store>) -> Result<Verification, Error> 
             .push(format!("quarantined bytes: {} ({size} bytes)", q.display()));
     }
     v.open_actions = open.into_values().collect();
+    if key.is_some() {
+        v.unsigned_tail = last - signed_at;
+        if signed_at > 0 && v.unsigned_tail > MAX_UNSIGNED {
+            v.problems.push(format!(
+                "the last {} entries carry no signed checkpoint, though the daemon signs one every \
+                 {CHECKPOINT_EVERY} (checkpoints were removed)",
+                v.unsigned_tail
+            ));
+        }
+    }
     v.ok = v.problems.is_empty();
     Ok(v)
 }
@@ -230,7 +286,7 @@ mod tests {
             set_head(&mut store, &e[0]);
         }
         drop(log);
-        let v = verify(&p, Some(&store)).unwrap();
+        let v = verify(&p, Some(&store), None).unwrap();
         assert!(v.ok && v.entries == 5, "{v:?}");
         let mut log = AuditLog::open(&p, 1 << 20).unwrap();
         let e = log.append(vec![rec("more")]).unwrap();
@@ -246,7 +302,7 @@ mod tests {
         let mut edited = clean.clone();
         edited[2] = edited[2].replace("tool2", "toolX");
         write(&edited, &p);
-        let v = verify(&p, Some(&store)).unwrap();
+        let v = verify(&p, Some(&store), None).unwrap();
         assert!(
             !v.ok && v.problems[0].contains("seq 3") && v.problems[0].contains("edited"),
             "{v:?}"
@@ -255,7 +311,7 @@ mod tests {
         let mut deleted = clean.clone();
         deleted.remove(1);
         write(&deleted, &p);
-        let v = verify(&p, Some(&store)).unwrap();
+        let v = verify(&p, Some(&store), None).unwrap();
         assert!(
             !v.ok && v.problems.iter().any(|x| x.contains("deleted")),
             "{v:?}"
@@ -264,14 +320,14 @@ mod tests {
         let mut inserted = clean.clone();
         inserted.insert(3, clean[3].clone());
         write(&inserted, &p);
-        assert!(!verify(&p, Some(&store)).unwrap().ok);
+        assert!(!verify(&p, Some(&store), None).unwrap().ok);
 
         write(&clean[..4], &p);
-        let v = verify(&p, Some(&store)).unwrap();
+        let v = verify(&p, Some(&store), None).unwrap();
         assert!(!v.ok && v.problems[0].contains("cut off the end"), "{v:?}");
 
         write(&clean, &p);
-        assert!(verify(&p, Some(&store)).unwrap().ok);
+        assert!(verify(&p, Some(&store), None).unwrap().ok);
         assert_eq!(
             tail(&p, 2)
                 .unwrap()
@@ -296,7 +352,7 @@ mod tests {
         let e = log.append(vec![rec("b")]).unwrap();
         assert_eq!(e[0].seq, 2);
         assert_eq!(log.append(vec![rec("c")]).unwrap()[0].seq, 3);
-        let v = verify(&p, Some(&store)).unwrap();
+        let v = verify(&p, Some(&store), None).unwrap();
         assert!(v.ok, "{v:?}");
         assert!(v.notes.iter().any(|n| n.contains("lags")), "{v:?}");
     }
@@ -311,7 +367,7 @@ mod tests {
             let e = log.append(vec![rec(&format!("call{i}"))]).unwrap();
             set_head(&mut store, &e[0]);
         }
-        let v = verify(&p, Some(&store)).unwrap();
+        let v = verify(&p, Some(&store), None).unwrap();
         assert!(v.ok && v.entries == 60 && v.segments >= 3, "{v:?}");
         let t = tail(&p, 25).unwrap();
         assert_eq!(t.len(), 25);
@@ -320,6 +376,6 @@ mod tests {
         // Deleting a sealed segment is caught.
         let segs = segments(&p).unwrap();
         std::fs::remove_file(&segs[1]).unwrap();
-        assert!(!verify(&p, Some(&store)).unwrap().ok);
+        assert!(!verify(&p, Some(&store), None).unwrap().ok);
     }
 }
