@@ -130,16 +130,19 @@ mod tests {
         let good = checked(true, Vec::new());
         assert_eq!(
             serde_json::to_value(&good).unwrap(),
-            serde_json::json!({ "entries": 3, "ok": true, "problems": [], "segments": 1, "notes": [], "open_actions": [] })
+            serde_json::json!({ "entries": 3, "ok": true, "problems": [], "segments": 1, "notes": [],
+                                "open_actions": [], "checkpoints": 0, "unsigned_tail": 0 })
         );
         assert_eq!(
             good.render(),
-            "audit log intact: 3 entries in 1 segment(s) (/var/lib/schedcp/audit.log)\n"
+            "audit log intact: 3 entries in 1 segment(s) (/var/lib/schedcp/audit.log)\n  \
+             0 signed checkpoint(s) verified; 0 entries after the last one\n"
         );
         let bad = checked(false, vec!["entry 2: hash mismatch".into()]);
         assert_eq!(
             bad.render(),
-            "audit log TAMPERED (/var/lib/schedcp/audit.log):\n  entry 2: hash mismatch\n"
+            "audit log TAMPERED (/var/lib/schedcp/audit.log):\n  entry 2: hash mismatch\n  \
+             0 signed checkpoint(s) verified; 0 entries after the last one\n"
         );
     }
 }
