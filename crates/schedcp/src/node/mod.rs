@@ -104,8 +104,10 @@ impl Node {
         }
         let keys = Keys::load_or_create(&lab.config().state_dir())?;
         let port = free_port()?;
+        // The port is this process's own, so two nodes started by one
+        // process within a second still get their own directories.
         let run_dir = lab.cache_dir().join("nodes").join(format!(
-            "{}-{}",
+            "{}-{}-{port}",
             chrono::Utc::now().format("%Y%m%dT%H%M%S"),
             std::process::id()
         ));
