@@ -17,6 +17,7 @@ pub mod curation;
 pub mod embed;
 pub mod external;
 pub mod model;
+pub mod quota;
 pub mod repo;
 pub mod search;
 pub mod transfer;
@@ -37,6 +38,7 @@ use model::{
     Body, History, NewPolicy, NewResult, NewVerifyReport, Origin, PolicyRef, PolicyResult,
     PolicySummary, PolicyVersion, SearchDoc, State, StoredVerifyReport, Transition,
 };
+pub use quota::{WriteLimits, Writer};
 use repo::{Insert, Repository};
 use search::{SearchQuery, SearchResults};
 use transfer::{Export, ImportReport};
@@ -69,38 +71,12 @@ pub enum Author<'a> {
 }
 
 impl<'a> Author<'a> {
-    fn token(self) -> Option<&'a str> {
+    /// The token writing under `limits`; `None` for the operator.
+    fn writer(self, limits: WriteLimits) -> Option<Writer<'a>> {
         match self {
             Author::Operator => None,
-            Author::Token(t) => Some(t),
+            Author::Token(t) => Some(Writer::new(t, limits)),
         }
-    }
-}
-
-/// Bounds on what one API token may store, and how many verify reports
-/// are kept per version ([policies] in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteLimits {
-    pub quota_versions: u64,
-    pub quota_bytes: u64,
-    pub quota_results: u64,
-    pub keep_verify_reports: usize,
-}
-
-impl WriteLimits {
-    pub fn of(pc: &crate::config::policies::PoliciesConfig) -> WriteLimits {
-        WriteLimits {
-            quota_versions: pc.quota_versions,
-            quota_bytes: pc.quota_mib << 20,
-            quota_results: pc.quota_results,
-            keep_verify_reports: pc.keep_verify_reports,
-        }
-    }
-}
-
-impl Default for WriteLimits {
-    fn default() -> Self {
-        WriteLimits::of(&Default::default())
     }
 }
 
@@ -266,26 +242,11 @@ impl Library {
     /// to policies it created, within its quotas.
     pub fn add_as(&mut self, p: NewPolicy, author: Author<'_>) -> Result<PolicyVersion, Error> {
         validate::new_policy(&p)?;
-        if let Some(token) = author.token() {
-            let used = self.repo.usage(token)?;
-            let l = self.limits;
-            if used.versions >= l.quota_versions {
-                return Err(Error::Quota(format!(
-                    "token {token} has added {} policy versions, its quota ([policies] \
-                     quota_versions = {}); an admin can raise it",
-                    used.versions, l.quota_versions
-                )));
-            }
-            let bytes = p.stored_bytes();
-            if used.bytes.saturating_add(bytes) > l.quota_bytes {
-                return Err(Error::Quota(format!(
-                    "this version needs {bytes} bytes and token {token} has stored {} of its \
-                     {} ([policies] quota_mib = {}); an admin can raise it",
-                    used.bytes,
-                    l.quota_bytes,
-                    l.quota_bytes >> 20
-                )));
-            }
+        // Checked here before any embedding, and again in the insert's
+        // transaction, where concurrent calls of one token take turns.
+        let writer = author.writer(self.limits);
+        if let Some(w) = writer {
+            w.admit_version(&self.repo.usage(w.token)?, p.stored_bytes())?;
         }
         self.ensure_index()?;
         let doc = SearchDoc::new(&p.meta, &p.body);
@@ -298,7 +259,7 @@ impl Library {
             created_at: None,
             doc,
             embedding: v,
-            added_by: author.token().map(str::to_string),
+            added_by: writer,
         };
         Ok(self.repo.insert_versions(&[item])?.remove(0))
     }
@@ -454,21 +415,15 @@ impl Library {
     ) -> Result<Recorded, Error> {
         validate_result(&mut res)?;
         let v = self.get(r)?;
-        if let Some(token) = author.token() {
-            let used = self.repo.usage(token)?.results;
-            if used >= self.limits.quota_results {
-                return Err(Error::Quota(format!(
-                    "token {token} has recorded {used} results, its quota ([policies] \
-                     quota_results = {}); an admin can raise it",
-                    self.limits.quota_results
-                )));
-            }
+        let writer = author.writer(self.limits);
+        if let Some(wr) = writer {
+            wr.admit_result(&self.repo.usage(wr.token)?)?;
         }
         self.ensure_index()?;
         let w = self.embed(&[res.workload_description.clone()])?.remove(0);
         let result = self
             .repo
-            .insert_result(&v.name, v.version, &res, &w, author.token())?;
+            .insert_result(&v.name, v.version, &res, &w, writer)?;
         let mut transition = None;
         let results: Vec<PolicyResult> = self
             .history(&v.name)?

@@ -21,6 +21,7 @@ use schedcp::policies::model::{
 use schedcp::policies::repo::postgres::PostgresRepo;
 use schedcp::policies::repo::sqlite::SqliteRepo;
 use schedcp::policies::repo::{Hit, Insert, Repository};
+use schedcp::policies::{WriteLimits, Writer};
 use schedcp::store::Store;
 
 const DIM: usize = 384;
@@ -1157,7 +1158,7 @@ fn ownership_usage_and_report_pruning(mut b: Backend) {
     let repo = b.repo.as_mut();
     let mine = bpf("mine", "a token's own scheduler");
     let mut by_a = item(&mine, State::Candidate, axis(0));
-    by_a.added_by = Some("token_a".into());
+    by_a.added_by = Some(writer("token_a"));
     repo.insert_versions(&[by_a]).unwrap();
 
     // Another token may not add a version to it; the operator may.
@@ -1166,7 +1167,7 @@ fn ownership_usage_and_report_pruning(mut b: Backend) {
         source: "/* v2 */".into(),
     };
     let mut by_b = item(&v2, State::Candidate, axis(0));
-    by_b.added_by = Some("token_b".into());
+    by_b.added_by = Some(writer("token_b"));
     match repo.insert_versions(&[by_b]) {
         Err(Error::Forbidden(m)) => assert!(
             m.contains("'mine' belongs to API token token_a") && m.contains("token_b"),
@@ -1176,7 +1177,7 @@ fn ownership_usage_and_report_pruning(mut b: Backend) {
     }
     assert_eq!(repo.history("mine").unwrap().unwrap().versions.len(), 1);
     let mut by_a2 = item(&v2, State::Candidate, axis(0));
-    by_a2.added_by = Some("token_a".into());
+    by_a2.added_by = Some(writer("token_a"));
     assert_eq!(repo.insert_versions(&[by_a2]).unwrap()[0].version, 2);
     // A token may not add to what the operator created either.
     add(
@@ -1190,7 +1191,7 @@ fn ownership_usage_and_report_pruning(mut b: Backend) {
         source: "/* mine now */".into(),
     };
     let mut sneaky = item(&v, State::Candidate, axis(1));
-    sneaky.added_by = Some("token_a".into());
+    sneaky.added_by = Some(writer("token_a"));
     assert!(matches!(
         repo.insert_versions(&[sneaky]),
         Err(Error::Forbidden(m)) if m.contains("belongs to the operator")
@@ -1202,7 +1203,7 @@ fn ownership_usage_and_report_pruning(mut b: Backend) {
         1,
         &result("w", "a workload", ResultVerdict::NoChange, false),
         &axis(2),
-        Some("token_a"),
+        Some(writer("token_a")),
     )
     .unwrap();
     let a = repo.usage("token_a").unwrap();
@@ -1231,6 +1232,69 @@ fn ownership_usage_and_report_pruning(mut b: Backend) {
     assert_eq!(kept, ["5", "4", "1"]);
 }
 
+/// A token writing under the default limits.
+fn writer(token: &str) -> Writer<'_> {
+    Writer::new(token, WriteLimits::default())
+}
+
+/// Issue 17, finding 6: one token's concurrent writers, each on its own
+/// connection, take turns on its quota: exactly the quota is admitted, as
+/// many times as it is tried, the rest refused as quota_exceeded.
+fn quotas_hold_under_concurrent_writers(b: Backend) {
+    const WRITERS: usize = 4;
+    const EACH: usize = 3;
+    let limits = WriteLimits {
+        quota_versions: 5,
+        quota_results: 3,
+        ..WriteLimits::default()
+    };
+    let host = bpf("host", "the operator's, for results");
+    let mut repos: Vec<_> = (0..WRITERS).map(|_| b.open_again()).collect();
+    repos[0]
+        .insert_versions(&[item(&host, State::Verified, axis(0))])
+        .unwrap();
+    let barrier = std::sync::Barrier::new(WRITERS);
+    let outcomes: Vec<(usize, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = repos
+            .iter_mut()
+            .enumerate()
+            .map(|(i, repo)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let w = Writer::new("token_q", limits);
+                    barrier.wait();
+                    let (mut versions, mut results) = (0, 0);
+                    for j in 0..EACH {
+                        let p = bpf(&format!("q_{i}_{j}"), "a token's own scheduler");
+                        let mut it = item(&p, State::Candidate, axis(1));
+                        it.added_by = Some(w);
+                        match repo.insert_versions(&[it]) {
+                            Ok(_) => versions += 1,
+                            Err(Error::Quota(m)) => {
+                                assert!(m.contains("quota_versions = 5"), "{m}")
+                            }
+                            Err(e) => panic!("writer {i}: {e}"),
+                        }
+                        let r = result("w", "a workload", ResultVerdict::NoChange, false);
+                        match repo.insert_result("host", 1, &r, &axis(2), Some(w)) {
+                            Ok(_) => results += 1,
+                            Err(Error::Quota(m)) => assert!(m.contains("quota_results = 3"), "{m}"),
+                            Err(e) => panic!("writer {i}: {e}"),
+                        }
+                    }
+                    (versions, results)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let versions: usize = outcomes.iter().map(|o| o.0).sum();
+    let results: usize = outcomes.iter().map(|o| o.1).sum();
+    assert_eq!((versions, results), (5, 3), "{outcomes:?}");
+    let used = repos[0].usage("token_q").unwrap();
+    assert_eq!((used.versions, used.results), (5, 3));
+}
+
 macro_rules! on_both_backends {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1245,6 +1309,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     insert_and_get,
     ownership_usage_and_report_pruning,
+    quotas_hold_under_concurrent_writers,
     duplicate_content_refused,
     origin_or_kind_mismatch_refused,
     list_by_state,

@@ -17,6 +17,8 @@ use super::model::{
     History, NewPolicy, NewResult, NewVerifyReport, PolicyRef, PolicyResult, PolicySummary,
     PolicyVersion, ResultVerdict, SearchDoc, State, StoredVerifyReport,
 };
+pub use super::quota::Usage;
+use super::quota::Writer;
 use crate::error::Error;
 
 /// One version to insert, with what search needs about it.
@@ -32,18 +34,11 @@ pub struct Insert<'a> {
     pub embedding: Vec<f32>,
     /// The API token adding it; `None` for the operator. A new policy is
     /// owned by its first version's adder, and a token may only add
-    /// versions to a policy it owns (checked in the insert's transaction,
-    /// so two tokens racing for one new name cannot share it).
-    pub added_by: Option<String>,
-}
-
-/// What one API token has written, for its quotas.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub versions: u64,
-    /// Metadata and source of those versions, as stored.
-    pub bytes: u64,
-    pub results: u64,
+    /// versions to a policy it owns, within its quotas. Both are checked
+    /// in the insert's transaction, with the token's writers serialised, so
+    /// two tokens racing for one new name cannot share it and one token's
+    /// concurrent calls cannot overshoot its quota.
+    pub added_by: Option<Writer<'a>>,
 }
 
 /// The refusal when `by` adds to a policy owned by someone else.
@@ -125,14 +120,15 @@ pub trait Repository: Send {
     ) -> Result<bool, Error>;
 
     /// Append a result; `workload_embedding` embeds `r.workload_description`;
-    /// `recorded_by` is the API token, `None` for the operator.
+    /// `recorded_by` is the API token, `None` for the operator. The token's
+    /// result quota is checked in the same transaction, as for versions.
     fn insert_result(
         &mut self,
         name: &str,
         version: u32,
         r: &NewResult,
         workload_embedding: &[f32],
-        recorded_by: Option<&str>,
+        recorded_by: Option<Writer<'_>>,
     ) -> Result<PolicyResult, Error>;
 
     /// Keep a verification report of `name@version`, and of its older ones

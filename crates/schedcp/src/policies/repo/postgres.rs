@@ -43,13 +43,14 @@ use postgres::error::SqlState;
 use postgres::types::{FromSql, ToSql};
 use postgres::{Client, NoTls, Row, Transaction};
 
-use super::{db_err, now, DocRow, EmbedFn, Evidence, Hit, Insert, Repository, Workload};
+use super::{db_err, now, DocRow, EmbedFn, Evidence, Hit, Insert, Repository, Usage, Workload};
 use crate::bpf::meta::PolicyMeta;
 use crate::error::Error;
 use crate::policies::model::{
     Body, History, NewResult, NewVerifyReport, PolicyRef, PolicyResult, PolicySummary,
     PolicyVersion, SearchDoc, State, StoredVerifyReport, Transition,
 };
+use crate::policies::quota::Writer;
 
 /// The schema, one migration per entry; entry `i` is schema version `i + 1`.
 /// Never edit an applied entry: append a new one.
@@ -577,12 +578,49 @@ fn insert_err(e: postgres::Error, what: &'static str, it: &Insert<'_>) -> Insert
     }
 }
 
+/// What API token `by` has added and recorded, as `c` sees it.
+fn usage_on(c: &mut impl postgres::GenericClient, by: &str) -> Result<Usage, Error> {
+    let row = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM policy_versions WHERE added_by = $1),
+                    (SELECT coalesce(sum(octet_length(meta) + octet_length(body)), 0)::bigint
+                       FROM policy_versions WHERE added_by = $1),
+                    (SELECT count(*) FROM policy_results WHERE recorded_by = $1)",
+            &[&by],
+        )
+        .map_err(pg("counting what a token wrote"))?;
+    let n = |i: usize| col::<i64>(&row, i).map(|v| v.max(0) as u64);
+    Ok(Usage {
+        versions: n(0)?,
+        bytes: n(1)?,
+        results: n(2)?,
+    })
+}
+
+/// [`usage_on`] in `tx` after taking token `by`'s write lock, held to
+/// commit: the token's concurrent writers take turns, and each reads (READ
+/// COMMITTED, a snapshot per statement) what the one before committed. Two
+/// 32-bit keys: a key space apart from the schema lock's 64-bit one.
+fn usage_serialised(tx: &mut Transaction<'_>, by: &str) -> Result<Usage, Error> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('schedcp token quota'), hashtext($1))",
+        &[&by],
+    )
+    .map_err(pg("waiting for the token's other writes"))?;
+    usage_on(tx, by)
+}
+
 fn insert_one(tx: &mut Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, InsertFailure> {
     let p = it.policy;
     let name = &p.meta.name;
     let at = it.created_at.clone().unwrap_or_else(now);
     let kind = p.body.kind().as_str();
     let origin = p.origin.as_str();
+    let added_by = it.added_by.map(|w| w.token);
+    if let Some(w) = &it.added_by {
+        let used = usage_serialised(tx, w.token)?;
+        w.admit_version(&used, p.stored_bytes())?;
+    }
     // Writers of one policy take turns on its row, held to commit: the
     // duplicate check and the version number below stay true until then.
     // Policies are never deleted, so if the INSERT finds that another
@@ -598,8 +636,8 @@ fn insert_one(tx: &mut Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion
             let (id, have_kind, have_origin, owner): (i64, String, String, Option<String>) =
                 (col(&row, 0)?, col(&row, 1)?, col(&row, 2)?, col(&row, 3)?);
             if let Some(by) = &it.added_by {
-                if owner.as_deref() != Some(by.as_str()) {
-                    return Err(super::not_owner(name, owner.as_deref(), by).into());
+                if owner.as_deref() != Some(by.token) {
+                    return Err(super::not_owner(name, owner.as_deref(), by.token).into());
                 }
             }
             if have_kind != kind || have_origin != origin {
@@ -626,7 +664,7 @@ fn insert_one(tx: &mut Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion
                 "INSERT INTO policies (name, kind, origin, created_at, owner)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (name) DO NOTHING RETURNING id",
-                &[name, &kind, &origin, &at, &it.added_by],
+                &[name, &kind, &origin, &at, &added_by],
             )
             .map_err(|e| insert_err(e, "inserting a policy", it))?
         {
@@ -655,7 +693,7 @@ fn insert_one(tx: &mut Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion
                 &body,
                 &it.state.as_str(),
                 &at,
-                &it.added_by,
+                &added_by,
             ],
         )
         .map_err(|e| insert_err(e, "inserting a version", it))
@@ -989,7 +1027,7 @@ impl Repository for PostgresRepo {
         version: u32,
         r: &NewResult,
         workload_embedding: &[f32],
-        recorded_by: Option<&str>,
+        recorded_by: Option<Writer<'_>>,
     ) -> Result<PolicyResult, Error> {
         let mut tx = self
             .client
@@ -997,6 +1035,10 @@ impl Repository for PostgresRepo {
             .transaction()
             .map_err(pg("starting a transaction"))?;
         let vid = version_id(&mut tx, name, version)?;
+        if let Some(w) = &recorded_by {
+            w.admit_result(&usage_serialised(&mut tx, w.token)?)?;
+        }
+        let recorded_by = recorded_by.map(|w| w.token);
         // A concurrent insert of the same workload makes this wait for it and
         // then do nothing; the SELECT (a new snapshot) sees its row.
         tx.execute(
@@ -1055,24 +1097,8 @@ impl Repository for PostgresRepo {
         })
     }
 
-    fn usage(&self, by: &str) -> Result<super::Usage, Error> {
-        let row = self
-            .client
-            .borrow_mut()
-            .query_one(
-                "SELECT (SELECT count(*) FROM policy_versions WHERE added_by = $1),
-                        (SELECT coalesce(sum(octet_length(meta) + octet_length(body)), 0)::bigint
-                           FROM policy_versions WHERE added_by = $1),
-                        (SELECT count(*) FROM policy_results WHERE recorded_by = $1)",
-                &[&by],
-            )
-            .map_err(pg("counting what a token wrote"))?;
-        let n = |i: usize| col::<i64>(&row, i).map(|v| v.max(0) as u64);
-        Ok(super::Usage {
-            versions: n(0)?,
-            bytes: n(1)?,
-            results: n(2)?,
-        })
+    fn usage(&self, by: &str) -> Result<Usage, Error> {
+        usage_on(&mut *self.client.borrow_mut(), by)
     }
 
     fn text_search(

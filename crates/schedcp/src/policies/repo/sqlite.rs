@@ -5,16 +5,17 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::flat::{self, FlatIndex};
-use super::{db_err, now, DocRow, Evidence, Hit, Insert, Repository, Workload};
+use super::{db_err, now, DocRow, Evidence, Hit, Insert, Repository, Usage, Workload};
 use crate::bpf::meta::PolicyMeta;
 use crate::error::Error;
 use crate::policies::model::{
     Body, History, NewResult, NewVerifyReport, PolicyRef, PolicyResult, PolicySummary,
     PolicyVersion, SearchDoc, State, StoredVerifyReport, Transition,
 };
+use crate::policies::quota::Writer;
 use crate::store::Store;
 
 /// Text terms are pruned by document frequency only above this many
@@ -212,10 +213,39 @@ fn index_policy(
     Ok(())
 }
 
+/// What API token `by` has added and recorded, as `c` sees it.
+fn usage_on(c: &Connection, by: &str) -> Result<Usage, Error> {
+    let (versions, bytes): (i64, i64) = c
+        .query_row(
+            "SELECT count(*), coalesce(sum(length(CAST(meta AS BLOB)) + length(CAST(body AS BLOB))), 0)
+             FROM policy_versions WHERE added_by = ?1",
+            [by],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| db_err("counting a token's versions", e))?;
+    let results: i64 = c
+        .query_row(
+            "SELECT count(*) FROM policy_results WHERE recorded_by = ?1",
+            [by],
+            |r| r.get(0),
+        )
+        .map_err(|e| db_err("counting a token's results", e))?;
+    Ok(Usage {
+        versions: versions as u64,
+        bytes: bytes as u64,
+        results: results as u64,
+    })
+}
+
 fn insert_one(tx: &Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, Error> {
     let p = it.policy;
     let name = &p.meta.name;
     let at = it.created_at.clone().unwrap_or_else(now);
+    // The write transaction is immediate: this token's other writers wait,
+    // so the usage read here stays true to commit.
+    if let Some(w) = &it.added_by {
+        w.admit_version(&usage_on(tx, w.token)?, p.stored_bytes())?;
+    }
     let existing: Option<(i64, String, String, Option<String>)> = tx
         .query_row(
             "SELECT id, kind, origin, owner FROM policies WHERE name = ?1",
@@ -227,8 +257,8 @@ fn insert_one(tx: &Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, Er
     let policy_id = match existing {
         Some((id, kind, origin, owner)) => {
             if let Some(by) = &it.added_by {
-                if owner.as_deref() != Some(by.as_str()) {
-                    return Err(super::not_owner(name, owner.as_deref(), by));
+                if owner.as_deref() != Some(by.token) {
+                    return Err(super::not_owner(name, owner.as_deref(), by.token));
                 }
             }
             if kind != p.body.kind().as_str() || origin != p.origin.as_str() {
@@ -263,7 +293,7 @@ fn insert_one(tx: &Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, Er
                     p.body.kind().as_str(),
                     p.origin.as_str(),
                     at,
-                    it.added_by
+                    it.added_by.map(|w| w.token)
                 ],
             )
             .map_err(|e| db_err("inserting a policy", e))?;
@@ -291,7 +321,7 @@ fn insert_one(tx: &Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, Er
             body,
             it.state.as_str(),
             at,
-            it.added_by
+            it.added_by.map(|w| w.token)
         ],
     )
     .map_err(|e| db_err("inserting a version", e))?;
@@ -565,10 +595,13 @@ impl Repository for SqliteRepo {
         version: u32,
         r: &NewResult,
         workload_embedding: &[f32],
-        recorded_by: Option<&str>,
+        recorded_by: Option<Writer<'_>>,
     ) -> Result<PolicyResult, Error> {
         self.store.write(|tx| -> Result<PolicyResult, Error> {
             let vid = version_id(tx, name, version)?;
+            if let Some(w) = &recorded_by {
+                w.admit_result(&usage_on(tx, w.token)?)?;
+            }
             tx.execute(
                 "INSERT INTO result_workloads (text, embedding) VALUES (?1, ?2)
                  ON CONFLICT (text) DO NOTHING",
@@ -606,7 +639,7 @@ impl Repository for SqliteRepo {
                     r.environment,
                     at,
                     super::signature_json(r)?,
-                    recorded_by
+                    recorded_by.map(|w| w.token)
                 ],
             )
             .map_err(|e| db_err("recording a result", e))?;
@@ -619,28 +652,8 @@ impl Repository for SqliteRepo {
         })
     }
 
-    fn usage(&self, by: &str) -> Result<super::Usage, Error> {
-        let c = self.store.conn();
-        let (versions, bytes): (i64, i64) = c
-            .query_row(
-                "SELECT count(*), coalesce(sum(length(CAST(meta AS BLOB)) + length(CAST(body AS BLOB))), 0)
-                 FROM policy_versions WHERE added_by = ?1",
-                [by],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(|e| db_err("counting a token's versions", e))?;
-        let results: i64 = c
-            .query_row(
-                "SELECT count(*) FROM policy_results WHERE recorded_by = ?1",
-                [by],
-                |r| r.get(0),
-            )
-            .map_err(|e| db_err("counting a token's results", e))?;
-        Ok(super::Usage {
-            versions: versions as u64,
-            bytes: bytes as u64,
-            results: results as u64,
-        })
+    fn usage(&self, by: &str) -> Result<Usage, Error> {
+        usage_on(self.store.conn(), by)
     }
 
     fn text_search(
