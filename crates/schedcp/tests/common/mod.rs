@@ -143,8 +143,13 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
+        Env::with_config("")
+    }
+
+    /// An environment whose config file holds `toml`.
+    pub fn with_config(toml: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.toml"), "").unwrap();
+        std::fs::write(dir.path().join("config.toml"), toml).unwrap();
         Env { dir }
     }
 
