@@ -247,17 +247,30 @@ mod quiet {
     #[test]
     fn the_main_job_proves_applies_and_rolls_back_a_winner_on_a_contended_build() {
         let host = Host::hold();
-        // The contended build on this host is bimodal: a run takes ~0.8 s,
-        // or ~1.6 s when both long units share a CPU (6 of 16 unchanged
-        // runs in one session). Two slow canary windows in a row then
+        // The contended build on this host is bimodal: a run takes ~0.8 s
+        // or ~1.6 s (6 of 16 unchanged runs in one session). Two slow canary windows in a row then
         // breach the default 25 % with nothing wrong; the breaker itself is
         // tested in `knobs`. Here it trips only past that mode.
-        let env = Env::with_config("[deploy.thresholds]\nworkload_regression_pct = 150\n");
-        // Twice the default trial budget: with that tail, 4 runs a side
-        // often leave nice -5's improvement unproven, and at 6 or 12 trials
-        // the engine then honestly kept the current configuration. Halving
-        // stops as soon as one is proven that nothing left can beat.
-        let r = tune_json(&env, &["--trials", "24", "--no-lab", "--canary", "6s"], 0);
+        // Each session is one experiment on a noisy host: one that honestly
+        // keeps the current configuration is checked for that honesty, and
+        // the experiment repeated on a fresh state, at most three times.
+        let mut attempt = 0;
+        let (env, r) = loop {
+            attempt += 1;
+            let env = Env::with_config("[deploy.thresholds]\nworkload_regression_pct = 150\n");
+            // Twice the default trial budget: with that tail, 4 runs a side
+            // often leave nice -5's improvement unproven. Halving stops as
+            // soon as one is proven that nothing left can beat.
+            let r = tune_json(&env, &["--trials", "24", "--no-lab", "--canary", "6s"], 0);
+            if r["winner"]["knobs"][0]["knob"].is_string() {
+                break (env, r);
+            }
+            let outcomes = r["outcomes"].as_array().unwrap();
+            assert!(outcomes.iter().all(|o| o["proven"] == false), "{r:#}");
+            assert!(r["applied"].is_null(), "{:#}", r["applied"]);
+            journal_clean(&env);
+            assert!(attempt < 3, "no winner in 3 sessions: {}", r["decision"]);
+        };
         // The contention rule fired on what the signature measured.
         let fired: Vec<&str> = r["fired"]
             .as_array()
