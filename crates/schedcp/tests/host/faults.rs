@@ -98,8 +98,35 @@ fn sigkill_at_random_points_leaves_the_node_consistent() {
             None => assert_eq!(now, original, "{what}: a knob changed that nothing tracks"),
         }
     }
-    // Go back to the host's own value before the policy writes.
-    let _ = d.cli(&["deploy", "rollback", "--reason", "fault test done"]);
+    // Go back to the host's own value before the policy writes. A rollback
+    // goes to the last known-good, which is the previous change set when
+    // more than one was promoted, so roll back until nothing is current.
+    let mut steps = Vec::new();
+    loop {
+        let status: Value =
+            serde_json::from_slice(&d.cli(&["deploy", "status", "--json"]).stdout).unwrap();
+        if status["current"].is_null() {
+            break;
+        }
+        assert!(
+            steps.len() < 6,
+            "still current after 6 rollbacks: {steps:#?}"
+        );
+        let out = d.cli(&["deploy", "rollback", "--reason", "fault test done"]);
+        assert!(
+            out.status.success(),
+            "rollback of {}: {}",
+            status["current"],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        steps.push(format!("#{} -> {}", status["current"]["id"], swappiness()));
+    }
+    assert_eq!(
+        swappiness(),
+        original,
+        "the host's own value after rolling back: {steps:?}"
+    );
+    eprintln!("rolled back to the host's own value: {steps:?}");
     // Policy writes through the API.
     let token = d.token("faults", "propose,observe");
     let source =
