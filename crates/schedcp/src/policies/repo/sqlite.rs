@@ -215,21 +215,16 @@ fn index_policy(
 
 /// What API token `by` has added and recorded, as `c` sees it.
 fn usage_on(c: &Connection, by: &str) -> Result<Usage, Error> {
-    let (versions, bytes): (i64, i64) = c
+    let (versions, bytes, results): (i64, i64, i64) = c
         .query_row(
-            "SELECT count(*), coalesce(sum(length(CAST(meta AS BLOB)) + length(CAST(body AS BLOB))), 0)
+            "SELECT count(*),
+                    coalesce(sum(length(CAST(meta AS BLOB)) + length(CAST(body AS BLOB))), 0),
+                    (SELECT count(*) FROM policy_results WHERE recorded_by = ?1)
              FROM policy_versions WHERE added_by = ?1",
             [by],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .map_err(|e| db_err("counting a token's versions", e))?;
-    let results: i64 = c
-        .query_row(
-            "SELECT count(*) FROM policy_results WHERE recorded_by = ?1",
-            [by],
-            |r| r.get(0),
-        )
-        .map_err(|e| db_err("counting a token's results", e))?;
+        .map_err(|e| db_err("counting what a token wrote", e))?;
     Ok(Usage {
         versions: versions as u64,
         bytes: bytes as u64,
@@ -241,6 +236,7 @@ fn insert_one(tx: &Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, Er
     let p = it.policy;
     let name = &p.meta.name;
     let at = it.created_at.clone().unwrap_or_else(now);
+    let added_by = it.added_by.map(|w| w.token);
     // The write transaction is immediate: this token's other writers wait,
     // so the usage read here stays true to commit.
     if let Some(w) = &it.added_by {
@@ -293,7 +289,7 @@ fn insert_one(tx: &Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, Er
                     p.body.kind().as_str(),
                     p.origin.as_str(),
                     at,
-                    it.added_by.map(|w| w.token)
+                    added_by
                 ],
             )
             .map_err(|e| db_err("inserting a policy", e))?;
@@ -321,7 +317,7 @@ fn insert_one(tx: &Transaction<'_>, it: &Insert<'_>) -> Result<PolicyVersion, Er
             body,
             it.state.as_str(),
             at,
-            it.added_by.map(|w| w.token)
+            added_by
         ],
     )
     .map_err(|e| db_err("inserting a version", e))?;
